@@ -1,0 +1,89 @@
+"""idp: a self-hosted OAuth 2.0 / OpenID Connect provider."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+from flask import Flask
+from flask_wtf import CSRFProtect
+
+from idp import config as settings
+from idp.config import ConfigError
+
+csrf = CSRFProtect()
+
+
+def create_app(config: Mapping[str, Any] | None = None, *, require_secrets: bool = True) -> Flask:
+    """Build the app: defaults -> environment -> `config` mapping -> extensions -> blueprints."""
+    values = settings.load(config)
+    app = Flask(__name__, instance_path=values["INSTANCE_DIR"])
+    app.config.update(values)
+    configure_secrets(app, required=require_secrets)
+    configure_logging(app)
+    configure_extensions(app)
+    configure_blueprints(app)
+    from idp.errors import register_error_handlers
+
+    register_error_handlers(app)
+    return app
+
+
+def read_key_file(keys_dir: str, name: str) -> list[str]:
+    """Non-empty lines of a file under KEYS_DIR, or [] if it does not exist."""
+    path = Path(keys_dir) / name
+    if not path.exists():
+        return []
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def configure_secrets(app: Flask, *, required: bool) -> None:
+    """Take SECRET_KEY and the key-encryption keys from the environment or, failing that, KEYS_DIR."""
+    from idp.security import KeyEncryptor
+
+    if not app.config["SECRET_KEY"]:
+        app.config["SECRET_KEY"] = next(iter(read_key_file(app.config["KEYS_DIR"], "secret-key")), None)
+    if not app.config["KEY_ENCRYPTION_KEYS"]:
+        app.config["KEY_ENCRYPTION_KEYS"] = read_key_file(app.config["KEYS_DIR"], "key-encryption-keys")
+        settings.load({"KEY_ENCRYPTION_KEYS": app.config["KEY_ENCRYPTION_KEYS"]}, environ={})
+    if required and not (app.config["SECRET_KEY"] and app.config["KEY_ENCRYPTION_KEYS"]):
+        raise ConfigError(
+            f"no secret key or key-encryption keys: run `idp init`, or set IDP_SECRET_KEY and IDP_KEY_ENCRYPTION_KEYS"
+        )
+    app.extensions["idp.key_encryptor"] = KeyEncryptor(app.config["KEY_ENCRYPTION_KEYS"]) if app.config["KEY_ENCRYPTION_KEYS"] else None
+
+
+def configure_logging(app: Flask) -> None:
+    """Log to stderr at the configured level (gunicorn and Celery add their own handlers)."""
+    logging.basicConfig(level=app.config["LOG_LEVEL"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def configure_extensions(app: Flask) -> None:
+    """Database, server-side sessions, CSRF, the keyring cache and Celery."""
+    from idp import models  # noqa: F401  (registers every model on the metadata)
+    from idp.db import db
+    from idp.keyring.service import _KeyringCache
+    from idp.sessions.interface import ServerSessionInterface
+    from idp.tasks import celery_init_app
+
+    app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
+    if app.config["DATABASE_URL"].startswith("sqlite"):
+        Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    db.init_app(app)
+    app.session_interface = ServerSessionInterface()
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, WTF_CSRF_TIME_LIMIT=None, MAX_CONTENT_LENGTH=1024 * 1024)
+    csrf.init_app(app)
+    app.extensions["idp.keyring_cache"] = _KeyringCache()
+    celery_init_app(app)
+
+
+def configure_blueprints(app: Flask) -> None:
+    """Mount every feature's blueprint."""
+    from idp.health import bp as health_bp
+    from idp.keyring.views import bp as keyring_bp
+    from idp.oidc.discovery import bp as discovery_bp
+
+    for blueprint in (health_bp, keyring_bp, discovery_bp):
+        app.register_blueprint(blueprint)

@@ -1,0 +1,382 @@
+"""The `idp` command: thin wrappers over the same service functions the web app and tasks use.
+
+Errors are one line on stderr with exit status 2; nothing is written when input is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from functools import wraps
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import click
+from flask import Flask
+from sqlalchemy.exc import OperationalError
+
+from idp import create_app
+from idp.config import ConfigError, generate_key_encryption_key
+from idp.errors import IdpError
+
+EXIT_USAGE = 2
+
+
+class IdpGroup(click.Group):
+    """A click group that turns the IdP's own errors into one line and exit status 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (ConfigError, IdpError) as error:
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(EXIT_USAGE)
+        except OperationalError as error:
+            # Connection refused, missing file, wrong credentials: say which, not a traceback.
+            click.echo(f"error: cannot use the database: {str(error.orig).splitlines()[0]}", err=True)
+            ctx.exit(1)
+
+
+def with_app(require_secrets: bool = True):
+    """Run the command inside an app context; the app is passed as the first argument."""
+
+    def decorator(fn):
+        @wraps(fn)
+        def wrapper(*args, **kwargs):
+            app = create_app(require_secrets=require_secrets)
+            with app.app_context():
+                return fn(app, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def _isoformat(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+@click.group(cls=IdpGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """idp: a self-hosted OpenID Connect provider."""
+
+
+# --- set-up -------------------------------------------------------------------------------------
+
+
+def ensure_local_secrets(app: Flask) -> list[str]:
+    """Write KEYS_DIR/secret-key and key-encryption-keys when the environment gives none. Returns files made."""
+    keys_dir = Path(app.config["KEYS_DIR"])
+    made = []
+    wanted = {
+        "secret-key": (os.environ.get("IDP_SECRET_KEY"), lambda: os.urandom(32).hex()),
+        "key-encryption-keys": (os.environ.get("IDP_KEY_ENCRYPTION_KEYS"), generate_key_encryption_key),
+    }
+    for name, (from_env, generate) in wanted.items():
+        path = keys_dir / name
+        if from_env or path.exists():
+            continue
+        keys_dir.mkdir(parents=True, exist_ok=True)
+        # Created with owner-only permissions before anything is written into it.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(generate() + "\n")
+        made.append(str(path))
+    return made
+
+
+@cli.command()
+def init() -> None:
+    """Create local secrets (embedded default), the schema and the first signing keys; idempotent."""
+    from idp.keyring.service import ensure_keys
+    from idp.migrate import upgrade
+
+    made = ensure_local_secrets(create_app(require_secrets=False))
+    for path in made:
+        click.echo(
+            f"WARNING: generated {path} for the embedded default. Back it up with the database and never "
+            "commit it; in production set IDP_SECRET_KEY and IDP_KEY_ENCRYPTION_KEYS instead.",
+            err=True,
+        )
+    app = create_app()
+    upgrade(app)
+    with app.app_context():
+        created = ensure_keys(actor="cli")
+    click.echo(f"database ready: {app.config['DATABASE_URL'].split('@')[-1]}")
+    click.echo(f"signing keys: {len(created)} created" if created else "signing keys: already present")
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION."""
+    from idp.migrate import upgrade
+
+    upgrade(create_app(require_secrets=False), revision)
+    click.echo("database upgraded")
+
+
+# --- users --------------------------------------------------------------------------------------
+
+
+@cli.group()
+def users() -> None:
+    """End users and admins."""
+
+
+def read_password_stdin() -> str:
+    """The password from standard input: its first line, without the newline."""
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+@users.command("create")
+@click.option("--email", required=True)
+@click.option("--password-stdin", is_flag=True, required=True, help="Read the password from standard input.")
+@click.option("--name", default=None)
+@click.option("--admin", is_flag=True, help="Grant admin rights.")
+@with_app()
+def users_create(app: Flask, email: str, password_stdin: bool, name: str | None, admin: bool) -> None:
+    """Create a user."""
+    from idp.users.service import create_user
+
+    user = create_user(email, read_password_stdin(), name=name, is_admin=admin, actor="cli")
+    click.echo(json.dumps({"id": user.id, "sub": user.subject, "email": user.email, "is_admin": user.is_admin}))
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@with_app()
+def users_list(app: Flask, as_json: bool) -> None:
+    """List users."""
+    from idp.users.service import list_users
+
+    rows = [
+        {"id": u.id, "sub": u.subject, "email": u.email, "name": u.name, "is_admin": u.is_admin,
+         "disabled": u.is_disabled, "created_at": _isoformat(u.created_at)}
+        for u in list_users()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        flags = ",".join(f for f, on in (("admin", row["is_admin"]), ("disabled", row["disabled"])) if on)
+        click.echo(f"{row['id']:>6}  {row['email']:<40} {flags}")
+
+
+@users.command("disable")
+@click.argument("email")
+@with_app()
+def users_disable(app: Flask, email: str) -> None:
+    """Disable a user: they can no longer sign in, and every token and session they hold dies."""
+    from idp.users.service import disable_user, require_user
+
+    disable_user(require_user(email), actor="cli")
+    click.echo(f"disabled {email}")
+
+
+# --- clients ------------------------------------------------------------------------------------
+
+
+@cli.group()
+def clients() -> None:
+    """OAuth clients (relying parties)."""
+
+
+@clients.command("create")
+@click.option("--name", required=True)
+@click.option("--redirect-uri", "redirect_uris", multiple=True)
+@click.option("--post-logout-redirect-uri", "post_logout_redirect_uris", multiple=True)
+@click.option("--public", is_flag=True, help="A public client (no secret; PKCE required).")
+@click.option("--grant-type", "grant_types", multiple=True, help="authorization_code, refresh_token, client_credentials.")
+@click.option("--scope", default="openid profile email offline_access", show_default=True)
+@click.option("--token-endpoint-auth-method", default=None, help="client_secret_basic (default), client_secret_post or none.")
+@click.option("--skip-consent", is_flag=True, help="First-party client: no consent page.")
+@click.option("--no-pkce", is_flag=True, help="Let a confidential client omit PKCE.")
+@click.option("--backchannel-logout-uri", default=None)
+@click.option("--id-token-alg", default="RS256", show_default=True, type=click.Choice(["RS256", "ES256"]))
+@click.option("--json", "as_json", is_flag=True)
+@with_app()
+def clients_create(app: Flask, name, redirect_uris, post_logout_redirect_uris, public, grant_types, scope,
+                   token_endpoint_auth_method, skip_consent, no_pkce, backchannel_logout_uri, id_token_alg, as_json) -> None:
+    """Register a client; its secret is printed once and never stored."""
+    from idp.clients.service import create_client
+
+    client, secret = create_client(
+        name,
+        redirect_uris=list(redirect_uris),
+        post_logout_redirect_uris=list(post_logout_redirect_uris),
+        public=public,
+        grant_types=list(grant_types) or None,
+        scope=scope,
+        token_endpoint_auth_method=token_endpoint_auth_method,
+        require_pkce=not no_pkce,
+        skip_consent=skip_consent,
+        backchannel_logout_uri=backchannel_logout_uri,
+        id_token_signed_response_alg=id_token_alg,
+        actor="cli",
+    )
+    result = {"client_id": client.client_id, "name": client.name}
+    if secret:
+        result["client_secret"] = secret
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"client_id:     {client.client_id}")
+    if secret:
+        click.echo(f"client_secret: {secret}   (shown once; store it now)")
+
+
+@clients.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@with_app()
+def clients_list(app: Flask, as_json: bool) -> None:
+    """List clients."""
+    from idp.clients.service import list_clients
+
+    rows = [
+        {"client_id": c.client_id, "name": c.name, "public": c.is_public, "redirect_uris": c.redirect_uris,
+         "grant_types": c.grant_types, "scope": c.scope, "token_endpoint_auth_method": c.token_endpoint_auth_method}
+        for c in list_clients()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['client_id']}  {'public' if row['public'] else 'confidential':<12} {row['name']}")
+
+
+# --- keys ---------------------------------------------------------------------------------------
+
+
+@cli.group()
+def keys() -> None:
+    """Signing keys."""
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@with_app()
+def keys_list(app: Flask, as_json: bool) -> None:
+    """List signing keys with algorithm, state and dates (private halves are never shown)."""
+    from idp.keyring.service import list_keys
+
+    rows = [
+        {"kid": k.kid, "alg": k.alg, "state": k.state.value, "created_at": _isoformat(k.created_at),
+         "activated_at": _isoformat(k.activated_at), "retired_at": _isoformat(k.retired_at),
+         "revoked_at": _isoformat(k.revoked_at)}
+        for k in list_keys()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['alg']:<6} {row['state']:<8} {row['kid']}  created {row['created_at']}")
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+
+def default_bind() -> tuple[str, int]:
+    """Host and port taken from the issuer when it is a loopback URL (the embedded default)."""
+    from idp.config import load
+
+    parts = urlsplit(load()["ISSUER"])
+    return "127.0.0.1", parts.port or (443 if parts.scheme == "https" else 80)
+
+
+@cli.command()
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (default: the issuer's).")
+@click.option("--workers", default=2, show_default=True, type=int)
+@click.option("--threads", default=4, show_default=True, type=int)
+def serve(host: str | None, port: int | None, workers: int, threads: int) -> None:
+    """Run the web app under gunicorn."""
+    from gunicorn.app.base import BaseApplication
+
+    default_host, default_port = default_bind()
+    app = create_app()  # fail fast on bad configuration, before gunicorn forks
+
+    class Server(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", f"{host or default_host}:{port or default_port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("threads", threads)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("accesslog", "-")
+            self.cfg.set("forwarded_allow_ips", os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"))
+
+        def load(self):
+            return app
+
+    Server().run()
+
+
+@cli.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--concurrency", default=2, show_default=True, type=int)
+def worker(loglevel: str, concurrency: int) -> None:
+    """Run a Celery worker (embedded broker by default, Redis when IDP_CELERY_BROKER_URL says so)."""
+    app = create_app()
+    app.extensions["celery"].worker_main(["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", "--without-mingle", "--without-gossip"])
+
+
+@cli.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+def beat(loglevel: str) -> None:
+    """Run the Celery beat scheduler (one per deployment)."""
+    app = create_app()
+    app.extensions["celery"].start(["beat", f"--loglevel={loglevel}"])
+
+
+@cli.command()
+@click.option("--port", default=None, type=int, help="Port (default: the issuer's).")
+def dev(port: int | None) -> None:
+    """Run web, worker and beat together on the embedded defaults; Ctrl-C stops all three."""
+    init.callback()  # idempotent: secrets, schema, keys
+    app = create_app()
+    issuer = app.config["ISSUER"]
+    _, default_port = default_bind()
+    command = [sys.executable, "-m", "idp"]
+    children = [
+        subprocess.Popen([*command, "serve", "--port", str(port or default_port)]),
+        subprocess.Popen([*command, "worker", "--loglevel", "WARNING"]),
+        subprocess.Popen([*command, "beat", "--loglevel", "WARNING"]),
+    ]
+    click.echo(f"\nidp is running: {issuer}  (discovery: {issuer}/.well-known/openid-configuration)")
+    click.echo("Next: create the first admin:\n  echo 'a-long-password' | idp users create --email you@example.com --password-stdin --admin\n")
+
+    def stop(*_):
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    failed = [child.args[3] for child in children if child.returncode not in (0, -signal.SIGTERM, -signal.SIGINT)]
+    if failed:
+        raise click.ClickException(f"stopped because {', '.join(failed)} exited")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="idp")

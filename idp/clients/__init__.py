@@ -1,0 +1,1 @@
+"""OAuth clients (relying parties): registration, secrets, redirect URIs."""

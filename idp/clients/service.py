@@ -1,0 +1,165 @@
+"""Client registration: validation of redirect URIs, grants and scopes; secrets shown once."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+
+from idp.audit.service import record
+from idp.clients.models import Client
+from idp.config import is_loopback_host
+from idp.db import db
+from idp.errors import NotFoundError, ValidationError
+from idp.security import CLIENT_SECRET_PREFIX, constant_time_equals, digest, random_token
+
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+SCOPES = ("openid", "profile", "email", "offline_access")
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
+DEFAULT_GRANT_TYPES = ["authorization_code", "refresh_token"]
+DEFAULT_SCOPE = "openid profile email offline_access"
+
+
+def validate_redirect_uri(uri: str, field: str = "redirect_uri") -> str:
+    """An absolute URI without fragment (RFC 6749 3.1.2); https, http on loopback, or a private-use scheme (RFC 8252 7.1)."""
+    uri = (uri or "").strip()
+    if len(uri) > 2000:
+        raise ValidationError(f"{field} is too long", field=field)
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        raise ValidationError(f"{field} {uri!r} is not a valid URI", field=field) from None
+    if not parts.scheme:
+        raise ValidationError(f"{field} {uri!r} must be absolute", field=field)
+    if parts.fragment or "#" in uri:
+        raise ValidationError(f"{field} {uri!r} must not contain a fragment", field=field)
+    if parts.scheme == "https":
+        if not parts.hostname:
+            raise ValidationError(f"{field} {uri!r} has no host", field=field)
+    elif parts.scheme == "http":
+        if not is_loopback_host(parts.hostname):
+            raise ValidationError(f"{field} {uri!r} uses http on a non-loopback host; use https", field=field)
+    elif "." not in parts.scheme:
+        # RFC 8252 7.1: private-use schemes are reverse domain names, e.g. com.example.app:/cb
+        raise ValidationError(f"{field} {uri!r} must use https, loopback http, or a reverse-domain scheme", field=field)
+    return uri
+
+
+def validate_https_url(uri: str, field: str) -> str:
+    """An absolute https URL (http on loopback) without fragment, e.g. a back-channel logout URI."""
+    uri = validate_redirect_uri(uri, field)
+    if urlsplit(uri).scheme not in {"http", "https"}:
+        raise ValidationError(f"{field} {uri!r} must be an https URL", field=field)
+    return uri
+
+
+def validate_scope(scope: str) -> str:
+    """A space-separated subset of the supported scopes, normalised."""
+    scopes = (scope or "").split()
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown:
+        raise ValidationError(f"unknown scope {unknown[0]!r}; supported: {' '.join(SCOPES)}", field="scope")
+    return " ".join(dict.fromkeys(scopes))
+
+
+def create_client(
+    name: str,
+    *,
+    redirect_uris: list[str] = (),
+    post_logout_redirect_uris: list[str] = (),
+    public: bool = False,
+    grant_types: list[str] | None = None,
+    scope: str = DEFAULT_SCOPE,
+    token_endpoint_auth_method: str | None = None,
+    require_pkce: bool = True,
+    skip_consent: bool = False,
+    backchannel_logout_uri: str | None = None,
+    id_token_signed_response_alg: str = "RS256",
+    actor: str = "system",
+) -> tuple[Client, str | None]:
+    """Register a client; return it and its secret (None for public clients), which is never stored."""
+    name = (name or "").strip()
+    if not name or len(name) > 200:
+        raise ValidationError("name must be 1 to 200 characters", field="name")
+    grant_types = list(dict.fromkeys(grant_types or DEFAULT_GRANT_TYPES))
+    for grant in grant_types:
+        if grant not in GRANT_TYPES:
+            raise ValidationError(f"unknown grant type {grant!r}; supported: {', '.join(GRANT_TYPES)}", field="grant_types")
+    if public and "client_credentials" in grant_types:
+        raise ValidationError("a public client cannot use client_credentials", field="grant_types")
+    redirect_uris = [validate_redirect_uri(uri) for uri in redirect_uris]
+    if "authorization_code" in grant_types and not redirect_uris:
+        raise ValidationError("the authorization_code grant needs at least one redirect URI", field="redirect_uris")
+    post_logout_redirect_uris = [validate_redirect_uri(uri, "post_logout_redirect_uri") for uri in post_logout_redirect_uris]
+    if backchannel_logout_uri:
+        backchannel_logout_uri = validate_https_url(backchannel_logout_uri, "backchannel_logout_uri")
+    if token_endpoint_auth_method is None:
+        token_endpoint_auth_method = "none" if public else "client_secret_basic"
+    if token_endpoint_auth_method not in AUTH_METHODS:
+        raise ValidationError(f"unknown token endpoint auth method {token_endpoint_auth_method!r}", field="token_endpoint_auth_method")
+    if public != (token_endpoint_auth_method == "none"):
+        raise ValidationError("public clients authenticate with 'none'; confidential clients with a secret", field="token_endpoint_auth_method")
+    if id_token_signed_response_alg not in ("RS256", "ES256"):
+        raise ValidationError("id_token_signed_response_alg must be RS256 or ES256", field="id_token_signed_response_alg")
+    if public and not require_pkce:
+        raise ValidationError("public clients must use PKCE", field="require_pkce")
+
+    secret = None if public else random_token(32, prefix=CLIENT_SECRET_PREFIX)
+    client = Client(
+        client_id=random_token(16),
+        name=name,
+        secret_digest=digest(secret) if secret else None,
+        is_public=public,
+        redirect_uris=list(dict.fromkeys(redirect_uris)),
+        post_logout_redirect_uris=list(dict.fromkeys(post_logout_redirect_uris)),
+        grant_types=grant_types,
+        scope=validate_scope(scope),
+        token_endpoint_auth_method=token_endpoint_auth_method,
+        require_pkce=require_pkce,
+        skip_consent=skip_consent,
+        backchannel_logout_uri=backchannel_logout_uri or None,
+        id_token_signed_response_alg=id_token_signed_response_alg,
+    )
+    db.session.add(client)
+    db.session.flush()
+    record("client.created", actor=actor, target=f"client:{client.client_id}", public=public)
+    db.session.commit()
+    return client, secret
+
+
+def verify_client_secret(client: Client, secret: str | None) -> bool:
+    """Constant-time check of a presented secret against the stored digest."""
+    if client.secret_digest is None or not secret:
+        return False
+    return constant_time_equals(digest(secret), client.secret_digest)
+
+
+def rotate_client_secret(client: Client, *, actor: str = "system") -> str:
+    """Replace a confidential client's secret; return the new one (shown once)."""
+    if client.is_public:
+        raise ValidationError("a public client has no secret")
+    secret = random_token(32, prefix=CLIENT_SECRET_PREFIX)
+    client.secret_digest = digest(secret)
+    record("client.secret_rotated", actor=actor, target=f"client:{client.client_id}")
+    db.session.commit()
+    return secret
+
+
+def get_client(client_id: str) -> Client | None:
+    """The client with this public client_id, or None."""
+    if not client_id or len(client_id) > 64:
+        return None
+    return db.session.scalar(select(Client).where(Client.client_id == client_id))
+
+
+def require_client(client_id: str) -> Client:
+    """The client with this client_id; raise NotFoundError if there is none."""
+    client = get_client(client_id)
+    if client is None:
+        raise NotFoundError(f"no client with client_id {client_id!r}")
+    return client
+
+
+def list_clients(limit: int = 1000) -> list[Client]:
+    """Clients ordered by id."""
+    return list(db.session.scalars(select(Client).order_by(Client.id).limit(limit)))

@@ -1,0 +1,172 @@
+"""Every setting of the IdP, once: its default, a one-line comment and its ``IDP_*`` variable.
+
+Precedence, lowest first: the default here, the environment (``IDP_<NAME>``), then the mapping
+passed to ``create_app(config)`` (tests). Bad values fail at start-up with one ``ConfigError``
+line; the CLI prints it and exits 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message is one line meant for the operator."""
+
+
+def _int(raw: str) -> int:
+    return int(raw)
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+def _list(raw: str) -> list[str]:
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _str(raw: str) -> str:
+    return raw
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: Flask config key, default (a value or a function of the settings so far)."""
+
+    name: str
+    default: Any
+    doc: str
+    parse: Callable[[str], Any] = _str
+
+    @property
+    def env(self) -> str:
+        return f"IDP_{self.name}"
+
+
+MINUTE, HOUR, DAY = 60, 3600, 86400
+
+SETTINGS: tuple[Setting, ...] = (
+    # Identity and storage
+    Setting("ISSUER", "http://localhost:8000", "Issuer URL; every token's `iss`. https, or http on a loopback host only."),
+    Setting("INSTANCE_DIR", "instance", "Folder for the embedded SQLite database and broker (relative to the working directory)."),
+    Setting("DATABASE_URL", lambda s: f"sqlite:///{Path(s['INSTANCE_DIR']).resolve()}/idp.sqlite3", "SQLAlchemy URL: `sqlite:///PATH` or `postgresql://...` (psycopg 3)."),
+    Setting("KEYS_DIR", "keys", "Folder for embedded-default key material written by `idp init` (never committed)."),
+    Setting("SECRET_KEY", None, "Flask secret key (signs CSRF tokens). Default: `KEYS_DIR/secret-key`, made by `idp init`."),
+    Setting("KEY_ENCRYPTION_KEYS", None, "Comma-separated Fernet keys encrypting private signing keys; the first encrypts, all decrypt. Default: `KEYS_DIR/key-encryption-keys`.", _list),
+    Setting("CELERY_BROKER_URL", lambda s: f"sqla+sqlite:///{Path(s['INSTANCE_DIR']).resolve()}/celery-broker.sqlite3", "Celery broker: `redis://...` in production; the default needs no server."),
+    Setting("LOG_LEVEL", "INFO", "Python logging level of the web and worker processes."),
+    # Tokens (lifetimes in seconds)
+    Setting("ACCESS_TOKEN_TTL", 5 * MINUTE, "Lifetime of JWT access tokens (RFC 9068).", _int),
+    Setting("ID_TOKEN_TTL", HOUR, "Lifetime of ID tokens.", _int),
+    Setting("AUTHORIZATION_CODE_TTL", 10 * MINUTE, "Lifetime of authorization codes (at most 600, RFC 6749 4.1.2).", _int),
+    Setting("REFRESH_TOKEN_IDLE_TTL", 14 * DAY, "A refresh token unused this long expires.", _int),
+    Setting("REFRESH_TOKEN_ABSOLUTE_TTL", 90 * DAY, "A refresh-token family expires this long after the grant, however used.", _int),
+    Setting("REFRESH_TOKEN_REUSE_GRACE", 0, "Seconds a just-rotated refresh token may be replayed without revoking its family (0 = strict).", _int),
+    Setting("CLOCK_SKEW", MINUTE, "Leeway allowed for clock differences when checking `exp`/`iat`.", _int),
+    # Sessions (lifetimes in seconds)
+    Setting("SSO_SESSION_IDLE_TTL", 8 * HOUR, "An end-user SSO session unused this long ends.", _int),
+    Setting("SSO_SESSION_ABSOLUTE_TTL", 7 * DAY, "An end-user SSO session ends this long after sign-in, however used.", _int),
+    Setting("ADMIN_SESSION_IDLE_TTL", 30 * MINUTE, "An admin UI session unused this long ends.", _int),
+    Setting("ADMIN_SESSION_ABSOLUTE_TTL", 12 * HOUR, "An admin UI session ends this long after sign-in, however used.", _int),
+    # Keys
+    Setting("JWKS_MAX_AGE", 5 * MINUTE, "`Cache-Control: max-age` of the JWKS; a new key is published at least this long before it signs.", _int),
+)
+
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+_DATABASE_SCHEMES = {"sqlite", "postgresql", "postgresql+psycopg", "postgres"}
+
+
+def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Resolve every setting (default, then environment, then overrides) and validate the result."""
+    environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.name in overrides:
+            values[setting.name] = overrides.pop(setting.name)
+        elif setting.env in environ:
+            raw = environ[setting.env]
+            try:
+                values[setting.name] = setting.parse(raw)
+            except ValueError:
+                raise ConfigError(f"{setting.env}={raw!r} is not valid") from None
+        elif callable(setting.default):
+            values[setting.name] = setting.default(values)
+        else:
+            values[setting.name] = setting.default
+    _validate(values)
+    # Keys the settings table does not know (TESTING, Flask or extension options) pass through.
+    values.update(overrides)
+    return values
+
+
+def _validate(values: dict[str, Any]) -> None:
+    values["ISSUER"] = validate_issuer(values["ISSUER"])
+    values["INSTANCE_DIR"] = str(Path(values["INSTANCE_DIR"]).resolve())
+    values["KEYS_DIR"] = str(Path(values["KEYS_DIR"]).resolve())
+    values["DATABASE_URL"] = normalize_database_url(values["DATABASE_URL"])
+    if not 0 < values["AUTHORIZATION_CODE_TTL"] <= 600:
+        raise ConfigError("IDP_AUTHORIZATION_CODE_TTL must be between 1 and 600 seconds (RFC 6749 4.1.2)")
+    for setting in SETTINGS:
+        if setting.parse is _int and values[setting.name] < 0:
+            raise ConfigError(f"{setting.env} must not be negative")
+    if values["LOG_LEVEL"].upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ConfigError(f"IDP_LOG_LEVEL={values['LOG_LEVEL']!r} is not a logging level")
+    for key in values["KEY_ENCRYPTION_KEYS"] or []:
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            raise ConfigError("IDP_KEY_ENCRYPTION_KEYS holds a value that is not a Fernet key") from None
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for localhost and loopback IP literals (RFC 8252 7.3)."""
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_issuer(issuer: str) -> str:
+    """An issuer is an absolute https URL without query or fragment (OIDC Discovery 3); http only on loopback."""
+    parts = urlsplit(issuer)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ConfigError(f"IDP_ISSUER={issuer!r} is not an absolute http(s) URL")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"IDP_ISSUER={issuer!r} must not have a query or fragment")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ConfigError(f"IDP_ISSUER={issuer!r} uses http on a non-loopback host; use https")
+    return issuer.rstrip("/")
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept sqlite and PostgreSQL URLs; PostgreSQL always goes through psycopg 3."""
+    scheme = url.split(":", 1)[0] if ":" in url else ""
+    if scheme not in _DATABASE_SCHEMES:
+        raise ConfigError(f"IDP_DATABASE_URL has unknown scheme {scheme!r}; use sqlite or postgresql")
+    if scheme in {"postgresql", "postgres"}:
+        return "postgresql+psycopg" + url[len(scheme):]
+    return url
+
+
+def generate_key_encryption_key() -> str:
+    """A fresh Fernet key for the key-encryption-key list."""
+    return Fernet.generate_key().decode()

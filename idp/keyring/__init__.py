@@ -1,0 +1,1 @@
+"""Signing keys: generation, encryption at rest, states next -> active -> retired, the JWKS."""

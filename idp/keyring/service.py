@@ -1,0 +1,156 @@
+"""Signing keys: generation with jwcrypto, encryption at rest, the published JWKS, the signing key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass
+
+from flask import current_app
+from jwcrypto import jwk
+from sqlalchemy import select
+
+from idp.audit.service import record
+from idp.clock import utcnow
+from idp.db import db
+from idp.errors import NotFoundError
+from idp.keyring.models import PUBLISHED_STATES, KeyState, SigningKey
+from idp.security import KeyEncryptor
+
+ALGORITHMS = ("RS256", "ES256")  # RS256 is mandatory for OpenID Connect (Core 15.1)
+RSA_BITS = 2048
+# How long a web process trusts its cached view of the keyring; a rotation made by the worker is
+# seen by every replica within this many seconds, without a restart.
+KEYRING_CACHE_SECONDS = 5.0
+
+
+def key_encryptor() -> KeyEncryptor:
+    """The app's key-encryption-key list; configured by the factory."""
+    return current_app.extensions["idp.key_encryptor"]
+
+
+def _new_jwk(alg: str) -> jwk.JWK:
+    if alg == "RS256":
+        return jwk.JWK.generate(kty="RSA", size=RSA_BITS)
+    if alg == "ES256":
+        return jwk.JWK.generate(kty="EC", crv="P-256")
+    raise ValueError(f"unsupported signing algorithm {alg!r}")
+
+
+def generate_key(alg: str, state: KeyState, *, actor: str = "system") -> SigningKey:
+    """Create a key in `state` (caller commits); kid is its RFC 7638 thumbprint."""
+    key = _new_jwk(alg)
+    kid = key.thumbprint()  # RFC 7638, SHA-256
+    public = json.loads(key.export_public())
+    public.update(kid=kid, alg=alg, use="sig")
+    now = utcnow()
+    row = SigningKey(
+        kid=kid,
+        alg=alg,
+        state=state,
+        public_jwk=json.dumps(public, sort_keys=True),
+        private_jwk_encrypted=key_encryptor().encrypt(key.export_private().encode()),
+        created_at=now,
+        activated_at=now if state is KeyState.ACTIVE else None,
+    )
+    db.session.add(row)
+    record("key.created", actor=actor, target=f"key:{kid}", alg=alg, state=state.value)
+    return row
+
+
+def ensure_keys(*, actor: str = "system") -> list[SigningKey]:
+    """Give every algorithm an active key and a published next key; idempotent. Returns keys made."""
+    made = []
+    for alg in ALGORITHMS:
+        states = set(db.session.scalars(select(SigningKey.state).where(SigningKey.alg == alg)))
+        if KeyState.ACTIVE not in states:
+            made.append(generate_key(alg, KeyState.ACTIVE, actor=actor))
+        if KeyState.NEXT not in states:
+            made.append(generate_key(alg, KeyState.NEXT, actor=actor))
+    db.session.commit()
+    return made
+
+
+def list_keys() -> list[SigningKey]:
+    """Every key, grouped by algorithm, newest first."""
+    return list(db.session.scalars(select(SigningKey).order_by(SigningKey.alg, SigningKey.created_at.desc(), SigningKey.id.desc())))
+
+
+def published_keys() -> list[SigningKey]:
+    """Keys that belong in the JWKS: next, active and retired; never revoked ones."""
+    return list(db.session.scalars(select(SigningKey).where(SigningKey.state.in_(PUBLISHED_STATES)).order_by(SigningKey.alg, SigningKey.id)))
+
+
+@dataclass(frozen=True)
+class PublishedJwks:
+    """The JWKS document and its (strong, unquoted) ETag."""
+
+    body: bytes
+    etag: str
+
+
+def jwks() -> PublishedJwks:
+    """The public JWKS (RFC 7517 5): public members only, from the short-lived keyring cache."""
+    return _cache().snapshot().jwks
+
+
+def signing_key(alg: str) -> tuple[str, jwk.JWK]:
+    """The active key for `alg` as (kid, private JWK); raise NotFoundError if there is none."""
+    return _cache().snapshot().signing_key(alg)
+
+
+def verification_key(kid: str) -> jwk.JWK | None:
+    """The public key with this kid if it is published (next, active or retired); else None."""
+    return _cache().snapshot().public.get(kid)
+
+
+class _Snapshot:
+    """An immutable view of the keyring at one moment."""
+
+    def __init__(self, keys: list[SigningKey], encryptor: KeyEncryptor):
+        documents = [json.loads(key.public_jwk) for key in keys]
+        body = json.dumps({"keys": documents}, sort_keys=True, separators=(",", ":")).encode()
+        self.jwks = PublishedJwks(body=body, etag=hashlib.sha256(body).hexdigest()[:32])
+        self.public = {doc["kid"]: jwk.JWK(**doc) for doc in documents}
+        self._active = {key.alg: (key.kid, key.private_jwk_encrypted) for key in keys if key.state is KeyState.ACTIVE}
+        self._encryptor = encryptor
+        self._private: dict[str, jwk.JWK] = {}
+
+    def signing_key(self, alg: str) -> tuple[str, jwk.JWK]:
+        if alg not in self._active:
+            raise NotFoundError(f"no active {alg} signing key; run `idp init` or `idp keys rotate --now`")
+        kid, encrypted = self._active[alg]
+        if kid not in self._private:
+            self._private[kid] = jwk.JWK.from_json(self._encryptor.decrypt(encrypted).decode())
+        return kid, self._private[kid]
+
+
+class _KeyringCache:
+    """Per-process cache of the keyring, refreshed every few seconds from the database."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._snapshot: _Snapshot | None = None
+        self._loaded_at = 0.0
+
+    def snapshot(self) -> _Snapshot:
+        if self._snapshot is None or time.monotonic() - self._loaded_at > KEYRING_CACHE_SECONDS:
+            with self._lock:
+                if self._snapshot is None or time.monotonic() - self._loaded_at > KEYRING_CACHE_SECONDS:
+                    self._snapshot = _Snapshot(published_keys(), key_encryptor())
+                    self._loaded_at = time.monotonic()
+        return self._snapshot
+
+    def invalidate(self) -> None:
+        self._snapshot = None
+
+
+def _cache() -> _KeyringCache:
+    return current_app.extensions["idp.keyring_cache"]
+
+
+def invalidate_cache() -> None:
+    """Drop this process's keyring view (after a change made in this process)."""
+    _cache().invalidate()

@@ -1,0 +1,21 @@
+"""The JWKS endpoint."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, request
+
+from idp.keyring.service import jwks
+
+bp = Blueprint("keyring", __name__)
+
+JWKS_PATH = "/.well-known/jwks.json"
+
+
+@bp.get(JWKS_PATH)
+def jwks_document():
+    """The published signing keys (RFC 7517 5), cacheable, with an ETag for conditional GETs."""
+    document = jwks()
+    response = Response(document.body, mimetype="application/jwk-set+json")
+    response.headers["Cache-Control"] = f"public, max-age={current_app.config['JWKS_MAX_AGE']}"
+    response.set_etag(document.etag)
+    return response.make_conditional(request)

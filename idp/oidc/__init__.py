@@ -1,0 +1,1 @@
+"""OpenID Connect: discovery, ID tokens, claims, userinfo, logout."""

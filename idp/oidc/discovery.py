@@ -1,0 +1,46 @@
+"""Discovery documents: OpenID Connect Discovery 1.0 section 3 and RFC 8414.
+
+Each feature contributes its own metadata when it is registered, so the documents advertise
+exactly what this build implements and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from flask import Blueprint, Flask, current_app, jsonify
+
+from idp.keyring.service import ALGORITHMS
+from idp.keyring.views import JWKS_PATH
+
+bp = Blueprint("discovery", __name__)
+
+MetadataContributor = Callable[[str], dict[str, Any]]
+
+
+def add_metadata(app: Flask, contributor: MetadataContributor) -> None:
+    """Register a function of the issuer URL that returns metadata members to advertise."""
+    app.extensions.setdefault("idp.metadata", []).append(contributor)
+
+
+def metadata() -> dict[str, Any]:
+    """The provider metadata, built from the configured issuer (never the Host header)."""
+    issuer = current_app.config["ISSUER"]
+    document: dict[str, Any] = {
+        "issuer": issuer,
+        "jwks_uri": issuer + JWKS_PATH,
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": list(ALGORITHMS),
+    }
+    for contributor in current_app.extensions.get("idp.metadata", []):
+        document.update(contributor(issuer))
+    return document
+
+
+@bp.get("/.well-known/openid-configuration")
+@bp.get("/.well-known/oauth-authorization-server")
+def discovery_document():
+    """OpenID Provider / OAuth 2.0 Authorization Server metadata."""
+    response = jsonify(metadata())
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response

@@ -1,0 +1,144 @@
+"""Flask's `session`, stored server-side: the cookie carries a random id, the row carries the data.
+
+Two kinds share the mechanism: end-user SSO sessions (SameSite=Lax, so a relying party's redirect
+to /authorize carries it) and admin UI sessions under /admin (their own cookie, SameSite=Strict).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Flask, Request, Response
+from flask.sessions import SessionInterface, SessionMixin
+from sqlalchemy import select
+from werkzeug.datastructures import CallbackDict
+
+from idp.clock import utcnow
+from idp.db import db
+from idp.security import digest
+from idp.sessions.models import UserSession
+from idp.users.models import User
+
+ADMIN_PREFIX = "/admin"
+# Writing last_seen_at on every request would turn every page view into a write; idle timeouts
+# are enforced to within this many seconds instead.
+LAST_SEEN_RESOLUTION = timedelta(seconds=60)
+
+
+class ServerSession(CallbackDict, SessionMixin):
+    """The session dict of one request, tied to at most one `UserSession` row."""
+
+    def __init__(self, kind: str, row: UserSession | None = None, cookie_value: str | None = None):
+        def on_update(session: ServerSession) -> None:
+            session.modified = True
+
+        super().__init__(dict(row.data) if row else {}, on_update)
+        self.kind = kind
+        self.row = row
+        self.cookie_value = cookie_value
+        self.modified = False
+        self.ended = False  # the row was deleted: clear the cookie
+
+    @property
+    def user_id(self) -> int | None:
+        return self.row.user_id if self.row else None
+
+
+def session_kind(request: Request) -> str:
+    """Which session a request belongs to, by path."""
+    path = request.path
+    return "admin" if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/") else "sso"
+
+
+def cookie_name(app: Flask, kind: str) -> str:
+    """`__Host-` prefixed names on https (RFC 6265bis 4.1.3.2): Secure, Path=/, no Domain."""
+    base = "idp_admin" if kind == "admin" else "idp_session"
+    return f"__Host-{base}" if secure_cookies(app) else base
+
+
+def secure_cookies(app: Flask) -> bool:
+    """Cookies are Secure whenever the issuer is https."""
+    return app.config["ISSUER"].startswith("https://")
+
+
+def idle_ttl(app: Flask, kind: str) -> timedelta:
+    return timedelta(seconds=app.config["ADMIN_SESSION_IDLE_TTL" if kind == "admin" else "SSO_SESSION_IDLE_TTL"])
+
+
+def absolute_ttl(app: Flask, kind: str) -> timedelta:
+    return timedelta(seconds=app.config["ADMIN_SESSION_ABSOLUTE_TTL" if kind == "admin" else "SSO_SESSION_ABSOLUTE_TTL"])
+
+
+def load_row(app: Flask, kind: str, cookie_value: str) -> UserSession | None:
+    """The live row for a cookie value, or None; a dead row (expired, idle, stale version) is deleted."""
+    found = db.session.execute(
+        select(UserSession, User.token_version, User.disabled_at)
+        .outerjoin(User, User.id == UserSession.user_id)
+        .where(UserSession.id_digest == digest(cookie_value), UserSession.kind == kind)
+    ).first()
+    if found is None:
+        return None
+    row, token_version, disabled_at = found
+    now = utcnow()
+    dead = (
+        now >= row.expires_at
+        or now >= row.last_seen_at + idle_ttl(app, kind)
+        # A token-version bump (password change, sign-out-everywhere, disable) ends every session.
+        or (row.user_id is not None and (token_version != row.token_version or disabled_at is not None))
+    )
+    if dead:
+        from idp.sessions.service import end_session  # late import: service imports this module
+
+        end_session(row, reason="expired")
+        db.session.commit()
+        return None
+    return row
+
+
+class ServerSessionInterface(SessionInterface):
+    """Stores Flask's session in the `sessions` table; the cookie holds only a random id."""
+
+    def open_session(self, app: Flask, request: Request) -> ServerSession:
+        kind = session_kind(request)
+        value = request.cookies.get(cookie_name(app, kind))
+        if value and len(value) <= 128:
+            row = load_row(app, kind, value)
+            if row is not None:
+                return ServerSession(kind, row, value)
+            session = ServerSession(kind)
+            session.ended = True  # a cookie for a session that is gone: clear it
+            return session
+        return ServerSession(kind)
+
+    def save_session(self, app: Flask, session: ServerSession, response: Response) -> None:  # type: ignore[override]
+        from idp.sessions.service import new_row  # late import: service imports this module
+
+        name = cookie_name(app, session.kind)
+        now = utcnow()
+        if session.row is None:
+            if not session.modified or not dict(session):
+                if session.ended:
+                    response.delete_cookie(name, path="/", secure=secure_cookies(app), httponly=True, samesite=self._samesite(session.kind))
+                return
+            session.cookie_value, session.row = new_row(app, session.kind)
+        row = session.row
+        if session.modified:
+            row.data = dict(session)
+        if session.modified or now - row.last_seen_at >= LAST_SEEN_RESOLUTION:
+            row.last_seen_at = now
+        if row in db.session.new or db.session.is_modified(row):
+            db.session.commit()
+        response.set_cookie(
+            name,
+            session.cookie_value,
+            expires=row.expires_at,
+            path="/",
+            secure=secure_cookies(app),
+            httponly=True,
+            samesite=self._samesite(session.kind),
+        )
+        response.vary.add("Cookie")
+
+    @staticmethod
+    def _samesite(kind: str) -> str:
+        return "Strict" if kind == "admin" else "Lax"

@@ -1,0 +1,1 @@
+"""End users (and admins): accounts, password hashing, token versions."""

@@ -1,0 +1,38 @@
+"""The User model."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from idp.clock import utcnow
+from idp.db import db
+
+
+class User(db.Model):
+    """An account that can sign in; `subject` is the stable, opaque OIDC `sub`."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject: Mapped[str] = mapped_column(String(64), unique=True, default=lambda: uuid.uuid4().hex)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    # Bumped on password change, sign-out-everywhere, disable and admin-rights change: every
+    # token, refresh family and session carrying an older value is refused (no ghost sessions).
+    token_version: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    disabled_at: Mapped[datetime | None]
+
+    @property
+    def is_disabled(self) -> bool:
+        return self.disabled_at is not None
+
+    def __repr__(self) -> str:
+        return f"<User {self.id} {self.email}>"

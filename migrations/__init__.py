@@ -1,0 +1,1 @@
+"""Alembic migrations of the IdP's schema (run with `idp db upgrade`)."""

@@ -1,0 +1,255 @@
+"""Shared fixtures: the app on every configured database backend, real servers, a real worker.
+
+Backends: SQLite always; PostgreSQL too when IDP_TEST_DATABASE_URL is set. Redis-backed tests use
+IDP_TEST_REDIS_URL. With CI set (or IDP_TEST_REQUIRE_SERVICES=1) a missing service is a failure,
+never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterator
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+
+from idp import create_app
+from idp.config import generate_key_encryption_key
+from idp.db import db
+from idp.models import Base, SigningKey
+from tests.support import Process, free_port, wait_until
+
+POSTGRES_URL = os.environ.get("IDP_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("IDP_TEST_REDIS_URL")
+REQUIRE_SERVICES = bool(os.environ.get("CI")) or os.environ.get("IDP_TEST_REQUIRE_SERVICES") == "1"
+BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+
+
+def require_service(name: str, available: bool) -> None:
+    """Skip a test whose service is absent on a developer machine; fail it in CI."""
+    if available:
+        return
+    message = f"{name} is not configured (set IDP_TEST_{name.upper()}_URL)"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + "; CI must run every service-backed test")
+    pytest.skip(message)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if REQUIRE_SERVICES and not (POSTGRES_URL and REDIS_URL):
+        raise pytest.UsageError("CI needs IDP_TEST_DATABASE_URL and IDP_TEST_REDIS_URL: service-backed tests must not skip")
+
+
+# --- configuration and schema ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def secrets_config() -> dict:
+    """Secrets for the test apps: generated once, never written to the repository."""
+    return {"SECRET_KEY": os.urandom(32).hex(), "KEY_ENCRYPTION_KEYS": [generate_key_encryption_key()]}
+
+
+def _reset_postgres(url: str) -> None:
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request, tmp_path_factory, secrets_config) -> str:
+    """A migrated database per backend; the schema comes from the migrations, not create_all."""
+    from idp.migrate import upgrade
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'idp.sqlite3'}"
+    else:
+        _reset_postgres(POSTGRES_URL)
+        url = POSTGRES_URL
+    migrated = create_app({"DATABASE_URL": url, "TESTING": True, **secrets_config})
+    upgrade(migrated)
+    with migrated.app_context():
+        db.engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="session")
+def key_rows(database_url, secrets_config) -> list[dict]:
+    """An active and a next key per algorithm, generated once per backend and re-inserted per test."""
+    from idp.keyring.service import ensure_keys
+
+    app = create_app({"DATABASE_URL": database_url, "TESTING": True, **secrets_config})
+    with app.app_context():
+        ensure_keys()
+        rows = [
+            {column.name: getattr(key, column.key) for column in SigningKey.__table__.columns}
+            for key in db.session.scalars(db.select(SigningKey))
+        ]
+        db.session.execute(SigningKey.__table__.delete())
+        db.session.commit()
+        db.session.remove()
+        db.engine.dispose()
+    return rows
+
+
+@pytest.fixture
+def config(database_url, secrets_config, tmp_path) -> dict:
+    """The test mapping given to create_app; tests may change it before `app` is built."""
+    return {
+        "TESTING": True,
+        "ISSUER": "http://localhost",
+        "DATABASE_URL": database_url,
+        "INSTANCE_DIR": str(tmp_path / "instance"),
+        "KEYS_DIR": str(tmp_path / "keys"),
+        # The same broker as the `idp worker` a test may start, so tasks sent here reach it.
+        "CELERY_BROKER_URL": REDIS_URL or f"sqla+sqlite:///{tmp_path}/broker.sqlite3",
+        **secrets_config,
+    }
+
+
+def clean_database(app) -> None:
+    """Delete every row, children first, so the next test starts empty."""
+    with app.app_context():
+        db.session.rollback()
+        for table in reversed(Base.metadata.sorted_tables):
+            db.session.execute(table.delete())
+        db.session.commit()
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def app(config, key_rows):
+    """A fresh app on a clean database holding the pre-generated signing keys."""
+    app = create_app(config)
+    with app.app_context():
+        db.session.execute(SigningKey.__table__.insert(), key_rows)
+        db.session.commit()
+    yield app
+    clean_database(app)
+
+
+@pytest.fixture
+def client(app):
+    """Flask's test client."""
+    return app.test_client()
+
+
+@pytest.fixture
+def app_ctx(app):
+    """Run the test body inside the app context (for service-level tests)."""
+    with app.app_context():
+        yield app
+
+
+# --- factories ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_user(app):
+    """Create a user: make_user(email=..., password=..., is_admin=...)."""
+    from idp.users.service import create_user
+
+    counter = iter(range(1, 1_000_000))
+
+    def make(email: str | None = None, password: str = "correct horse battery", **kwargs):
+        with app.app_context():
+            user = create_user(email or f"user{next(counter)}@example.com", password, **kwargs)
+            db.session.refresh(user)
+            db.session.expunge(user)
+            return user
+
+    return make
+
+
+@pytest.fixture
+def make_client(app):
+    """Register a client: make_client(**create_client kwargs) -> (client, secret)."""
+    from idp.clients.service import create_client
+
+    def make(name: str = "Test RP", **kwargs):
+        kwargs.setdefault("redirect_uris", ["http://127.0.0.1:9999/callback"])
+        with app.app_context():
+            registered, secret = create_client(name, **kwargs)
+            db.session.refresh(registered)
+            db.session.expunge(registered)
+            return registered, secret
+
+    return make
+
+
+# --- real processes -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def idp_env(config) -> dict[str, str]:
+    """Environment for `idp` subprocesses, matching the test app's configuration."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("IDP_")}
+    env.update(
+        IDP_ISSUER=config["ISSUER"],
+        IDP_DATABASE_URL=config["DATABASE_URL"],
+        IDP_INSTANCE_DIR=config["INSTANCE_DIR"],
+        IDP_KEYS_DIR=config["KEYS_DIR"],
+        IDP_SECRET_KEY=config["SECRET_KEY"],
+        IDP_KEY_ENCRYPTION_KEYS=",".join(config["KEY_ENCRYPTION_KEYS"]),
+        IDP_CELERY_BROKER_URL=config["CELERY_BROKER_URL"],
+        IDP_LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def start_server(app, idp_env, tmp_path) -> Iterator[Callable[..., str]]:
+    """Start real `idp serve` processes on free ports; returns each one's base URL (= its issuer)."""
+    started: list[Process] = []
+
+    def start(issuer: str | None = None, **env_overrides: str) -> str:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = {**idp_env, "IDP_ISSUER": issuer or base, **env_overrides}
+        process = Process(["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"], env, tmp_path / f"serve-{port}.log")
+        started.append(process)
+
+        def up() -> bool:
+            if process.popen.poll() is not None:
+                pytest.fail(f"idp serve exited early:\n{process.log()}")
+            try:
+                return requests.get(base + "/healthz", timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_until(up, timeout=30, what="idp serve to answer /healthz")
+        return base
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def live_server(start_server) -> str:
+    """One real `idp serve` whose issuer is its own base URL."""
+    return start_server()
+
+
+@pytest.fixture
+def celery_worker(app, idp_env, tmp_path) -> Iterator[Process]:
+    """A real `idp worker` process on Redis (CI) or the embedded broker."""
+    process = Process(["worker", "--loglevel", "INFO", "--concurrency", "1"], idp_env, tmp_path / "worker.log")
+    wait_until(lambda: "ready" in process.log() or process.popen.poll() is not None, timeout=60, what="the Celery worker to be ready")
+    if process.popen.poll() is not None:
+        pytest.fail(f"worker exited early:\n{process.log()}")
+    yield process
+    process.stop()
+    # Leave no queued task behind for the next test's worker.
+    app.extensions["celery"].control.purge()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The Redis server for tests that need one (fails in CI when absent)."""
+    require_service("redis", bool(REDIS_URL))
+    return REDIS_URL
