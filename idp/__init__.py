@@ -64,6 +64,7 @@ def configure_extensions(app: Flask) -> None:
     from idp import models  # noqa: F401  (registers every model on the metadata)
     from idp.db import db
     from idp.keyring.service import _KeyringCache
+    from idp.oauth.server import init_oauth
     from idp.sessions.interface import ServerSessionInterface
     from idp.tasks import celery_init_app
 
@@ -77,6 +78,7 @@ def configure_extensions(app: Flask) -> None:
     csrf.init_app(app)
     app.extensions["idp.keyring_cache"] = _KeyringCache()
     celery_init_app(app)
+    init_oauth(app)
 
 
 def configure_blueprints(app: Flask) -> None:
