@@ -183,6 +183,29 @@ def users_disable(app: Flask, email: str) -> None:
     click.echo(f"disabled {email}")
 
 
+@users.command("set-password")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, required=True, help="Read the new password from standard input.")
+@with_app()
+def users_set_password(app: Flask, email: str, password_stdin: bool) -> None:
+    """Set a user's password; every session and token they hold dies."""
+    from idp.users.service import require_user, set_password
+
+    set_password(require_user(email), read_password_stdin(), actor="cli")
+    click.echo(f"password set for {email}; all their sessions and tokens are revoked")
+
+
+@users.command("sign-out")
+@click.argument("email")
+@with_app()
+def users_sign_out(app: Flask, email: str) -> None:
+    """Sign a user out everywhere: every session, access token and refresh token (offline too)."""
+    from idp.users.service import require_user, sign_out_everywhere
+
+    sign_out_everywhere(require_user(email), actor="cli")
+    click.echo(f"signed {email} out everywhere")
+
+
 # --- clients ------------------------------------------------------------------------------------
 
 

@@ -132,6 +132,23 @@ def app(config, key_rows):
 
 
 @pytest.fixture
+def make_app(config, key_rows):
+    """Build extra apps from the test mapping plus overrides; their pools are closed afterwards."""
+    made = []
+
+    def make(**overrides):
+        extra = create_app({**config, **overrides})
+        made.append(extra)
+        return extra
+
+    yield make
+    for extra in made:
+        with extra.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture
 def client(app):
     """Flask's test client."""
     return app.test_client()
