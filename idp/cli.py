@@ -377,27 +377,31 @@ def dev(port: int | None) -> None:
     click.echo(f"\nidp is running: {issuer}  (discovery: {issuer}/.well-known/openid-configuration)")
     click.echo("Next: create the first admin:\n  echo 'a-long-password' | idp users create --email you@example.com --password-stdin --admin\n")
 
+    stopping = False
+
     def stop(*_):
+        nonlocal stopping
+        stopping = True
         for child in children:
             if child.poll() is None:
                 child.terminate()
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        while all(child.poll() is None for child in children):
+        while not stopping and all(child.poll() is None for child in children):
             time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop()
-        for child in children:
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-    failed = [child.args[3] for child in children if child.returncode not in (0, -signal.SIGTERM, -signal.SIGINT)]
-    if failed:
-        raise click.ClickException(f"stopped because {', '.join(failed)} exited")
+    except KeyboardInterrupt:  # Ctrl-C: the terminal sent SIGINT to the children too
+        stopping = True
+    # A child that died on its own, before anyone asked us to stop, is a failure worth reporting.
+    died = [child.args[3] for child in children if child.poll() is not None] if not stopping else []
+    stop()
+    for child in children:
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    if died:
+        raise click.ClickException(f"stopped because {', '.join(died)} exited")
 
 
 def main() -> None:

@@ -97,11 +97,13 @@ def end_everything(user: User, *, reason: str, actor: str) -> None:
     The bump alone already makes every older credential fail at its next use; ending the rows too
     frees them at once and tells relying parties (back-channel logout) without waiting.
     """
+    from idp.oidc.backchannel import queue_offline_logout
     from idp.sessions.service import end_all_for_user
     from idp.tokens.refresh import revoke_families
 
     bump_token_version(user, reason=reason, actor=actor)
     end_all_for_user(user.id, reason=reason, actor=actor)
+    queue_offline_logout(user)
     revoke_families(user_id=user.id, include_offline=True, reason=reason, actor=actor)
 
 
