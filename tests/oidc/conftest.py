@@ -168,7 +168,7 @@ def register(make_client):
     def make(**kwargs) -> Registered:
         kwargs.setdefault("redirect_uris", [REDIRECT_URI])
         row, secret = make_client(**kwargs)
-        return Registered(client_id=row.client_id, secret=secret, redirect_uri=kwargs["redirect_uris"][0], row=row)
+        return Registered(client_id=row.client_id, secret=secret, redirect_uri=next(iter(kwargs["redirect_uris"]), ""), row=row)
 
     return make
 
