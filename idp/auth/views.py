@@ -29,6 +29,15 @@ SCOPE_DESCRIPTIONS = {
 }
 
 
+@bp.after_request
+def protect_pages(response):
+    """No framing (RFC 6749 10.13: a framed Allow button invites clickjacking) and no caching of forms."""
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def _pending_client(entry: dict | None) -> Client | None:
     return get_client(pending.parameters(entry).get("client_id", "")) if entry else None
 

@@ -68,12 +68,38 @@ def page_form(html: str) -> dict:
     return parser.forms[0]
 
 
+def follow_to_client(browser: requests.Session, url: str, *, redirect_uri: str, email: str, password: str) -> str:
+    """Drive a browser from an authorization URL through sign-in and consent (Allow) to the
+    client's redirect_uri; return that final location (carrying code or error, state, iss)."""
+    response = browser.get(url, allow_redirects=False, timeout=30)
+    for _ in range(10):
+        if response.status_code in (302, 303):
+            location = urljoin(response.url, response.headers["Location"])
+            if location.startswith(redirect_uri):
+                break
+            response = browser.get(location, allow_redirects=False, timeout=30)
+            continue
+        assert response.status_code == 200, f"{response.status_code}: {response.text[:500]}"
+        form = page_form(response.text)
+        fields = dict(form["fields"])
+        if "password" in fields:
+            fields.update(username=email, password=password)
+        else:
+            name, value = form["buttons"]["Allow"]
+            fields[name] = value
+        response = browser.post(urljoin(response.url, form["action"]), data=fields, allow_redirects=False, timeout=30)
+    else:
+        raise AssertionError("the IdP never redirected back to the client")
+    return location
+
+
 @dataclass
 class SignIn:
     """The outcome of a completed code flow."""
 
     tokens: dict  # the token response (access_token, id_token, refresh_token, ...)
     callback: dict  # the query the IdP redirected back with (code, state, iss)
+    nonce: str  # sent in the authorization request; the ID token must carry it
     rp: OAuth2Session  # the relying party's OAuth session, holding the tokens
     browser: requests.Session  # the user's browser, signed in at the IdP
 
@@ -95,35 +121,17 @@ def sign_in(
         os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")
     browser = browser or requests.Session()
     rp = OAuth2Session(client_id, redirect_uri=redirect_uri, scope=scope.split(), pkce="S256")
-    url, state = rp.authorization_url(base_url + "/authorize", nonce=secrets.token_urlsafe(16))
+    nonce = secrets.token_urlsafe(16)
+    url, state = rp.authorization_url(base_url + "/authorize", nonce=nonce)
 
-    response = browser.get(url, allow_redirects=False, timeout=30)
-    for _ in range(10):
-        if response.status_code in (302, 303):
-            location = urljoin(response.url, response.headers["Location"])
-            if location.startswith(redirect_uri):
-                break
-            response = browser.get(location, allow_redirects=False, timeout=30)
-            continue
-        assert response.status_code == 200, f"{response.status_code}: {response.text[:500]}"
-        form = page_form(response.text)
-        fields = dict(form["fields"])
-        if "password" in fields:
-            fields.update(username=email, password=password)
-        else:
-            name, value = form["buttons"]["Allow"]
-            fields[name] = value
-        response = browser.post(urljoin(response.url, form["action"]), data=fields, allow_redirects=False, timeout=30)
-    else:
-        raise AssertionError("the IdP never redirected back to the client")
-
+    location = follow_to_client(browser, url, redirect_uri=redirect_uri, email=email, password=password)
     callback = {key: values[0] for key, values in parse_qs(urlsplit(location).query).items()}
     assert callback.get("state") == state, callback
     if client_secret:
         tokens = rp.fetch_token(base_url + "/token", authorization_response=location, client_secret=client_secret, timeout=30)
     else:
         tokens = rp.fetch_token(base_url + "/token", authorization_response=location, include_client_id=True, timeout=30)
-    return SignIn(tokens=dict(tokens), callback=callback, rp=rp, browser=browser)
+    return SignIn(tokens=dict(tokens), callback=callback, nonce=nonce, rp=rp, browser=browser)
 
 
 def refresh(base_url: str, signed_in: SignIn, *, client_id: str, client_secret: str | None) -> dict:

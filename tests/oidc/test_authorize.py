@@ -295,6 +295,27 @@ def test_prompt_login_asks_again_and_then_issues_a_code(oidc, rp, user):
     assert claims_of(tokens["id_token"])["acr"] == "1"
 
 
+def test_a_sign_in_for_prompt_login_is_spent_with_its_code(oidc, rp, user):
+    verifier = "v" * 43
+    assert oidc.sign_in_and_authorize(rp, user.email, prompt="login", verifier=verifier).code
+    # Replaying the very same URL does not reuse that sign-in: prompt=login asks again.
+    response, _, _ = oidc.authorize(rp, prompt="login", verifier=verifier)
+    assert response.location.startswith("/login")
+
+
+def test_a_browser_keeps_only_a_few_requests_waiting(oidc, rp, app):
+    from idp.oauth.pending import MAX_PENDING, SESSION_KEY
+
+    for n in range(MAX_PENDING + 3):
+        oidc.authorize(rp, state=f"s{n}")
+    with app.app_context():
+        data = db.session.scalar(select(UserSession.data))
+    kept = data[SESSION_KEY]
+    assert len(kept) == MAX_PENDING
+    states = {dict(map(tuple, entry["params"]))["state"] for entry in kept.values()}
+    assert states == {f"s{n}" for n in range(3, MAX_PENDING + 3)}
+
+
 def test_prompt_consent_asks_again_even_when_remembered(oidc, rp, user):
     oidc.sign_in_and_authorize(rp, user.email)
     response = oidc.follow(oidc.authorize(rp, prompt="consent")[0])

@@ -126,3 +126,12 @@ def test_a_decision_is_spent_with_its_answer(oidc, rp, user):
     # Replaying the very same URL does not reuse the earlier Allow: prompt=consent asks again.
     response = oidc.follow(oidc.authorize(rp, prompt="consent", verifier=verifier)[0])
     assert response.status_code == 200 and b">Allow</button>" in response.data
+
+
+def test_sign_in_and_consent_pages_cannot_be_framed_or_cached(oidc, rp, user):
+    page = consent_page(oidc, rp, user)
+    login = oidc.client.get("/login")
+    for response in (page, login):
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+        assert response.headers["Cache-Control"] == "no-store"
