@@ -86,6 +86,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BACKCHANNEL_RETRY_BASE_SECONDS", 5, "First retry delay of a failed back-channel logout delivery; doubles each retry.", _int),
     # Keys
     Setting("JWKS_MAX_AGE", 5 * MINUTE, "`Cache-Control: max-age` of the JWKS; a new key is published at least this long before it signs.", _int),
+    # Sign-in (authorization endpoint, login, token endpoint)
+    Setting("REFRESH_TOKENS_FOR_CONFIDENTIAL_CLIENTS", False, "Also give confidential clients a refresh token without `offline_access` (bound to the SSO session).", _bool),
+    Setting("LOGIN_THROTTLE_WINDOW", 15 * MINUTE, "Failed sign-ins are counted over this many seconds.", _int),
+    Setting("LOGIN_THROTTLE_PER_ACCOUNT", 5, "Failed sign-ins for one account within the window before it is refused for the rest of it.", _int),
+    Setting("LOGIN_THROTTLE_PER_IP", 20, "Failed sign-ins from one IP address within the window before it is refused for the rest of it.", _int),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
