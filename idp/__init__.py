@@ -86,6 +86,7 @@ def configure_extensions(app: Flask) -> None:
 
 def configure_blueprints(app: Flask) -> None:
     """Mount every feature's blueprint."""
+    from idp.account.views import bp as account_bp
     from idp.auth.views import bp as auth_bp
     from idp.health import bp as health_bp
     from idp.keyring.views import bp as keyring_bp
@@ -96,3 +97,4 @@ def configure_blueprints(app: Flask) -> None:
         app.register_blueprint(blueprint)
     app.register_blueprint(oauth_bp)
     app.register_blueprint(auth_bp)
+    app.register_blueprint(account_bp)

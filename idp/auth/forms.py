@@ -15,6 +15,7 @@ class LoginForm(FlaskForm):
     username = StringField("Email", validators=[InputRequired(), Length(max=320)])
     password = PasswordField("Password", validators=[InputRequired(), Length(max=MAX_PASSWORD_LENGTH)])
     rid = HiddenField(validators=[Length(max=64)])
+    next = HiddenField(validators=[Length(max=200)])
 
 
 class ConsentForm(FlaskForm):

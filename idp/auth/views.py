@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import Blueprint, redirect, render_template, request
 
 from idp.audit.service import record
@@ -38,6 +40,14 @@ def protect_pages(response):
     return response
 
 
+def is_local_path(target: str | None) -> bool:
+    """Only a path on this server may follow a sign-in (no open redirect via `next`)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return False
+    parts = urlsplit(target)
+    return not parts.scheme and not parts.netloc
+
+
 def _pending_client(entry: dict | None) -> Client | None:
     return get_client(pending.parameters(entry).get("client_id", "")) if entry else None
 
@@ -45,7 +55,7 @@ def _pending_client(entry: dict | None) -> Client | None:
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     """Sign in with email and password, then continue the waiting authorization request."""
-    form = LoginForm(rid=request.args.get("rid", ""))
+    form = LoginForm(rid=request.args.get("rid", ""), next=request.args.get("next", ""))
     entry = pending.get(form.rid.data)
     if request.method == "GET" and entry:
         form.username.data = pending.parameters(entry).get("login_hint", "")[:320]
@@ -58,6 +68,8 @@ def login():
             if entry:
                 pending.note(form.rid.data, login_sid=row.sid)
                 return redirect(pending.resume_url(entry, AUTHORIZE_PATH))
+            if is_local_path(form.next.data):
+                return redirect(form.next.data)
             return render_template("auth/signed_in.html", user=attempt.user)
         status, message = (429, THROTTLED) if attempt.throttled else (401, GENERIC_FAILURE)
     elif request.method == "POST":
