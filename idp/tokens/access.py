@@ -102,11 +102,11 @@ def _header(token: str) -> dict:
     return header
 
 
-def verify_access_token(token: str, *, now: datetime | None = None, check_state: bool = True) -> dict:
-    """Claims of a valid access token of this issuer; raise InvalidTokenError otherwise.
+def verify_signed_jwt(token: str, *, typ: str) -> dict:
+    """Claims of a JWT of type `typ` signed by one of our published keys; raise InvalidTokenError.
 
-    With `check_state` (the default) the denylist and the user's token version are consulted too,
-    which is what introspection and userinfo need for instant revocation.
+    Only the header and signature are checked here (alg allow-list, no key-bearing header, `typ`,
+    known `kid`); each token kind checks its own claims. Shared by access tokens and ID token hints.
     """
     if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
         raise InvalidTokenError("malformed token")
@@ -116,17 +116,30 @@ def verify_access_token(token: str, *, now: datetime | None = None, check_state:
         raise InvalidTokenError("unacceptable algorithm")
     if FORBIDDEN_HEADERS & header.keys():
         raise InvalidTokenError("unacceptable header")
-    if str(header.get("typ", "")).lower() not in (ACCESS_TOKEN_TYP, "application/" + ACCESS_TOKEN_TYP):
-        raise InvalidTokenError("not an access token")
+    # RFC 8725 3.11: explicit typing keeps one kind of JWT from being accepted as another.
+    if str(header.get("typ", "")).lower().removeprefix("application/") != typ.lower():
+        raise InvalidTokenError("not an access token" if typ == ACCESS_TOKEN_TYP else "wrong token type")
     key = verification_key(str(header.get("kid", "")))
     if key is None:
         raise InvalidTokenError("unknown key")
     try:
-        # jwcrypto checks the signature with exactly this algorithm; claims are checked below.
+        # jwcrypto checks the signature with exactly this algorithm; claims are checked by the caller.
         verified = jwt.JWT(jwt=token, key=key, algs=[alg], check_claims=False)
         claims = json.loads(verified.claims)
     except (JWException, ValueError, TypeError):
         raise InvalidTokenError("bad signature") from None
+    if not isinstance(claims, dict):
+        raise InvalidTokenError("malformed token")
+    return claims
+
+
+def verify_access_token(token: str, *, now: datetime | None = None, check_state: bool = True) -> dict:
+    """Claims of a valid access token of this issuer; raise InvalidTokenError otherwise.
+
+    With `check_state` (the default) the denylist and the user's token version are consulted too,
+    which is what introspection and userinfo need for instant revocation.
+    """
+    claims = verify_signed_jwt(token, typ=ACCESS_TOKEN_TYP)
     _check_claims(claims, now or utcnow())
     if check_state:
         check_access_token_state(claims)
@@ -136,7 +149,7 @@ def verify_access_token(token: str, *, now: datetime | None = None, check_state:
 def _check_claims(claims: dict, now: datetime) -> None:
     skew = current_app.config["CLOCK_SKEW"]
     stamp = now.timestamp()
-    if not isinstance(claims, dict) or claims.get("iss") != current_app.config["ISSUER"]:
+    if claims.get("iss") != current_app.config["ISSUER"]:
         raise InvalidTokenError("wrong issuer")
     aud = claims.get("aud")
     if audience() not in (aud if isinstance(aud, list) else [aud]):

@@ -1,0 +1,41 @@
+"""ID tokens handed back to us as hints (`id_token_hint` at logout, and at authorization).
+
+A hint proves only that we issued the token: its signature, `typ`, issuer and subject are checked
+like any token of ours, but its expiry is not, because OpenID Connect RP-Initiated Logout 1.0
+section 2 says the OP SHOULD accept an expired ID token as a hint. The same strict header rules as
+for access tokens apply (alg allow-list, our published keys only, no `jku`/`x5u`/`jwk`/`x5c`), and
+the `typ` must be `JWT`, so an access token (`at+jwt`) is never taken for an ID token.
+"""
+
+from __future__ import annotations
+
+from flask import current_app
+
+from idp.tokens.access import InvalidTokenError, verify_signed_jwt
+
+ID_TOKEN_TYP = "JWT"
+
+
+def verify_id_token_hint(token: str) -> dict:
+    """Claims of an ID token this issuer signed (expired or not); raise InvalidTokenError otherwise."""
+    claims = verify_signed_jwt(token, typ=ID_TOKEN_TYP)
+    if claims.get("iss") != current_app.config["ISSUER"]:
+        raise InvalidTokenError("wrong issuer")
+    if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+        raise InvalidTokenError("missing sub")
+    aud = claims.get("aud")
+    audiences = aud if isinstance(aud, list) else [aud]
+    if not audiences or not all(isinstance(item, str) and item for item in audiences):
+        raise InvalidTokenError("missing aud")
+    if "sid" in claims and not isinstance(claims["sid"], str):
+        raise InvalidTokenError("malformed sid")
+    return claims
+
+
+def hinted_client_id(claims: dict) -> str | None:
+    """The client an ID token was issued to: its single `aud`, or `azp` when `aud` lists several."""
+    aud = claims.get("aud")
+    if isinstance(aud, str):
+        return aud
+    azp = claims.get("azp")
+    return azp if isinstance(azp, str) and azp in aud else None
