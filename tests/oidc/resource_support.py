@@ -166,18 +166,21 @@ def public_rp(make_client):
 
 
 class RecordingServer:
-    """A local HTTP server that records every request it gets: proof that nothing was fetched."""
+    """A local HTTP server that records every request it gets (proof that nothing was fetched), and
+    serves the HTML of `pages` by path (a relying party's pages, for browser tests)."""
 
     def __init__(self):
         self.requests: list[str] = []
-        recorded = self.requests
+        self.pages: dict[str, str] = {}
+        recorded, pages = self.requests, self.pages
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (http.server's naming)
                 recorded.append(self.path)
-                body = json.dumps({"keys": []}).encode()
+                page = pages.get(self.path.split("?")[0])
+                body = page.encode() if page is not None else json.dumps({"keys": []}).encode()
                 self.send_response(200)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/html" if page is not None else "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

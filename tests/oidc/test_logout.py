@@ -259,3 +259,78 @@ def test_oversized_parameter_is_refused(client):
 def test_unknown_methods_are_405(client, method):
     response = client.open("/logout", method=method)
     assert response.status_code == 405 and "GET" in response.headers["Allow"]
+
+
+# --- in a real browser ------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def browser_context():
+    """A fresh headless Chromium context (Debian's binary, never a downloaded one)."""
+    import os
+
+    from tests.conftest import require_service
+
+    require_service("chromium", os.path.exists(CHROMIUM))
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context()
+        yield context
+        context.close()
+        browser.close()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_logout_in_a_real_browser_from_a_cross_site_relying_party(app, start_server, make_client, user, browser_context):
+    """The RP (on `localhost`) posts its logout form to the IdP (on `127.0.0.1`, another site): the
+    SameSite=Lax cookie stays off that POST, and the 303 to a GET brings it back, so the session
+    really ends. Then a hint-less logout is confirmed by clicking "Sign out"."""
+    from idp.db import db
+    from idp.models import User
+    from idp.sessions.service import new_row
+    from tests.oidc.resource_support import RecordingServer
+
+    base = start_server()
+    with RecordingServer() as rp_site:
+        rp_origin = f"http://localhost:{rp_site.port}"
+        signed_out = rp_origin + "/signed-out"
+        registered, _ = make_client("Cross-site RP", redirect_uris=[rp_origin + "/cb"], post_logout_redirect_uris=[signed_out])
+
+        def sign_in() -> str:
+            with app.app_context():
+                value, row = new_row(app, "sso", db.session.get(User, user.id))
+                db.session.commit()
+                sid = row.sid
+            browser_context.add_cookies([{"name": "idp_session", "value": value, "url": base, "httpOnly": True, "sameSite": "Lax"}])
+            return sid
+
+        sid = sign_in()
+        hint = id_token(app, user, registered.client_id, sid=sid, iss=base)
+        rp_site.pages["/start"] = (
+            f'<form method="post" action="{base}/logout">'
+            f'<input type="hidden" name="id_token_hint" value="{hint}">'
+            f'<input type="hidden" name="post_logout_redirect_uri" value="{signed_out}">'
+            '<input type="hidden" name="state" value="from-the-rp">'
+            '<button id="logout">Log out</button></form>'
+        )
+        rp_site.pages["/signed-out"] = "<p>bye</p>"
+        page = browser_context.new_page()
+        page.goto(rp_origin + "/start")
+        page.click("#logout")
+        page.wait_for_url(signed_out + "?state=from-the-rp")
+        assert not session_exists(app, sid)
+
+        sid = sign_in()
+        page.goto(f"{base}/logout?" + urlencode({"client_id": registered.client_id, "post_logout_redirect_uri": signed_out, "state": "confirmed"}))
+        assert page.locator("h1").inner_text() == "Sign out?"
+        assert session_exists(app, sid)
+        page.get_by_role("button", name="Sign out").click()
+        page.wait_for_url(signed_out + "?state=confirmed")
+        assert not session_exists(app, sid)
