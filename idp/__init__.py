@@ -85,10 +85,7 @@ def configure_blueprints(app: Flask) -> None:
     """Mount every feature's blueprint."""
     from idp.health import bp as health_bp
     from idp.keyring.views import bp as keyring_bp
-    from idp.oauth.endpoints import bp as token_endpoints_bp
     from idp.oidc.discovery import bp as discovery_bp
-    from idp.oidc.logout import bp as logout_bp
-    from idp.oidc.userinfo import bp as userinfo_bp
 
-    for blueprint in (health_bp, keyring_bp, discovery_bp, token_endpoints_bp, userinfo_bp, logout_bp):
+    for blueprint in (health_bp, keyring_bp, discovery_bp):
         app.register_blueprint(blueprint)

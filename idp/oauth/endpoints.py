@@ -120,10 +120,13 @@ _registered: weakref.WeakSet = weakref.WeakSet()
 
 
 def register_endpoints(app: Flask, server) -> None:
-    """Register revocation, introspection, userinfo and end-session on `server` (once per server)
-    and advertise them in `app`'s discovery document."""
+    """Wire the resource-facing endpoints as one unit: revocation, introspection, userinfo and
+    end-session registered on `server` (once per server), mounted on `app`, and advertised in
+    its discovery document."""
     from idp.oidc.logout import EndSessionEndpoint, end_session_metadata
+    from idp.oidc.logout import bp as logout_bp
     from idp.oidc.userinfo import UserInfoEndpoint, userinfo_metadata
+    from idp.oidc.userinfo import bp as userinfo_bp
 
     if server not in _registered:
         server.register_endpoint(RevocationEndpoint)
@@ -131,5 +134,7 @@ def register_endpoints(app: Flask, server) -> None:
         server.register_endpoint(UserInfoEndpoint.create())
         server.register_endpoint(EndSessionEndpoint)
         _registered.add(server)
+    for blueprint in (bp, userinfo_bp, logout_bp):
+        app.register_blueprint(blueprint)
     for contributor in (token_endpoints_metadata, userinfo_metadata, end_session_metadata):
         add_metadata(app, contributor)

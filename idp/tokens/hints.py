@@ -18,7 +18,10 @@ ID_TOKEN_TYP = "JWT"
 
 def verify_id_token_hint(token: str) -> dict:
     """Claims of an ID token this issuer signed (expired or not); raise InvalidTokenError otherwise."""
-    claims = verify_signed_jwt(token, typ=ID_TOKEN_TYP)
+    header, claims = verify_signed_jwt(token)
+    # RFC 8725 3.11: explicit typing keeps an access token (at+jwt) from passing for an ID token.
+    if str(header.get("typ", "")).upper() != ID_TOKEN_TYP:
+        raise InvalidTokenError("not an ID token")
     if claims.get("iss") != current_app.config["ISSUER"]:
         raise InvalidTokenError("wrong issuer")
     if not isinstance(claims.get("sub"), str) or not claims["sub"]:
