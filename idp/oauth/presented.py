@@ -33,10 +33,11 @@ class PresentedAccessToken(TokenMixin):
 
     kind = ACCESS_TOKEN
 
-    def __init__(self, claims: dict, *, revoked: bool | None = None):
+    def __init__(self, claims: dict, *, revoked: bool | None = None, user: User | None | bool = False):
         self.claims = claims
         self._revoked = revoked  # None: not looked up yet
-        self._user: User | None | bool = False  # False: not loaded yet
+        self._user = user  # False: not loaded yet
+        self._client: Client | None | bool = False
 
     @property
     def client_id(self) -> str:
@@ -76,7 +77,9 @@ class PresentedAccessToken(TokenMixin):
         return self._user
 
     def get_client(self) -> Client | None:
-        return get_client(self.client_id)
+        if self._client is False:
+            self._client = get_client(self.client_id)
+        return self._client
 
     def introspection(self) -> dict:
         """RFC 7662 2.2 members for an active access token."""

@@ -19,7 +19,7 @@ from idp.oauth.presented import PresentedAccessToken
 from idp.oauth.server import authorization
 from idp.oidc.claims import CLAIMS_SUPPORTED, claims_for
 from idp.tokens.access import InvalidTokenError as TokenRefused
-from idp.tokens.access import verify_access_token
+from idp.tokens.access import check_access_token_state, verify_access_token
 
 USERINFO_PATH = "/userinfo"
 FORM_ENCODED = "application/x-www-form-urlencoded"
@@ -63,7 +63,9 @@ class AccessTokenValidator(BearerTokenValidator):
 
     def authenticate_token(self, token_string):
         try:
-            return PresentedAccessToken(verify_access_token(token_string), revoked=False)
+            claims = verify_access_token(token_string, check_state=False)
+            # The state check loads the user in the same round trip: userinfo needs it anyway.
+            return PresentedAccessToken(claims, revoked=False, user=check_access_token_state(claims))
         except TokenRefused:
             return None
 
