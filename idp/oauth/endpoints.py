@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import weakref
 
-from authlib.oauth2.rfc6749 import InvalidRequestError
+from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
 from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
 from flask import Blueprint, Flask
@@ -94,16 +94,26 @@ class IntrospectionEndpoint(PresentedTokenParams, _IntrospectionEndpoint):
         return token.introspection()
 
 
+def endpoint_response(name: str):
+    """Authlib's response for endpoint `name`, errors included."""
+    try:
+        return authorization.create_endpoint_response(name)
+    except OAuth2Error as error:
+        # Raised while Authlib builds its request, before its own error handling: e.g.
+        # `insecure_transport` for plain http to a non-loopback host (RFC 6749 3.1: TLS required).
+        return authorization.handle_error_response(None, error)
+
+
 @bp.post(REVOCATION_PATH)
 def revoke():
     """RFC 7009 token revocation."""
-    return authorization.create_endpoint_response(RevocationEndpoint.ENDPOINT_NAME)
+    return endpoint_response(RevocationEndpoint.ENDPOINT_NAME)
 
 
 @bp.post(INTROSPECTION_PATH)
 def introspect():
     """RFC 7662 token introspection."""
-    return authorization.create_endpoint_response(IntrospectionEndpoint.ENDPOINT_NAME)
+    return endpoint_response(IntrospectionEndpoint.ENDPOINT_NAME)
 
 
 def token_endpoints_metadata(issuer: str) -> dict:

@@ -15,8 +15,8 @@ from authlib.oidc.core import UserInfoEndpoint as _UserInfoEndpoint
 from flask import Blueprint, current_app, request
 
 from idp import csrf
+from idp.oauth.endpoints import endpoint_response
 from idp.oauth.presented import PresentedAccessToken
-from idp.oauth.server import authorization
 from idp.oidc.claims import CLAIMS_SUPPORTED, claims_for
 from idp.tokens.access import InvalidTokenError as TokenRefused
 from idp.tokens.access import check_access_token_state, verify_access_token
@@ -115,7 +115,7 @@ class UserInfoEndpoint(_UserInfoEndpoint):
 @bp.route(USERINFO_PATH, methods=["GET", "POST"])
 def userinfo():
     """OpenID Connect Core 5.3 UserInfo."""
-    return authorization.create_endpoint_response(UserInfoEndpoint.ENDPOINT_NAME)
+    return endpoint_response(UserInfoEndpoint.ENDPOINT_NAME)
 
 
 def userinfo_metadata(issuer: str) -> dict:
