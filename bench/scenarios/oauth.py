@@ -72,11 +72,12 @@ class Seed:
 
 
 class AccessTokens:
-    """A current access token for one user and client, re-signed before it can expire, so a long
-    benchmark never measures 401s (the re-signing is rare: once per half token lifetime)."""
+    """A current access token of the bench user for a new client, re-signed before it can expire,
+    so a long benchmark never measures 401s (the re-signing is rare: once per half token lifetime)."""
 
-    def __init__(self, seed: Seed, user, client_id: str):
-        self._seed, self._user, self._client_id = seed, user, client_id
+    def __init__(self, seed: Seed, client_name: str):
+        self._seed, self._user = seed, seed.user()
+        self._client_id, _, _ = seed.client(client_name, ["authorization_code", "refresh_token"])
         self._lock = threading.Lock()
         self._token, self._renew_at = "", 0.0
 
@@ -135,9 +136,7 @@ def token_refresh(target: Target):
 @scenario("userinfo", "GET userinfo with a bearer access token (profile and email claims)")
 def userinfo(target: Target):
     path = endpoint_path(target, "userinfo_endpoint")
-    seed = Seed(target)
-    client_id, _, _ = seed.client("bench userinfo", ["authorization_code", "refresh_token"])
-    tokens = AccessTokens(seed, seed.user(), client_id)
+    tokens = AccessTokens(Seed(target), "bench userinfo")
 
     def request(http: Http) -> None:
         http.get(path, headers={"Authorization": f"Bearer {tokens.current()}"})
@@ -149,9 +148,8 @@ def userinfo(target: Target):
 def introspection(target: Target):
     path = endpoint_path(target, "introspection_endpoint")
     seed = Seed(target)
-    rp_id, _, _ = seed.client("bench introspected rp", ["authorization_code", "refresh_token"])
+    tokens = AccessTokens(seed, "bench introspected rp")
     rs_id, rs_secret, _ = seed.client("bench resource server", ["client_credentials"])
-    tokens = AccessTokens(seed, seed.user(), rp_id)
 
     def request(http: Http) -> None:
         answer = http.post_form(path, {"token": tokens.current(), "token_type_hint": "access_token"}, auth=(rs_id, rs_secret))
