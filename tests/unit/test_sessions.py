@@ -140,10 +140,14 @@ def test_admin_paths_use_their_own_strict_cookie(client, app, make_user):
 
 def test_https_issuer_gives_secure_host_prefixed_cookies(config, key_rows, make_user):
     from idp import create_app
+    from tests.conftest import clean_database
 
     app = create_app({**config, "ISSUER": "https://login.example.com"})
     app.register_blueprint(probe)
     client = app.test_client()
-    client.get("/probe/put/x", base_url="https://login.example.com")
-    value = client.get_cookie("__Host-idp_session", domain="login.example.com")
-    assert value is not None and value.secure and value.path == "/" and value.domain in (None, "", "login.example.com")
+    try:
+        client.get("/probe/put/x", base_url="https://login.example.com")
+        value = client.get_cookie("__Host-idp_session", domain="login.example.com")
+        assert value is not None and value.secure and value.path == "/" and value.domain in (None, "", "login.example.com")
+    finally:
+        clean_database(app)  # this app's own engine: its connections closed, its session row gone
