@@ -354,17 +354,26 @@ def dev(port: int | None) -> None:
     click.echo(f"\nidp is running: {issuer}  (discovery: {issuer}/.well-known/openid-configuration)")
     click.echo("Next: create the first admin:\n  echo 'a-long-password' | idp users create --email you@example.com --password-stdin --admin\n")
 
+    # Set when the operator stops it (Ctrl-C or SIGTERM): a child interrupted while still
+    # starting (gunicorn booting its workers) may then exit non-zero, which is no failure.
+    requested = False
+
     def stop(*_):
         for child in children:
             if child.poll() is None:
                 child.terminate()
 
-    signal.signal(signal.SIGTERM, stop)
+    def on_sigterm(*_):
+        nonlocal requested
+        requested = True
+        stop()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
     except KeyboardInterrupt:
-        pass
+        requested = True
     finally:
         stop()
         for child in children:
@@ -373,7 +382,7 @@ def dev(port: int | None) -> None:
             except subprocess.TimeoutExpired:
                 child.kill()
     failed = [child.args[3] for child in children if child.returncode not in (0, -signal.SIGTERM, -signal.SIGINT)]
-    if failed:
+    if failed and not requested:
         raise click.ClickException(f"stopped because {', '.join(failed)} exited")
 
 
