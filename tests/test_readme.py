@@ -54,7 +54,8 @@ def test_every_setting_is_in_the_configuration_table_and_nothing_else():
     assert sorted(set(rows) - set(names)) == [], "README documents settings idp/config.py does not have"
     for setting in SETTINGS:
         if not callable(setting.default) and setting.default is not None:
-            assert rows[setting.name][0] == f"`{setting.default}`", f"IDP_{setting.name}: README default differs"
+            shown = str(setting.default).lower() if isinstance(setting.default, bool) else setting.default  # as typed in the environment
+            assert rows[setting.name][0] == f"`{shown}`", f"IDP_{setting.name}: README default differs"
 
 
 @pytest.mark.parametrize(
