@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from celery import Celery, Task
-from flask import Flask
+from flask import Flask, current_app
+from kombu.exceptions import OperationalError as BrokerError
+
+from idp.errors import IdpError
+
+# Sending from a web request must fail fast when the broker is down, never hang the request on
+# kombu's reconnect loop: one connection attempt, short socket timeouts.
+FAIL_FAST_TRANSPORT_OPTIONS = {"max_retries": 0, "interval_start": 0, "socket_connect_timeout": 2, "socket_timeout": 2}
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -25,6 +32,12 @@ def celery_init_app(app: Flask) -> Celery:
         enable_utc=True,
         worker_hijack_root_logger=False,
         beat_schedule_filename=f"{app.instance_path}/celerybeat-schedule",
+        # Jobs are idempotent: acknowledge after the run, so a worker that dies mid-run leaves the
+        # message to be delivered again (per task: idp/tasks/jobs.py). One message at a time per
+        # process, so a long purge does not sit on messages another worker could take.
+        worker_prefetch_multiplier=1,
+        # Redis re-delivers an unacknowledged message after this long; longer than any job runs.
+        broker_transport_options={"visibility_timeout": 3600},
         include=["idp.tasks.jobs"],
     )
     from idp.tasks.schedule import BEAT_SCHEDULE
@@ -33,3 +46,16 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     return celery_app
+
+
+def send_task(name: str, kwargs: dict | None = None) -> str:
+    """Queue task `name` without blocking on a broker that is down; returns the task id.
+
+    :raise IdpError: the broker is unreachable (nothing was queued).
+    """
+    celery: Celery = current_app.extensions["celery"]
+    try:
+        with celery.connection_for_write(transport_options=FAIL_FAST_TRANSPORT_OPTIONS) as connection:
+            return celery.send_task(name, kwargs=kwargs or {}, connection=connection, retry=False).id
+    except (BrokerError, OSError) as error:
+        raise IdpError(f"the task broker is unreachable ({error}); the job was not queued") from None
