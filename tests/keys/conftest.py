@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import requests
 from jwcrypto import jwk, jwt
 from jwcrypto.common import JWException
 from sqlalchemy import select
@@ -91,3 +92,13 @@ def verifies_with(token: dict, jwks_document: bytes | str) -> bool:
 
 def utc(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(timezone.utc)
+
+
+def served_jwks(base: str) -> str:
+    """The JWKS as a running `idp serve` answers it."""
+    return requests.get(base + "/.well-known/jwks.json", timeout=5).text
+
+
+def every_worker_serves(base: str, predicate, tries: int = 6) -> bool:
+    """`predicate(jwks)` holds for several answers in a row, so each of the server's workers gave one."""
+    return all(predicate(served_jwks(base)) for _ in range(tries))

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import requests
 from sqlalchemy import create_engine, text
 
 from idp.clock import utcnow
 from idp.config import KEYRING_CACHE_SECONDS
 from idp.keyring import service as keyring
 from idp.keyring.service import _KeyringCache
-from tests.keys.conftest import keys_by_state, sign_token, verifies_with
+from tests.keys.conftest import every_worker_serves, keys_by_state, served_jwks, sign_token, verifies_with
 from tests.support import run_idp, wait_until
 
 
@@ -77,15 +76,13 @@ def test_served_replicas_drop_a_revoked_key_without_a_restart(app, start_server,
     with app.app_context():
         token = sign_token("RS256", issued_at=utcnow(), lifetime=300)
     for base in bases:
-        assert verifies_with(token, requests.get(base + "/.well-known/jwks.json", timeout=5).text)
+        assert verifies_with(token, served_jwks(base))
     revoked = run_idp(["keys", "revoke", token["kid"], "--yes"], idp_env)
     assert revoked.returncode == 0, revoked.stderr
 
     def gone_everywhere() -> bool:
-        # Several requests per server, so each of its workers answers at least once in practice.
-        documents = [requests.get(base + "/.well-known/jwks.json", timeout=5).text for base in bases for _ in range(6)]
-        return all(token["kid"] not in document for document in documents)
+        return all(every_worker_serves(base, lambda jwks: token["kid"] not in jwks) for base in bases)
 
     wait_until(gone_everywhere, timeout=KEYRING_CACHE_SECONDS + 10, interval=0.5, what="every replica to drop the revoked key")
     for base in bases:
-        assert not verifies_with(token, requests.get(base + "/.well-known/jwks.json", timeout=5).text)
+        assert not verifies_with(token, served_jwks(base))
