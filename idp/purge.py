@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from typing import Iterable
 
 from flask import current_app
-from sqlalchemy import ColumnElement, Table, and_, delete, exists, func, select
+from sqlalchemy import ColumnElement, Table, and_, any_, bindparam, delete, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from idp.audit.models import AuditEvent
 from idp.audit.service import record
@@ -76,8 +77,8 @@ def purge_refresh_tokens(cutoff: datetime, batch: int) -> dict[str, int]:
         db.session.commit()
     # Tokens past their idle expiry; each batch tells which families may now be empty.
     while True:
-        doomed = select(tokens.c.id).where(tokens.c.expires_at < cutoff).order_by(tokens.c.expires_at).limit(batch)
-        owners = list(db.session.scalars(delete(tokens).where(tokens.c.id.in_(doomed.scalar_subquery())).returning(tokens.c.family_id)))
+        doomed = _first(tokens, tokens.c.expires_at < cutoff, tokens.c.expires_at, batch)
+        owners = list(db.session.scalars(delete(tokens).where(doomed).returning(tokens.c.family_id)))
         if owners:
             counts["refresh_tokens"] += len(owners)
             counts["refresh_families"] += _delete_empty_families(set(owners), cutoff)
@@ -88,12 +89,11 @@ def purge_refresh_tokens(cutoff: datetime, batch: int) -> dict[str, int]:
 
 def _delete_empty_families(family_ids: Iterable[int], cutoff: datetime) -> int:
     families, tokens = RefreshFamily.__table__, RefreshToken.__table__
-    # created_at guards a family whose first token is still being written by another transaction.
-    empty = and_(
-        families.c.id.in_(list(family_ids)),
-        families.c.created_at < cutoff,
-        ~exists().where(tokens.c.family_id == families.c.id),
-    )
+    # A correlated `(SELECT ... LIMIT 1) IS NULL` rather than NOT EXISTS: the planner cannot turn it
+    # into an anti-join, which PostgreSQL would run as a hash join over every token; it stays one
+    # index probe per candidate. created_at spares a family whose first token is still being written.
+    any_token = select(tokens.c.id).where(tokens.c.family_id == families.c.id).limit(1).scalar_subquery()
+    empty = and_(_among(families.c.id, list(family_ids)), families.c.created_at < cutoff, any_token.is_(None))
     return db.session.execute(delete(families).where(empty)).rowcount
 
 
@@ -146,13 +146,31 @@ def purge_job_runs(now: datetime, retention_seconds: int, batch: int) -> int:
 
 def _delete_in_batches(table: Table, dead: ColumnElement[bool], order: ColumnElement, batch: int) -> int:
     """DELETE the rows matching `dead`, `batch` at a time in timestamp order (an index walk), one commit each."""
-    key = next(iter(table.primary_key.columns))
     deleted = 0
     while True:
-        doomed = select(key).where(dead).order_by(order).limit(batch).scalar_subquery()
-        count = db.session.execute(delete(table).where(key.in_(doomed))).rowcount
+        count = db.session.execute(delete(table).where(_first(table, dead, order, batch))).rowcount
         db.session.commit()
         deleted += count
         if count < batch:
             return deleted
 
+
+def _among(key: ColumnElement, values: list) -> ColumnElement[bool]:
+    """`key` is one of `values`: on PostgreSQL one array parameter, not thousands of bound values."""
+    if db.engine.dialect.name == "postgresql":
+        return key == any_(bindparam("values", values, type_=ARRAY(key.type)))
+    return key.in_(values)
+
+
+def _first(table: Table, dead: ColumnElement[bool], order: ColumnElement, batch: int) -> ColumnElement[bool]:
+    """A condition on `table`'s key: one of the first `batch` rows matching `dead`, in `order` (an index walk).
+
+    On PostgreSQL `key IN (subquery)` may be planned as a hash join over the whole table, making
+    every batch cost the table's size; `key = ANY(ARRAY(subquery))` runs the subquery once and
+    probes the primary key, so every batch costs the same however large the backlog.
+    """
+    key = next(iter(table.primary_key.columns))
+    doomed = select(key).where(dead).order_by(order).limit(batch).scalar_subquery()
+    if db.engine.dialect.name == "postgresql":
+        return key == any_(func.array(doomed))
+    return key.in_(doomed)

@@ -1,0 +1,1 @@
+"""Benchmarks (see each module's docstring for how to run it)."""
