@@ -34,7 +34,8 @@ def keys_list(as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        click.echo(f"{row['alg']:<6} {row['state']:<8} {row['kid']}  created {row['created_at']}")
+        dates = "  ".join(f"{name} {row[f'{name}_at']}" for name in ("created", "activated", "retired", "revoked") if row[f"{name}_at"])
+        click.echo(f"{row['alg']:<6} {row['state']:<8} {row['kid']}  {dates}")
 
 
 @keys.command("rotate")
