@@ -86,6 +86,7 @@ def configure_blueprints(app: Flask) -> None:
     from idp.health import bp as health_bp
     from idp.keyring.views import bp as keyring_bp
     from idp.oidc.discovery import bp as discovery_bp
+    from admin_ui import bp as admin_bp
 
-    for blueprint in (health_bp, keyring_bp, discovery_bp):
+    for blueprint in (health_bp, keyring_bp, discovery_bp, admin_bp):
         app.register_blueprint(blueprint)

@@ -103,3 +103,41 @@ def disable_user(user: User, *, actor: str = "system") -> None:
 def list_users(limit: int = 1000) -> list[User]:
     """Users ordered by id (oldest first)."""
     return list(db.session.scalars(select(User).order_by(User.id).limit(limit)))
+
+
+def update_user(user: User, *, email: str, name: str | None, actor: str) -> None:
+    """Change a user's email and display name (caller commits); raise ValidationError on bad or duplicate input."""
+    email = normalize_email(email)
+    name = (name or "").strip() or None
+    if name and len(name) > 200:
+        raise ValidationError("name must be at most 200 characters", field="name")
+    if email != user.email and db.session.scalar(select(User.id).where(User.email == email, User.id != user.id)) is not None:
+        raise ValidationError(f"a user with email {email!r} already exists", field="email")
+    changed = sorted(field for field, value in (("email", email), ("name", name)) if getattr(user, field) != value)
+    user.email, user.name = email, name
+    if changed:
+        record("user.updated", actor=actor, target=f"user:{user.id}", fields=changed)
+
+
+def set_password(user: User, password: str, *, actor: str) -> None:
+    """Replace a user's password and end everything signed in with the old one (caller commits)."""
+    validate_password(password)
+    user.password_hash = hash_password(password)
+    record("user.password_set", actor=actor, target=f"user:{user.id}")
+    bump_token_version(user, reason="password_set", actor=actor)
+
+
+def enable_user(user: User, *, actor: str) -> None:
+    """Let a disabled user sign in again (caller commits); idempotent."""
+    if user.disabled_at is not None:
+        user.disabled_at = None
+        record("user.enabled", actor=actor, target=f"user:{user.id}")
+
+
+def set_admin(user: User, is_admin: bool, *, actor: str) -> None:
+    """Grant or revoke admin rights; a change bumps the token version (caller commits)."""
+    if user.is_admin == is_admin:
+        return
+    user.is_admin = is_admin
+    record("user.admin_granted" if is_admin else "user.admin_revoked", actor=actor, target=f"user:{user.id}")
+    bump_token_version(user, reason="admin_rights_changed", actor=actor)
