@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from flask import Flask, current_app, flash, redirect, render_template, request, url_for
 from flask_login import LoginManager, UserMixin, current_user
+from flask_wtf.csrf import CSRFError, validate_csrf
+from wtforms.validators import ValidationError as WTFormsValidationError
 from werkzeug.exceptions import Forbidden, HTTPException
 
 from admin_ui import bp
@@ -97,14 +99,38 @@ def safe_next(target: str | None) -> str | None:
 
 def init_app(app: Flask) -> None:
     """Attach flask-login and the /admin guards to the app (called once when the blueprint registers)."""
+    from idp import csrf
+
     login_manager.init_app(app)
+    # The admin views check their CSRF token in `require_admin` instead (see `check_csrf`).
+    csrf.exempt(bp)
     app.before_request(require_admin)
     app.after_request(add_security_headers)
 
 
+def check_csrf() -> None:
+    """Flask-WTF's token check on every state-changing admin request; CSRFError (400) otherwise.
+
+    CSRFProtect's own check also demands, on https, a Referer from this host; admin pages send
+    `Referrer-Policy: no-referrer`, so browsers send none and every form would fail. The token (kept
+    in the server-side session), the SameSite=Strict admin cookie and its `__Host-` prefix cover what
+    that Referer check guards against.
+    """
+    if request.method not in current_app.config["WTF_CSRF_METHODS"]:
+        return
+    try:
+        validate_csrf(request.form.get("csrf_token") or request.headers.get("X-CSRFToken"))
+    except WTFormsValidationError as error:
+        raise CSRFError(error.args[0]) from None
+
+
 def require_admin():
     """Guard every /admin URL, known or not, so nothing is revealed to anyone but an admin."""
-    if not is_admin_path(request.path) or request.endpoint in PUBLIC_ENDPOINTS:
+    if not is_admin_path(request.path):
+        return None
+    if request.blueprint == "admin":
+        check_csrf()
+    if request.endpoint in PUBLIC_ENDPOINTS:
         return None
     if not current_user.is_authenticated:
         return login_manager.unauthorized()

@@ -68,3 +68,55 @@ def signed_in(app, admin) -> AdminBrowser:
 def admin_session_rows(app) -> list[UserSession]:
     with app.app_context():
         return list(db.session.scalars(db.select(UserSession).where(UserSession.kind == "admin")))
+
+
+def audit_actions(app, **where) -> list[str]:
+    """Actions of the recorded audit events, oldest first, optionally filtered by column values."""
+    from idp.models import AuditEvent
+
+    with app.app_context():
+        query = db.select(AuditEvent.action).order_by(AuditEvent.id)
+        for column, value in where.items():
+            query = query.where(getattr(AuditEvent, column) == value)
+        return list(db.session.scalars(query))
+
+
+def make_session(app, user_id: int, kind: str = "sso", **columns) -> tuple[str, str]:
+    """A signed-in session row made through the session service; returns (cookie value, sid)."""
+    from idp.models import User
+    from idp.sessions.service import new_row
+
+    with app.app_context():
+        value, row = new_row(app, kind, db.session.get(User, user_id))
+        for name, column_value in columns.items():
+            setattr(row, name, column_value)
+        db.session.commit()
+        return value, row.sid
+
+
+def snapshot(app) -> tuple:
+    """Everything an admin action could change, to prove a refused request changed nothing."""
+    from idp.models import AuditEvent, Client, Consent, RefreshFamily, User
+
+    with app.app_context():
+        return (
+            db.session.scalar(db.select(db.func.count(AuditEvent.id))),
+            [tuple(row) for row in db.session.execute(db.select(User.id, User.email, User.name, User.password_hash, User.is_admin,
+                                                                  User.token_version, User.disabled_at).order_by(User.id))],
+            [tuple(row) for row in db.session.execute(db.select(Client.id, Client.name, Client.secret_digest, Client.redirect_uris).order_by(Client.id))],
+            sorted(db.session.scalars(db.select(UserSession.sid))),
+            db.session.scalar(db.select(db.func.count(Consent.id))),
+            [tuple(row) for row in db.session.execute(db.select(RefreshFamily.id, RefreshFamily.revoked_at).order_by(RefreshFamily.id))],
+        )
+
+
+def make_grant(app, user_id: int, client_pk: int, *, sid: str | None = None, scope: str = "openid email") -> int:
+    """A consent and a live refresh family for (user, client), via the token service; returns the family id."""
+    from idp.models import Client, Consent, User
+    from idp.tokens.refresh import start_family
+
+    with app.app_context():
+        db.session.add(Consent(user_id=user_id, client_id=client_pk, scope=scope))
+        rotation = start_family(client=db.session.get(Client, client_pk), user=db.session.get(User, user_id), scope=scope, sid=sid)
+        db.session.commit()
+        return rotation.family.id
