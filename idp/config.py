@@ -82,6 +82,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ADMIN_SESSION_IDLE_TTL", 30 * MINUTE, "An admin UI session unused this long ends.", _int),
     Setting("ADMIN_SESSION_ABSOLUTE_TTL", 12 * HOUR, "An admin UI session ends this long after sign-in, however used.", _int),
     # Keys
+    # Back-channel logout
+    Setting("BACKCHANNEL_RETRY_BASE_SECONDS", 5, "First retry delay of a failed back-channel logout delivery; doubles each retry.", _int),
+    # Keys
     Setting("JWKS_MAX_AGE", 5 * MINUTE, "`Cache-Control: max-age` of the JWKS; a new key is published at least this long before it signs.", _int),
     # admin UI
     Setting("ADMIN_REAUTH_MAX_AGE", 5 * MINUTE, "Sensitive admin actions (keys, client secrets, admin rights) need the password entered within this many seconds.", _int),

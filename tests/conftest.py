@@ -15,7 +15,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 from idp import create_app
-from idp.config import generate_key_encryption_key
+from idp.config import SETTINGS, generate_key_encryption_key
 from idp.db import db
 from idp.models import Base, SigningKey
 from tests.support import Process, free_port, wait_until
@@ -105,6 +105,7 @@ def config(database_url, secrets_config, tmp_path) -> dict:
         "KEYS_DIR": str(tmp_path / "keys"),
         # The same broker as the `idp worker` a test may start, so tasks sent here reach it.
         "CELERY_BROKER_URL": REDIS_URL or f"sqla+sqlite:///{tmp_path}/broker.sqlite3",
+        "BACKCHANNEL_RETRY_BASE_SECONDS": 1,
         **secrets_config,
     }
 
@@ -129,6 +130,23 @@ def app(config, key_rows):
         db.session.commit()
     yield app
     clean_database(app)
+
+
+@pytest.fixture
+def make_app(config, key_rows):
+    """Build extra apps from the test mapping plus overrides; their pools are closed afterwards."""
+    made = []
+
+    def make(**overrides):
+        extra = create_app({**config, **overrides})
+        made.append(extra)
+        return extra
+
+    yield make
+    for extra in made:
+        with extra.app_context():
+            db.session.remove()
+            db.engine.dispose()
 
 
 @pytest.fixture
@@ -185,19 +203,13 @@ def make_client(app):
 
 @pytest.fixture
 def idp_env(config) -> dict[str, str]:
-    """Environment for `idp` subprocesses, matching the test app's configuration."""
+    """Environment for `idp` subprocesses: every setting of the test mapping as an IDP_* variable."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("IDP_")}
-    env.update(
-        IDP_ISSUER=config["ISSUER"],
-        IDP_DATABASE_URL=config["DATABASE_URL"],
-        IDP_INSTANCE_DIR=config["INSTANCE_DIR"],
-        IDP_KEYS_DIR=config["KEYS_DIR"],
-        IDP_SECRET_KEY=config["SECRET_KEY"],
-        IDP_KEY_ENCRYPTION_KEYS=",".join(config["KEY_ENCRYPTION_KEYS"]),
-        IDP_CELERY_BROKER_URL=config["CELERY_BROKER_URL"],
-        IDP_LOG_LEVEL="WARNING",
-        PYTHONUNBUFFERED="1",
-    )
+    for setting in SETTINGS:
+        value = config.get(setting.name)
+        if value is not None:
+            env[setting.env] = ",".join(value) if isinstance(value, list) else str(value)
+    env.update(IDP_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
     return env
 
 

@@ -25,7 +25,7 @@ def celery_init_app(app: Flask) -> Celery:
         enable_utc=True,
         worker_hijack_root_logger=False,
         beat_schedule_filename=f"{app.instance_path}/celerybeat-schedule",
-        include=["idp.tasks.jobs"],
+        include=["idp.tasks.jobs", "idp.oidc.backchannel"],
     )
     from idp.tasks.schedule import BEAT_SCHEDULE
 

@@ -20,6 +20,7 @@ from idp.clock import utcnow
 from idp.db import db
 from idp.errors import IdpError
 from idp.security import REFRESH_TOKEN_PREFIX, digest, random_token
+from idp.sessions.service import session_ended
 from idp.tokens.models import RefreshFamily, RefreshToken
 from idp.users.models import User
 
@@ -161,3 +162,30 @@ def live_token(value: str, *, now: datetime | None = None) -> tuple[RefreshToken
         if user is None or user.is_disabled or user.token_version != family.token_version:
             return None
     return token, family
+
+
+def revoke_families(*, user_id: int | None = None, sids: list[str] | None = None, include_offline: bool, reason: str, actor: str) -> int:
+    """Revoke live families of a user or bound to sessions (caller commits). Returns how many.
+
+    OpenID Connect intends `offline_access` grants to outlive a logout, so session-ending revokes
+    only session-bound families; signing out everywhere passes include_offline=True.
+    """
+    query = select(RefreshFamily).where(RefreshFamily.revoked_at.is_(None))
+    if user_id is not None:
+        query = query.where(RefreshFamily.user_id == user_id)
+    if sids is not None:
+        if not sids:
+            return 0
+        query = query.where(RefreshFamily.sid.in_(sids))
+    if not include_offline:
+        query = query.where(RefreshFamily.offline.is_(False))
+    families = list(db.session.scalars(query))
+    for family in families:
+        revoke_family(family, reason=reason, actor=actor)
+    return len(families)
+
+
+@session_ended.connect
+def _revoke_session_bound_families(sender, rows, reason: str, **extra) -> None:
+    """Ending an SSO session (logout, timeout, admin revoke) revokes the refresh tokens bound to it."""
+    revoke_families(sids=[row.sid for row in rows if row.kind == "sso"], include_offline=False, reason=f"session_{reason}", actor="system")

@@ -142,10 +142,8 @@ def test_admin_paths_use_their_own_strict_cookie(client, app, make_user, monkeyp
     assert client.get("/admin/probe/whoami").get_json()["user_id"] == user.id
 
 
-def test_https_issuer_gives_secure_host_prefixed_cookies(config, key_rows, make_user):
-    from idp import create_app
-
-    app = create_app({**config, "ISSUER": "https://login.example.com"})
+def test_https_issuer_gives_secure_host_prefixed_cookies(make_app):
+    app = make_app(ISSUER="https://login.example.com")
     app.register_blueprint(probe)
     client = app.test_client()
     client.get("/probe/put/x", base_url="https://login.example.com")
