@@ -1,14 +1,13 @@
-"""Admin actions that span domains; each writes its audit events and commits once.
+"""Admin actions beyond a single domain service call; each writes its audit events and commits.
 
-The single-domain steps live in the domain services (users, clients, sessions, tokens); these
-compose them the way an admin means them, e.g. "disable" = disable the account and end its
-sessions now (so `session_ended` receivers, such as back-channel logout, run at once rather than
-when the browser next calls).
+Account actions (password, disable, admin rights, sign-out everywhere) are the users service's
+own functions, which bump the token version and end every session and refresh family at once;
+here they gain the rule that an admin cannot lock themselves out.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from idp.audit.service import record
 from idp.clients.models import Client
@@ -17,7 +16,7 @@ from idp.db import db
 from idp.errors import ValidationError
 from idp.oauth.models import Consent
 from idp.sessions.models import UserSession
-from idp.sessions.service import end_all_for_user, end_session
+from idp.sessions.service import end_session
 from idp.tokens.models import RefreshFamily
 from idp.tokens.refresh import revoke_family
 from idp.users import service as users
@@ -25,42 +24,24 @@ from idp.users.models import User
 
 
 def sign_out_everywhere(user: User, *, actor: str) -> int:
-    """End every session and token of a user: bump the token version and delete the session rows."""
-    users.bump_token_version(user, reason="sign_out_everywhere", actor=actor)
-    ended = end_all_for_user(user.id, reason="sign_out_everywhere", actor=actor)
-    db.session.commit()
-    return ended
+    """End every session and token of a user; returns how many sessions were signed in."""
+    sessions = db.session.scalar(select(func.count(UserSession.id)).where(UserSession.user_id == user.id))
+    users.sign_out_everywhere(user, actor=actor)
+    return sessions
 
 
 def disable(user: User, *, actor: str) -> None:
-    """Disable an account and end its sessions now; an admin cannot disable their own account."""
+    """Disable an account (its sessions and tokens end); an admin cannot disable their own account."""
     if actor == f"user:{user.id}":
         raise ValidationError("you cannot disable your own account")
-    end_all_for_user(user.id, reason="disabled", actor=actor)
-    users.disable_user(user, actor=actor)  # commits
-
-
-def enable(user: User, *, actor: str) -> None:
-    """Let a disabled account sign in again."""
-    users.enable_user(user, actor=actor)
-    db.session.commit()
-
-
-def set_password(user: User, password: str, *, actor: str) -> None:
-    """Set a user's password; every session and token signed in with the old one ends."""
-    users.set_password(user, password, actor=actor)
-    end_all_for_user(user.id, reason="password_set", actor=actor)
-    db.session.commit()
+    users.disable_user(user, actor=actor)
 
 
 def set_admin(user: User, is_admin: bool, *, actor: str) -> None:
-    """Grant or revoke admin rights (ends the user's sessions); an admin cannot revoke their own."""
+    """Grant or revoke admin rights (the user's sessions end); an admin cannot revoke their own."""
     if not is_admin and actor == f"user:{user.id}":
         raise ValidationError("you cannot revoke your own admin rights; ask another admin")
-    if user.is_admin != is_admin:
-        users.set_admin(user, is_admin, actor=actor)
-        end_all_for_user(user.id, reason="admin_rights_changed", actor=actor)
-    db.session.commit()
+    users.set_admin(user, is_admin, actor=actor)
 
 
 def revoke_grant(user: User, client: Client, *, actor: str) -> int:

@@ -15,7 +15,7 @@ from idp.db import db
 from idp.errors import ValidationError
 from idp.sessions.service import list_sessions_for_user
 from idp.users.models import User
-from idp.users.service import create_user, update_user
+from idp.users.service import create_user, enable_user, set_password, update_user
 
 
 def apply_service_error(form, error: ValidationError) -> None:
@@ -93,7 +93,7 @@ def user_password(user_id: int):
     user = get_or_404(User, user_id)
     form = PasswordForm()
     if form.validate_on_submit():
-        actions.set_password(user, form.password.data, actor=actor())
+        set_password(user, form.password.data, actor=actor())
         if user.id == current_user.user.id:
             return redirect(url_for("admin.login", signed_out="password"), 303)  # this session ended too
         flash(f"Password set for {user.email}; their sessions and tokens have ended.", "success")
@@ -137,7 +137,7 @@ def user_disable(user_id: int):
 def user_enable(user_id: int):
     """Enable a disabled account."""
     user = get_or_404(User, user_id)
-    actions.enable(user, actor=actor())
+    enable_user(user, actor=actor())
     return done(user, f"Enabled {user.email}; they can sign in again.")
 
 

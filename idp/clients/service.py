@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from idp.audit.service import record
 from idp.clients.models import Client
@@ -182,19 +182,10 @@ def update_client(client: Client, *, actor: str, **changes) -> list[str]:
 
 
 def delete_client(client: Client, *, actor: str) -> None:
-    """Delete a client with its codes, consents and refresh families (caller commits).
+    """Delete a client (caller commits); its codes, consents and refresh families go with it (ON DELETE CASCADE).
 
-    Done explicitly rather than by ON DELETE CASCADE, which SQLite only honours with a pragma.
     Access tokens already issued stay valid until they expire; refresh tokens die with their family.
     """
-    from idp.oauth.models import AuthorizationCode, Consent
-    from idp.tokens.models import RefreshFamily, RefreshToken
-
-    families = select(RefreshFamily.id).where(RefreshFamily.client_id == client.id)
-    db.session.execute(delete(RefreshToken).where(RefreshToken.family_id.in_(families)))
-    db.session.execute(delete(RefreshFamily).where(RefreshFamily.client_id == client.id))
-    db.session.execute(delete(AuthorizationCode).where(AuthorizationCode.client_id == client.id))
-    db.session.execute(delete(Consent).where(Consent.client_id == client.id))
     record("client.deleted", actor=actor, target=f"client:{client.client_id}", name=client.name)
     db.session.delete(client)
     db.session.flush()

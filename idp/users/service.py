@@ -185,26 +185,3 @@ def update_user(user: User, *, email: str, name: str | None, actor: str) -> None
     if changed:
         record("user.updated", actor=actor, target=f"user:{user.id}", fields=changed)
 
-
-def set_password(user: User, password: str, *, actor: str) -> None:
-    """Replace a user's password and end everything signed in with the old one (caller commits)."""
-    validate_password(password)
-    user.password_hash = hash_password(password)
-    record("user.password_set", actor=actor, target=f"user:{user.id}")
-    bump_token_version(user, reason="password_set", actor=actor)
-
-
-def enable_user(user: User, *, actor: str) -> None:
-    """Let a disabled user sign in again (caller commits); idempotent."""
-    if user.disabled_at is not None:
-        user.disabled_at = None
-        record("user.enabled", actor=actor, target=f"user:{user.id}")
-
-
-def set_admin(user: User, is_admin: bool, *, actor: str) -> None:
-    """Grant or revoke admin rights; a change bumps the token version (caller commits)."""
-    if user.is_admin == is_admin:
-        return
-    user.is_admin = is_admin
-    record("user.admin_granted" if is_admin else "user.admin_revoked", actor=actor, target=f"user:{user.id}")
-    bump_token_version(user, reason="admin_rights_changed", actor=actor)

@@ -220,29 +220,20 @@ def test_pages_carry_no_inline_script_or_style(signed_in, admin):
         assert "<script>" not in html and "style=" not in html and "<style" not in html and "onclick" not in html, url
 
 
-def test_https_issuer_gets_hsts_and_host_prefixed_secure_cookie(config, key_rows, make_user):
-    from idp import create_app
-    from tests.conftest import clean_database
+def test_https_issuer_gets_hsts_and_host_prefixed_secure_cookie(make_app, admin):
+    from tests.admin_ui.conftest import csrf_from
 
-    app = create_app({**config, "ISSUER": "https://idp.example.com"})
-    try:
-        with app.app_context():
-            from idp.users.service import create_user
-
-            create_user("admin@example.com", PASSWORD, is_admin=True)
-        browser = AdminBrowser(app.test_client())
-        browser.client.get("/admin/login", base_url="https://idp.example.com")
-        token_page = browser.client.get("/admin/login", base_url="https://idp.example.com")
-        from tests.admin_ui.conftest import csrf_from
-
-        response = browser.client.post("/admin/login", base_url="https://idp.example.com", data={
-            "email": "admin@example.com", "password": PASSWORD, "csrf_token": csrf_from(token_page.get_data(as_text=True))})
-        assert response.status_code == 303
-        assert response.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
-        cookie = browser.client.get_cookie("__Host-idp_admin", domain="idp.example.com")
-        assert cookie is not None and cookie.secure and cookie.http_only and cookie.same_site == "Strict" and cookie.path == "/"
-    finally:
-        clean_database(app)
+    app = make_app(ISSUER="https://idp.example.com")
+    client = app.test_client()
+    token = csrf_from(client.get("/admin/login", base_url="https://idp.example.com").get_data(as_text=True))
+    # No Referer: admin pages send Referrer-Policy: no-referrer, and the CSRF check must still pass.
+    response = client.post("/admin/login", base_url="https://idp.example.com",
+                           data={"email": admin.email, "password": PASSWORD, "csrf_token": token})
+    assert response.status_code == 303
+    assert response.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+    cookie = client.get_cookie("__Host-idp_admin", domain="idp.example.com")
+    assert cookie is not None and cookie.secure and cookie.http_only and cookie.same_site == "Strict" and cookie.path == "/"
+    assert client.get("/admin/", base_url="https://idp.example.com").status_code == 200
 
 
 def test_state_never_changes_on_get(app, signed_in, admin, make_user, make_client):

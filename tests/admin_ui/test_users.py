@@ -209,7 +209,7 @@ def test_user_page_lists_sessions_and_grants_with_revoke_buttons(app, signed_in,
     user = make_user(email="owner@example.com")
     registered, _ = make_client(name="Photo App")
     _, sid = make_session(app, user.id, ip="203.0.113.7", user_agent="Firefox/140")
-    family = make_grant(app, user.id, registered.id, sid=sid)
+    family = make_grant(app, user.id, registered.id)  # not bound to the session: survives its end
     html = signed_in.get(f"/admin/users/{user.id}").get_data(as_text=True)
     assert "203.0.113.7" in html and "Firefox/140" in html and "Photo App" in html
     assert f'value="{sid}"' in html
