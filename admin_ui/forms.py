@@ -12,7 +12,7 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from idp.clients.service import AUTH_METHODS, GRANT_TYPES, SCOPES, validate_https_url, validate_redirect_uri
 from idp.errors import ValidationError
-from idp.users.service import MAX_PASSWORD_LENGTH, normalize_email, validate_password
+from idp.users.service import MAX_PASSWORD_LENGTH, get_user_by_email, normalize_email, validate_password
 
 
 def service_rule(check):
@@ -84,6 +84,11 @@ class UserEditForm(FlaskForm):
 
 class UserCreateForm(UserEditForm, PasswordForm):
     """A new account: email, name and a first password."""
+
+    def validate_email(self, field):
+        # Reported with the other field errors; create_user refuses a duplicate again, atomically.
+        if get_user_by_email(field.data) is not None:
+            raise FieldError("a user with this email already exists")
 
 
 class ClientForm(FlaskForm):

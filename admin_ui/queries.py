@@ -217,11 +217,26 @@ class SessionRow:
     clients: list[tuple[str, str]]
 
 
-def sids_of_client(client_pk: int):
-    """The sids a client holds grants in: its refresh families and authorization codes."""
-    return (
-        select(RefreshFamily.sid).where(RefreshFamily.client_id == client_pk, RefreshFamily.sid.is_not(None))
-        .union(select(AuthorizationCode.sid).where(AuthorizationCode.client_id == client_pk, AuthorizationCode.sid.is_not(None)))
+# A client bound to at least this many sessions counts as busy (see `of_client`).
+BUSY_CLIENT_SESSIONS = 5_000
+
+
+def of_client(client_pk: int):
+    """Sessions a client holds grants in (a refresh family or an authorization code carries their sid).
+
+    Two plans, because one cannot serve both ends: for a quiet client, join its few sids to the
+    sessions and sort them; for a busy one, walk the sessions newest first and probe the client's
+    index per row, stopping at a page. `OFFSET 0` keeps PostgreSQL from hashing every sid of a busy
+    client before the walk (it cannot turn an EXISTS with an OFFSET into a hashed subplan).
+    """
+    families = select(RefreshFamily.sid).where(RefreshFamily.client_id == client_pk, RefreshFamily.sid.is_not(None))
+    codes = select(AuthorizationCode.sid).where(AuthorizationCode.client_id == client_pk, AuthorizationCode.sid.is_not(None))
+    bound = db.session.scalar(select(func.count()).select_from(families.union_all(codes).limit(BUSY_CLIENT_SESSIONS).subquery()))
+    if bound < BUSY_CLIENT_SESSIONS:
+        return UserSession.sid.in_(families.union(codes))
+    return or_(
+        select(1).where(RefreshFamily.sid == UserSession.sid, RefreshFamily.client_id == client_pk).offset(0).exists(),
+        select(1).where(AuthorizationCode.sid == UserSession.sid, AuthorizationCode.client_id == client_pk).offset(0).exists(),
     )
 
 
@@ -244,7 +259,7 @@ def sessions_page(
     if user_id is not None:
         query = query.where(UserSession.user_id == user_id)
     if client_pk is not None:
-        query = query.where(UserSession.sid.in_(sids_of_client(client_pk)))
+        query = query.where(of_client(client_pk))
     if kind:
         query = query.where(UserSession.kind == kind)
     page = paginate(query, [UserSession.created_at, UserSession.id], key=lambda row: (row[0].created_at, row[0].id),
