@@ -7,18 +7,12 @@ here they gain the rule that an admin cannot lock themselves out.
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
-from idp.audit.service import record
-from idp.clients.models import Client
-from idp.clock import utcnow
 from idp.db import db
 from idp.errors import ValidationError
-from idp.oauth.models import Consent
 from idp.sessions.models import UserSession
 from idp.sessions.service import end_session
-from idp.tokens.models import RefreshFamily
-from idp.tokens.refresh import revoke_family
 from idp.users import service as users
 from idp.users.models import User
 
@@ -42,23 +36,6 @@ def set_admin(user: User, is_admin: bool, *, actor: str) -> None:
     if not is_admin and actor == f"user:{user.id}":
         raise ValidationError("you cannot revoke your own admin rights; ask another admin")
     users.set_admin(user, is_admin, actor=actor)
-
-
-def revoke_grant(user: User, client: Client, *, actor: str) -> int:
-    """Forget a user's consent to a client and revoke their live refresh families there. Returns families revoked."""
-    now = utcnow()
-    families = list(db.session.scalars(
-        select(RefreshFamily).where(
-            RefreshFamily.user_id == user.id, RefreshFamily.client_id == client.id,
-            RefreshFamily.revoked_at.is_(None), RefreshFamily.expires_at > now,
-        )
-    ))
-    for family in families:
-        revoke_family(family, reason="admin", actor=actor)
-    db.session.execute(delete(Consent).where(Consent.user_id == user.id, Consent.client_id == client.id))
-    record("grant.revoked", actor=actor, target=f"user:{user.id}", client=client.client_id, families=len(families))
-    db.session.commit()
-    return len(families)
 
 
 def revoke_sessions(sids: list[str], *, actor: str) -> int:

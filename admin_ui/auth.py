@@ -201,13 +201,12 @@ def login():
         outcome = attempt(form.email.data, form.password.data, ip=request.remote_addr, now=utcnow())
         if outcome.user is not None:
             start_session(outcome.user)
-            record("admin.signed_in", actor=f"user:{outcome.user.id}", target=f"user:{outcome.user.id}", ip=request.remote_addr)
             db.session.commit()
             flash(f"Signed in as {outcome.user.email}.", "success")
             return redirect(safe_next(request.args.get("next")) or url_for("admin.dashboard"), 303)
         if outcome.refusal == "throttled":
-            minutes = -(-outcome.retry_after // 60)
-            form.form_errors.append(f"Too many failed sign-ins. Try again in {minutes} minute{'s' if minutes != 1 else ''}.")
+            minutes = current_app.config["LOGIN_THROTTLE_WINDOW"] // 60
+            form.form_errors.append(f"Too many failed sign-ins. Try again in up to {minutes} minutes.")
             status = 429
         elif outcome.refusal == "not_admin":
             form.form_errors.append("This account does not have admin rights.")
@@ -219,7 +218,7 @@ def login():
         status = 400
     response = current_app.make_response((render_template("admin/login.html", form=form, signed_out=request.args.get("signed_out")), status))
     if status == 429:
-        response.headers["Retry-After"] = str(outcome.retry_after)
+        response.headers["Retry-After"] = str(current_app.config["LOGIN_THROTTLE_WINDOW"])
     return response
 
 

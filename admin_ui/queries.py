@@ -35,9 +35,10 @@ COUNT_LIMIT = 10_000
 # Audit actions the dashboard lists as security events (reuse detections, failed sign-ins, ...).
 SECURITY_EVENT_ACTIONS = (
     "refresh_token.reuse_detected",
-    "authorization_code.reused",
-    "admin.sign_in_failed",
+    "authorization_code.reuse_detected",
     "user.sign_in_failed",
+    "admin.sign_in_refused",
+    "admin.reauth_failed",
     "key.revoked",
     "user.admin_granted",
     "user.disabled",

@@ -1,9 +1,12 @@
-"""Admin sign-in: password check, admin-rights check and throttling per account and per IP.
+"""Admin sign-in: the end-user sign-in (same throttle, same audit events) plus the admin-rights check.
 
-Failed attempts are audit events (`admin.sign_in_failed`), and the throttle counts them: no extra
-table and no Redis, and every refusal is visible in the audit log and on the dashboard. Once an
-account or an IP reaches its limit within the sliding window, sign-in is refused before any
-password is checked, so guessing costs the attacker time and the server no argon2 work.
+Sharing the end-user throttle (idp.auth.throttle: failures counted from the audit log per account
+and per IP) means guesses on the admin form and on the login page spend one budget. A right
+password without admin rights is refused with `admin.sign_in_refused`; it reveals no more than the
+end-user login page, where that password signs in.
+
+Re-authentication (a signed-in admin confirming their password) has its own count: too many wrong
+passwords within the window end the session, so a stolen admin cookie is no password oracle.
 """
 
 from __future__ import annotations
@@ -16,79 +19,34 @@ from sqlalchemy import func, select
 
 from idp.audit.models import AuditEvent
 from idp.audit.service import record
+from idp.auth.service import attempt_sign_in
 from idp.db import db
-from idp.errors import ValidationError
 from idp.users.models import User
-from idp.users.service import authenticate, get_user_by_email, normalize_email
 
-FAILED = "admin.sign_in_failed"
+REFUSED = "admin.sign_in_refused"
 REAUTH_FAILED = "admin.reauth_failed"
 
 
 @dataclass(frozen=True)
-class SignIn:
-    """The outcome of an attempt: the admin user, or why not (`refusal`) and, if throttled, for how long."""
+class AdminSignIn:
+    """The outcome of an attempt: the admin, or why not (`refusal`: credentials, not_admin, throttled)."""
 
     user: User | None = None
-    refusal: str | None = None  # "credentials" | "not_admin" | "throttled"
-    retry_after: int = 0
+    refusal: str | None = None
 
 
-def account_key(email: str) -> str:
-    """The audit target of an attempt on `email`: the user when one exists, else the email as typed."""
-    user = get_user_by_email(email)
-    if user is not None:
-        return f"user:{user.id}"
-    try:
-        return f"email:{normalize_email(email)}"
-    except ValidationError:
-        return f"email:{(email or '').strip().lower()[:100]}"
-
-
-def _failures(condition, since: datetime, limit: int, action: str = FAILED) -> tuple[int, datetime | None]:
-    """How many `action` events match since `since` (reading at most `limit`), and the oldest counted."""
-    recent = (
-        select(AuditEvent.occurred_at)
-        .where(AuditEvent.action == action, condition, AuditEvent.occurred_at >= since)
-        .order_by(AuditEvent.occurred_at.desc())
-        .limit(limit)
-        .subquery()
-    )
-    count, oldest = db.session.execute(select(func.count(), func.min(recent.c.occurred_at))).one()
-    return count, oldest
-
-
-def retry_after(key: str, ip: str | None, now: datetime) -> int:
-    """Seconds until this account and IP may try again; 0 when neither is over its limit."""
-    config = current_app.config
-    window = timedelta(seconds=config["ADMIN_SIGN_IN_WINDOW"])
-    wait = 0
-    checks = [(AuditEvent.target == key, config["ADMIN_SIGN_IN_MAX_FAILURES"])]
-    if ip:
-        checks.append((AuditEvent.ip == ip, config["ADMIN_SIGN_IN_MAX_FAILURES_PER_IP"]))
-    for condition, limit in checks:
-        count, oldest = _failures(condition, now - window, limit)
-        if count >= limit and oldest is not None:
-            # The window slides: the limit frees up when the oldest counted failure leaves it.
-            wait = max(wait, int((oldest + window - now).total_seconds()) + 1)
-    return wait
-
-
-def attempt(email: str, password: str, *, ip: str | None, now: datetime) -> SignIn:
-    """Check an admin sign-in attempt; failures are recorded and committed. The caller starts the session."""
-    key = account_key(email)
-    wait = retry_after(key, ip, now)
-    if wait:
-        return SignIn(refusal="throttled", retry_after=wait)
-    user = authenticate(email, password)
-    if user is None or not user.is_admin:
-        # A right password without admin rights counts as a failure too: otherwise this form
-        # would be an unthrottled password oracle for every end-user account.
-        reason = "credentials" if user is None else "not_admin"
-        record(FAILED, actor="anonymous", target=key, ip=ip, reason=reason)
+def attempt(email: str, password: str, *, ip: str | None, now: datetime | None = None) -> AdminSignIn:
+    """Check an admin sign-in; refusals are committed, a success is left for the caller to commit with its session."""
+    outcome = attempt_sign_in(email, password, ip=ip, now=now)
+    if outcome.throttled:
+        return AdminSignIn(refusal="throttled")
+    if outcome.user is None:
+        return AdminSignIn(refusal="credentials")
+    if not outcome.user.is_admin:
+        record(REFUSED, actor=f"user:{outcome.user.id}", target=f"user:{outcome.user.id}", ip=ip, reason="not_admin")
         db.session.commit()
-        return SignIn(refusal=reason)
-    return SignIn(user=user)
+        return AdminSignIn(refusal="not_admin")
+    return AdminSignIn(user=outcome.user)
 
 
 def reauth_failed(user: User, *, ip: str | None, now: datetime) -> bool:
@@ -96,6 +54,7 @@ def reauth_failed(user: User, *, ip: str | None, now: datetime) -> bool:
     record(REAUTH_FAILED, actor=f"user:{user.id}", target=f"user:{user.id}", ip=ip)
     db.session.flush()
     config = current_app.config
-    limit = config["ADMIN_SIGN_IN_MAX_FAILURES"]
-    count, _ = _failures(AuditEvent.target == f"user:{user.id}", now - timedelta(seconds=config["ADMIN_SIGN_IN_WINDOW"]), limit, REAUTH_FAILED)
-    return count >= limit
+    since = now - timedelta(seconds=config["LOGIN_THROTTLE_WINDOW"])
+    failures = db.session.scalar(select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.action == REAUTH_FAILED, AuditEvent.target == f"user:{user.id}", AuditEvent.occurred_at > since))
+    return failures >= config["LOGIN_THROTTLE_PER_ACCOUNT"]

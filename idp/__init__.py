@@ -86,10 +86,16 @@ def configure_extensions(app: Flask) -> None:
 
 def configure_blueprints(app: Flask) -> None:
     """Mount every feature's blueprint."""
+    from idp.account.views import bp as account_bp
+    from idp.auth.views import bp as auth_bp
     from idp.health import bp as health_bp
     from idp.keyring.views import bp as keyring_bp
+    from idp.oauth.views import bp as oauth_bp
     from idp.oidc.discovery import bp as discovery_bp
     from admin_ui import bp as admin_bp
 
     for blueprint in (health_bp, keyring_bp, discovery_bp, admin_bp):
         app.register_blueprint(blueprint)
+    app.register_blueprint(oauth_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(account_bp)

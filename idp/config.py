@@ -86,11 +86,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BACKCHANNEL_RETRY_BASE_SECONDS", 5, "First retry delay of a failed back-channel logout delivery; doubles each retry.", _int),
     # Keys
     Setting("JWKS_MAX_AGE", 5 * MINUTE, "`Cache-Control: max-age` of the JWKS; a new key is published at least this long before it signs.", _int),
+    # Sign-in (authorization endpoint, login, token endpoint)
+    Setting("REFRESH_TOKENS_FOR_CONFIDENTIAL_CLIENTS", False, "Also give confidential clients a refresh token without `offline_access` (bound to the SSO session).", _bool),
+    Setting("LOGIN_THROTTLE_WINDOW", 15 * MINUTE, "Failed sign-ins are counted over this many seconds.", _int),
+    Setting("LOGIN_THROTTLE_PER_ACCOUNT", 5, "Failed sign-ins for one account within the window before it is refused for the rest of it.", _int),
+    Setting("LOGIN_THROTTLE_PER_IP", 20, "Failed sign-ins from one IP address within the window before it is refused for the rest of it.", _int),
     # admin UI
     Setting("ADMIN_REAUTH_MAX_AGE", 5 * MINUTE, "Sensitive admin actions (keys, client secrets, admin rights) need the password entered within this many seconds.", _int),
-    Setting("ADMIN_SIGN_IN_MAX_FAILURES", 5, "Failed admin sign-ins per account within the window before that account's sign-in is refused.", _int),
-    Setting("ADMIN_SIGN_IN_MAX_FAILURES_PER_IP", 20, "Failed admin sign-ins per client IP within the window before that IP's sign-in is refused.", _int),
-    Setting("ADMIN_SIGN_IN_WINDOW", 15 * MINUTE, "The sliding window (seconds) over which failed admin sign-ins are counted.", _int),
     Setting("ADMIN_PAGE_SIZE", 50, "Rows per page on the admin UI's lists (1 to 500).", _int),
 )
 
@@ -133,9 +135,6 @@ def _validate(values: dict[str, Any]) -> None:
     for setting in SETTINGS:
         if setting.parse is _int and values[setting.name] < 0:
             raise ConfigError(f"{setting.env} must not be negative")
-    for name in ("ADMIN_SIGN_IN_MAX_FAILURES", "ADMIN_SIGN_IN_MAX_FAILURES_PER_IP", "ADMIN_SIGN_IN_WINDOW"):
-        if values[name] < 1:
-            raise ConfigError(f"IDP_{name} must be at least 1")
     if not 1 <= values["ADMIN_PAGE_SIZE"] <= 500:
         raise ConfigError("IDP_ADMIN_PAGE_SIZE must be between 1 and 500")
     if values["LOG_LEVEL"].upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:

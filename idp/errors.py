@@ -41,7 +41,7 @@ def render_error_page(status: int, title: str, message: str):
 def wants_json() -> bool:
     """APIs (well-known documents, JWKS, token endpoints) answer JSON; pages answer HTML."""
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
-    return request.path.startswith(("/.well-known/", "/oauth/", "/jwks")) or best == "application/json"
+    return request.path.startswith(("/.well-known/", "/oauth/", "/jwks", "/token")) or best == "application/json"
 
 
 def register_error_handlers(app: Flask) -> None:

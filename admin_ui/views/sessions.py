@@ -57,7 +57,7 @@ def sessions_revoke():
         return render_template("admin/sessions/confirm.html", form=ConfirmForm(), sids=sids, back=back)
     ended = actions.revoke_sessions(sids, actor=actor())
     gone = len(sids) - ended
-    message = f"Revoked {ended} session{'s' if ended != 1 else ''}; those browsers are signed out."
+    message = f"Revoked {ended} session{'s; those browsers are' if ended != 1 else '; that browser is'} signed out."
     if gone:
         message += f" {gone} had already ended."
     flash(message, "success")

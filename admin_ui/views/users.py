@@ -10,6 +10,7 @@ from admin_ui.auth import recent_auth_required
 from admin_ui.forms import ConfirmForm, PasswordForm, UserCreateForm, UserEditForm, UserFilterForm
 from admin_ui.queries import USER_STATUSES, recent_events_for, user_grants, users_page
 from admin_ui.views.common import actor, cursor_args, get_or_404
+from idp.account.service import revoke_app
 from idp.clients.service import get_client
 from idp.db import db
 from idp.errors import ValidationError
@@ -188,5 +189,5 @@ def user_revoke_grant(user_id: int, client_id: str):
     """Revoke what a user granted one client: its consent and live refresh tokens."""
     user = get_or_404(User, user_id)
     client = get_client(client_id) or abort(404)
-    families = actions.revoke_grant(user, client, actor=actor())
+    families = revoke_app(user.id, client.client_id, actor=actor())
     return done(user, f"Revoked {client.name}'s access for {user.email} ({families} refresh token famil{'ies' if families != 1 else 'y'}).")

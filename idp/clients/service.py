@@ -211,7 +211,8 @@ def rotate_client_secret(client: Client, *, actor: str = "system") -> str:
 
 def get_client(client_id: str) -> Client | None:
     """The client with this public client_id, or None."""
-    if not client_id or len(client_id) > 64:
+    # A NUL byte is not storable text on PostgreSQL: refuse it here rather than fail the query.
+    if not client_id or len(client_id) > 64 or "\x00" in client_id:
         return None
     return db.session.scalar(select(Client).where(Client.client_id == client_id))
 

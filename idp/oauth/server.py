@@ -10,6 +10,7 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer
 from flask import Flask
 
 from idp.clients.service import SCOPES, get_client
+from idp.oauth.grants import register_grants
 
 authorization = AuthorizationServer()
 
@@ -23,3 +24,4 @@ def init_oauth(app: Flask) -> None:
     """Bind the authorization server to `app`."""
     app.config.setdefault("OAUTH2_SCOPES_SUPPORTED", list(SCOPES))
     authorization.init_app(app, query_client=get_client, save_token=save_token)
+    register_grants(authorization)

@@ -102,11 +102,11 @@ def _header(token: str) -> dict:
     return header
 
 
-def verify_access_token(token: str, *, now: datetime | None = None, check_state: bool = True) -> dict:
-    """Claims of a valid access token of this issuer; raise InvalidTokenError otherwise.
+def verify_signed_jwt(token: str) -> tuple[dict, dict]:
+    """(header, claims) of a compact JWS signed by one of our published keys; claims unchecked.
 
-    With `check_state` (the default) the denylist and the user's token version are consulted too,
-    which is what introspection and userinfo need for instant revocation.
+    Raise InvalidTokenError for anything else: the shared first half of verifying our access
+    tokens and ID tokens (used as hints).
     """
     if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
         raise InvalidTokenError("malformed token")
@@ -116,17 +116,34 @@ def verify_access_token(token: str, *, now: datetime | None = None, check_state:
         raise InvalidTokenError("unacceptable algorithm")
     if FORBIDDEN_HEADERS & header.keys():
         raise InvalidTokenError("unacceptable header")
-    if str(header.get("typ", "")).lower() not in (ACCESS_TOKEN_TYP, "application/" + ACCESS_TOKEN_TYP):
-        raise InvalidTokenError("not an access token")
     key = verification_key(str(header.get("kid", "")))
     if key is None:
         raise InvalidTokenError("unknown key")
     try:
-        # jwcrypto checks the signature with exactly this algorithm; claims are checked below.
+        # jwcrypto checks the signature with exactly this algorithm; claims are the caller's.
         verified = jwt.JWT(jwt=token, key=key, algs=[alg], check_claims=False)
         claims = json.loads(verified.claims)
     except (JWException, ValueError, TypeError):
         raise InvalidTokenError("bad signature") from None
+    if not isinstance(claims, dict):
+        raise InvalidTokenError("malformed claims")
+    return header, claims
+
+
+def is_access_token_header(header: dict) -> bool:
+    """True when the JOSE header says `at+jwt` (RFC 9068 2.1; the media-type form is accepted too)."""
+    return str(header.get("typ", "")).lower() in (ACCESS_TOKEN_TYP, "application/" + ACCESS_TOKEN_TYP)
+
+
+def verify_access_token(token: str, *, now: datetime | None = None, check_state: bool = True) -> dict:
+    """Claims of a valid access token of this issuer; raise InvalidTokenError otherwise.
+
+    With `check_state` (the default) the denylist and the user's token version are consulted too,
+    which is what introspection and userinfo need for instant revocation.
+    """
+    header, claims = verify_signed_jwt(token)
+    if not is_access_token_header(header):
+        raise InvalidTokenError("not an access token")
     _check_claims(claims, now or utcnow())
     if check_state:
         check_access_token_state(claims)

@@ -192,7 +192,7 @@ def test_revoking_a_session_signs_that_browser_out(app, start_server, new_page, 
     first.goto(base + "/admin/sessions?user=" + other.email)
     shot(first, "01-filtered")
     first.get_by_role("button", name=re.compile(r"^Revoke the session of second-admin@example\.com")).click()
-    expect(first.get_by_text("Revoked 1 session; those browsers are signed out.")).to_be_visible()
+    expect(first.get_by_text("Revoked 1 session; that browser is signed out.")).to_be_visible()
     shot(first, "02-revoked")
 
     second.reload()

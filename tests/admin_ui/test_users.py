@@ -224,7 +224,7 @@ def test_user_page_lists_sessions_and_grants_with_revoke_buttons(app, signed_in,
     with app.app_context():
         assert db.session.get(RefreshFamily, family).revoked_reason == "admin"
         assert db.session.scalar(db.select(Consent)) is None
-    assert {"grant.revoked", "refresh_family.revoked", "session.ended"} <= set(audit_actions(app))
+    assert {"consent.revoked", "refresh_family.revoked", "session.ended"} <= set(audit_actions(app))
     assert "has not granted any application access yet" in signed_in.get(f"/admin/users/{user.id}").get_data(as_text=True)
     assert signed_in.post(f"/admin/users/{user.id}/grants/no-such-client/revoke", page=f"/admin/users/{user.id}").status_code == 404
 
