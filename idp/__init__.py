@@ -64,7 +64,6 @@ def configure_extensions(app: Flask) -> None:
     from idp import models  # noqa: F401  (registers every model on the metadata)
     from idp.oidc import backchannel  # noqa: F401  (connects its session_ended receiver)
     from idp.tasks import outbox  # noqa: F401  (publishes queued tasks after commit)
-    from idp.tokens import refresh  # noqa: F401  (connects its session_ended receiver)
     from idp.db import db
     from idp.keyring.service import _KeyringCache
     from idp.oauth.server import init_oauth

@@ -45,6 +45,15 @@ class Client(db.Model, ClientMixin):
     def scopes(self) -> list[str]:
         return self.scope.split()
 
+    @property
+    def client_metadata(self) -> dict:
+        """Registered metadata under its RFC 7591 / OIDC names, as Authlib's OIDC endpoints read it."""
+        return {
+            "post_logout_redirect_uris": list(self.post_logout_redirect_uris or []),
+            "token_endpoint_auth_method": self.token_endpoint_auth_method,
+            "id_token_signed_response_alg": self.id_token_signed_response_alg,
+        }
+
     # --- Authlib's ClientMixin: the storage hooks its grants and endpoints call ---
 
     def get_client_id(self) -> str:

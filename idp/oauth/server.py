@@ -22,6 +22,9 @@ def save_token(token: dict, request) -> None:
 
 def init_oauth(app: Flask) -> None:
     """Bind the authorization server to `app`."""
+    from idp.oauth.endpoints import register_endpoints  # late import: the endpoints import `authorization`
+
+    register_endpoints(app, authorization)
     app.config.setdefault("OAUTH2_SCOPES_SUPPORTED", list(SCOPES))
     authorization.init_app(app, query_client=get_client, save_token=save_token)
     register_grants(authorization)

@@ -18,8 +18,7 @@ from idp.db import db
 from idp.sessions.interface import timed_out
 from idp.sessions.models import UserSession
 from idp.sessions.service import session_ended
-from idp.tokens.models import RefreshFamily
-from idp.tokens.refresh import revoke_family
+from idp.tokens.refresh import revoke_families
 
 
 def session_alive(sid: str, *, now: datetime | None = None) -> bool:
@@ -28,18 +27,7 @@ def session_alive(sid: str, *, now: datetime | None = None) -> bool:
     return row is not None and not timed_out(current_app, row, now or utcnow())
 
 
-def revoke_session_families(sids: list[str], *, reason: str) -> int:
-    """Revoke the live, session-bound refresh families of these sessions (caller commits)."""
-    if not sids:
-        return 0
-    families = list(db.session.scalars(
-        select(RefreshFamily).where(RefreshFamily.sid.in_(sids), RefreshFamily.offline.is_(False), RefreshFamily.revoked_at.is_(None))
-    ))
-    for family in families:
-        revoke_family(family, reason=reason, actor="system")
-    return len(families)
-
-
 @session_ended.connect
 def _on_session_ended(sender, rows, reason: str, **_) -> None:
-    revoke_session_families([row.sid for row in rows if row.kind == "sso"], reason="session_ended")
+    """Ending an SSO session (logout, timeout, admin revoke) revokes the refresh tokens bound to it."""
+    revoke_families(sids=[row.sid for row in rows if row.kind == "sso"], include_offline=False, reason="session_ended", actor="system")

@@ -29,7 +29,8 @@ from idp.oauth.grants import (
 )
 from idp.oauth.server import authorization
 from idp.oidc.discovery import add_metadata
-from idp.oidc.id_token import decode_id_token_hint
+from idp.oidc.claims import CLAIMS_SUPPORTED as USER_CLAIMS
+from idp.tokens.hints import verify_id_token_hint
 from idp.sessions.service import current_session_row
 from idp.tokens.access import InvalidTokenError
 from idp.users.models import User
@@ -42,7 +43,7 @@ TOKEN_PATH = "/token"
 # (profile: name; email: email, email_verified).
 CLAIMS_SUPPORTED = (
     "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "at_hash", "sid",
-    "name", "email", "email_verified",
+    *(claim for claim in USER_CLAIMS if claim != "sub"),
 )
 
 
@@ -158,7 +159,7 @@ def _hinted_subject(id_token_hint: str | None, client_id: str) -> str | None:
     if not id_token_hint:
         return None
     try:
-        return decode_id_token_hint(id_token_hint, client_id=client_id)["sub"]
+        return verify_id_token_hint(id_token_hint, client_id=client_id)["sub"]
     except InvalidTokenError:
         raise InvalidRequestError("id_token_hint is not an ID token this provider issued to this client.") from None
 

@@ -16,7 +16,7 @@ from jwcrypto import jwt
 from idp.clients.models import Client
 from idp.clock import utcnow
 from idp.keyring.service import signing_key
-from idp.tokens.access import InvalidTokenError, is_access_token_header, verify_signed_jwt
+
 
 ID_TOKEN_TYP = "JWT"
 
@@ -60,24 +60,3 @@ def issue_id_token(
     token = jwt.JWT(header={"alg": alg, "kid": kid, "typ": ID_TOKEN_TYP}, claims=claims)
     token.make_signed_token(key)
     return token.serialize()
-
-
-def decode_id_token_hint(token: str, *, client_id: str | None = None) -> dict:
-    """Claims of an ID token this issuer signed, given back as `id_token_hint`; raise InvalidTokenError otherwise.
-
-    An expired ID token is still a good hint (Core 3.1.2.1, RP-Initiated Logout 2): only the
-    signature, the issuer, the audience (when `client_id` is given) and the subject are checked.
-    An access token is never accepted in its place.
-    """
-    header, claims = verify_signed_jwt(token)
-    if is_access_token_header(header):
-        raise InvalidTokenError("an access token is not an ID token")
-    if claims.get("iss") != current_app.config["ISSUER"]:
-        raise InvalidTokenError("wrong issuer")
-    if not isinstance(claims.get("sub"), str):
-        raise InvalidTokenError("missing sub")
-    if client_id is not None:
-        aud = claims.get("aud")
-        if client_id not in (aud if isinstance(aud, list) else [aud]):
-            raise InvalidTokenError("issued to another client")
-    return claims

@@ -20,7 +20,6 @@ from idp.clock import utcnow
 from idp.db import db
 from idp.errors import IdpError
 from idp.security import REFRESH_TOKEN_PREFIX, digest, random_token
-from idp.sessions.service import session_ended
 from idp.tokens.models import RefreshFamily, RefreshToken
 from idp.users.models import User
 
@@ -184,8 +183,3 @@ def revoke_families(*, user_id: int | None = None, sids: list[str] | None = None
         revoke_family(family, reason=reason, actor=actor)
     return len(families)
 
-
-@session_ended.connect
-def _revoke_session_bound_families(sender, rows, reason: str, **extra) -> None:
-    """Ending an SSO session (logout, timeout, admin revoke) revokes the refresh tokens bound to it."""
-    revoke_families(sids=[row.sid for row in rows if row.kind == "sso"], include_offline=False, reason=f"session_{reason}", actor="system")

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from idp.db import db
 from idp.models import UserSession
-from idp.oidc.id_token import decode_id_token_hint
+from idp.tokens.hints import verify_id_token_hint
 from idp.tokens.access import InvalidTokenError, verify_access_token
 from tests.oidc.conftest import claims_of, header_of
 
@@ -72,7 +72,7 @@ def test_an_id_token_is_never_an_access_token_and_vice_versa(oidc, rp, user, app
         with pytest.raises(InvalidTokenError):
             verify_access_token(tokens["id_token"])
         with pytest.raises(InvalidTokenError):
-            decode_id_token_hint(tokens["access_token"])
-        assert decode_id_token_hint(tokens["id_token"], client_id=rp.client_id)["sub"] == user.subject
+            verify_id_token_hint(tokens["access_token"])
+        assert verify_id_token_hint(tokens["id_token"], client_id=rp.client_id)["sub"] == user.subject
         with pytest.raises(InvalidTokenError):
-            decode_id_token_hint(tokens["id_token"], client_id="someone-else")
+            verify_id_token_hint(tokens["id_token"], client_id="someone-else")
