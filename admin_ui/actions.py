@@ -31,6 +31,13 @@ def disable(user: User, *, actor: str) -> None:
     users.disable_user(user, actor=actor)
 
 
+def delete(user: User, *, actor: str) -> None:
+    """Delete an account with its sessions and grants; an admin cannot delete their own account."""
+    if actor == f"user:{user.id}":
+        raise ValidationError("you cannot delete your own account")
+    users.delete_user(user, actor=actor)
+
+
 def set_admin(user: User, is_admin: bool, *, actor: str) -> None:
     """Grant or revoke admin rights (the user's sessions end); an admin cannot revoke their own."""
     if not is_admin and actor == f"user:{user.id}":

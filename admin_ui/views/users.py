@@ -134,6 +134,24 @@ def user_disable(user_id: int):
     return done(user, f"Disabled {user.email}.")
 
 
+@bp.route("/users/<int:user_id>/delete", methods=["GET", "POST"])
+def user_delete(user_id: int):
+    """Delete an account (confirm first) with its sessions, consents and refresh tokens."""
+    user = get_or_404(User, user_id)
+    if request.method == "GET":
+        return confirm_page(user, title=f"Delete {user.email}?", button="Delete account",
+                            message="The account, its sessions, remembered consents and refresh tokens are deleted, and "
+                                    "relying parties are told it signed out. The audit log keeps its events. This cannot be undone.")
+    email = user.email
+    try:
+        actions.delete(user, actor=actor())
+    except ValidationError as error:
+        db.session.rollback()
+        return refused(user, error)
+    flash(f"Deleted {email}.", "success")
+    return redirect(url_for("admin.users"), 303)
+
+
 @bp.post("/users/<int:user_id>/enable")
 def user_enable(user_id: int):
     """Enable a disabled account."""

@@ -15,7 +15,7 @@ from tests.admin_ui.conftest import PASSWORD, AdminBrowser, admin_session_rows, 
 GET_PAGES = [
     "/admin/", "/admin/users", "/admin/users/new", "/admin/users/{user}", "/admin/users/{user}/edit",
     "/admin/users/{user}/password", "/admin/users/{user}/disable", "/admin/users/{user}/grant-admin",
-    "/admin/users/{user}/revoke-admin", "/admin/users/{user}/sign-out", "/admin/clients", "/admin/clients/new",
+    "/admin/users/{user}/revoke-admin", "/admin/users/{user}/sign-out", "/admin/users/{user}/delete", "/admin/clients", "/admin/clients/new",
     "/admin/clients/{client}", "/admin/clients/{client}/edit", "/admin/clients/{client}/rotate-secret",
     "/admin/clients/{client}/delete", "/admin/sessions", "/admin/keys", "/admin/jobs", "/admin/audit", "/admin/reauth",
     "/admin/no-such-page",

@@ -26,6 +26,7 @@ def targets(app, admin, make_user, make_client):
         (f"/admin/users/{user.id}/grant-admin", {}),
         (f"/admin/users/{other_admin.id}/revoke-admin", {}),
         (f"/admin/users/{user.id}/sign-out", {}),
+        (f"/admin/users/{user.id}/delete", {}),
         (f"/admin/users/{user.id}/grants/{registered.client_id}/revoke", {}),
         ("/admin/clients/new", {"name": "Evil", "client_type": "public", "redirect_uris": "https://evil.example/cb", "grant_types": "authorization_code"}),
         (f"/admin/clients/{registered.client_id}/edit", {"name": "Renamed", "redirect_uris": "https://evil.example/cb", "grant_types": "authorization_code"}),

@@ -123,7 +123,7 @@ def test_edit_user(app, signed_in, make_user):
 def test_tampered_user_ids_are_404(signed_in, make_client):
     registered, _ = make_client()
     for url in ["/admin/users/999999", "/admin/users/999999/edit", "/admin/users/999999/password", "/admin/users/abc",
-                "/admin/users/999999/disable", "/admin/users/999999/sign-out"]:
+                "/admin/users/999999/disable", "/admin/users/999999/sign-out", "/admin/users/999999/delete"]:
         assert signed_in.get(url).status_code == 404, url
     for url in ["/admin/users/999999/enable", "/admin/users/999999/disable", f"/admin/users/999999/grants/{registered.client_id}/revoke"]:
         assert signed_in.post(url, page="/admin/").status_code == 404, url
@@ -238,3 +238,23 @@ def test_expired_sessions_are_not_shown_as_sessions_of_the_user_list(app, signed
         db.session.commit()
     html = signed_in.get(f"/admin/sessions?user={user.email}").get_data(as_text=True)
     assert "sleeper@example.com</a>" not in html
+
+
+def test_delete_a_user_after_confirmation(app, signed_in, make_user, make_client, admin):
+    user = make_user(email="gone-soon@example.com")
+    registered, _ = make_client()
+    _, sid = make_session(app, user.id)
+    make_grant(app, user.id, registered.id, sid=sid)
+    confirm = signed_in.get(f"/admin/users/{user.id}/delete")
+    assert confirm.status_code == 200 and "cannot be undone" in confirm.get_data(as_text=True)
+    response = signed_in.post(f"/admin/users/{user.id}/delete")
+    assert response.status_code == 303 and response.headers["Location"] == "/admin/users"
+    assert "Deleted gone-soon@example.com." in signed_in.get("/admin/users").get_data(as_text=True)
+    with app.app_context():
+        assert db.session.get(User, user.id) is None
+        assert db.session.scalar(db.select(UserSession).where(UserSession.user_id == user.id)) is None
+        assert db.session.scalar(db.select(Consent)) is None
+    assert "user.deleted" in audit_actions(app)
+    refused = signed_in.post(f"/admin/users/{admin.id}/delete", page=f"/admin/users/{admin.id}")
+    assert "cannot delete your own account" in signed_in.get(refused.headers["Location"]).get_data(as_text=True)
+    assert user_row(app, admin.id) is not None
