@@ -102,54 +102,52 @@ def user_password(user_id: int):
     return render_template("admin/users/password.html", form=form, user=user), 400 if form.errors else 200
 
 
-def confirm_page(user: User, *, title: str, message: str, button: str, danger: bool = True):
-    """The confirmation page of a user action (GET); the POST to the same URL does it."""
-    return render_template("admin/confirm.html", form=ConfirmForm(), title=title, message=message, button=button,
-                           danger=danger, cancel=url_for("admin.user_detail", user_id=user.id))
+def confirmed(user: User, *, title: str, message: str, button: str, act, then: str | None = None):
+    """A user action behind a confirmation page: GET shows it, POST to the same URL runs `act`.
 
-
-def done(user: User, message: str):
-    flash(message, "success")
-    return redirect(url_for("admin.user_detail", user_id=user.id), 303)
-
-
-def refused(user: User, error: ValidationError):
-    flash(str(error).capitalize() + ".", "error")
-    return redirect(url_for("admin.user_detail", user_id=user.id), 303)
+    `act()` returns the flash message; a ValidationError from it (e.g. locking yourself out) is
+    shown instead and nothing changes. `then` is where to go afterwards (default: the user's page).
+    """
+    back = url_for("admin.user_detail", user_id=user.id)
+    if request.method == "GET":
+        return render_template("admin/confirm.html", form=ConfirmForm(), title=title, message=message,
+                               button=button, danger=True, cancel=back)
+    try:
+        flash(act(), "success")
+    except ValidationError as error:
+        db.session.rollback()
+        flash(str(error).capitalize() + ".", "error")
+        return redirect(back, 303)
+    return redirect(then or back, 303)
 
 
 @bp.route("/users/<int:user_id>/disable", methods=["GET", "POST"])
 def user_disable(user_id: int):
     """Disable an account (confirm first): it cannot sign in, and its sessions and tokens end."""
     user = get_or_404(User, user_id)
-    if request.method == "GET":
-        return confirm_page(user, title=f"Disable {user.email}?", button="Disable account",
-                            message="They are signed out everywhere at once, every refresh token they hold stops working, "
-                                    "and they cannot sign in until an admin enables the account again.")
-    try:
+
+    def act():
         actions.disable(user, actor=actor())
-    except ValidationError as error:
-        db.session.rollback()
-        return refused(user, error)
-    return done(user, f"Disabled {user.email}.")
+        return f"Disabled {user.email}."
+
+    return confirmed(user, title=f"Disable {user.email}?", button="Disable account", act=act,
+                     message="They are signed out everywhere at once, every refresh token they hold stops working, "
+                             "and they cannot sign in until an admin enables the account again.")
 
 
 @bp.route("/users/<int:user_id>/delete", methods=["GET", "POST"])
 def user_delete(user_id: int):
     """Delete an account (confirm first) with its sessions, consents and refresh tokens."""
     user = get_or_404(User, user_id)
-    if request.method == "GET":
-        return confirm_page(user, title=f"Delete {user.email}?", button="Delete account",
-                            message="The account, its sessions, remembered consents and refresh tokens are deleted, and "
-                                    "relying parties are told it signed out. The audit log keeps its events. This cannot be undone.")
     email = user.email
-    try:
+
+    def act():
         actions.delete(user, actor=actor())
-    except ValidationError as error:
-        db.session.rollback()
-        return refused(user, error)
-    flash(f"Deleted {email}.", "success")
-    return redirect(url_for("admin.users"), 303)
+        return f"Deleted {email}."
+
+    return confirmed(user, title=f"Delete {email}?", button="Delete account", act=act, then=url_for("admin.users"),
+                     message="The account, its sessions, remembered consents and refresh tokens are deleted, and "
+                             "relying parties are told it signed out. The audit log keeps its events. This cannot be undone.")
 
 
 @bp.post("/users/<int:user_id>/enable")
@@ -157,7 +155,8 @@ def user_enable(user_id: int):
     """Enable a disabled account."""
     user = get_or_404(User, user_id)
     enable_user(user, actor=actor())
-    return done(user, f"Enabled {user.email}; they can sign in again.")
+    flash(f"Enabled {user.email}; they can sign in again.", "success")
+    return redirect(url_for("admin.user_detail", user_id=user.id), 303)
 
 
 @bp.route("/users/<int:user_id>/grant-admin", methods=["GET", "POST"])
@@ -165,41 +164,44 @@ def user_enable(user_id: int):
 def user_grant_admin(user_id: int):
     """Grant admin rights (recent password required; confirm first)."""
     user = get_or_404(User, user_id)
-    if request.method == "GET":
-        return confirm_page(user, title=f"Make {user.email} an admin?", button="Grant admin rights",
-                            message="They will be able to do everything you can here: manage users, clients, sessions and "
-                                    "signing keys. Their current sessions end, so they sign in again with the new rights.")
-    actions.set_admin(user, True, actor=actor())
-    return done(user, f"{user.email} is now an admin.")
+
+    def act():
+        actions.set_admin(user, True, actor=actor())
+        return f"{user.email} is now an admin."
+
+    return confirmed(user, title=f"Make {user.email} an admin?", button="Grant admin rights", act=act,
+                     message="They will be able to do everything you can here: manage users, clients, sessions and "
+                             "signing keys. Their current sessions end, so they sign in again with the new rights.")
 
 
 @bp.route("/users/<int:user_id>/revoke-admin", methods=["GET", "POST"])
 def user_revoke_admin(user_id: int):
     """Revoke admin rights (confirm first); never your own."""
     user = get_or_404(User, user_id)
-    if request.method == "GET":
-        return confirm_page(user, title=f"Revoke admin rights of {user.email}?", button="Revoke admin rights",
-                            message="Their admin sessions end at once; their end-user account stays as it is.")
-    try:
+
+    def act():
         actions.set_admin(user, False, actor=actor())
-    except ValidationError as error:
-        db.session.rollback()
-        return refused(user, error)
-    return done(user, f"{user.email} is no longer an admin.")
+        return f"{user.email} is no longer an admin."
+
+    return confirmed(user, title=f"Revoke admin rights of {user.email}?", button="Revoke admin rights", act=act,
+                     message="Their admin sessions end at once; their end-user account stays as it is.")
 
 
 @bp.route("/users/<int:user_id>/sign-out", methods=["GET", "POST"])
 def user_sign_out(user_id: int):
     """Sign a user out everywhere (confirm first): every session and token they hold ends."""
     user = get_or_404(User, user_id)
-    if request.method == "GET":
-        return confirm_page(user, title=f"Sign {user.email} out everywhere?", button="Sign out everywhere",
-                            message="Every browser session ends, every refresh token stops working and access tokens are "
-                                    "refused wherever the token version is checked. They can sign in again.")
-    ended = actions.sign_out_everywhere(user, actor=actor())
-    if user.id == current_user.user.id:
-        return redirect(url_for("admin.login", signed_out=1), 303)
-    return done(user, f"Signed {user.email} out everywhere ({ended} session{'s' if ended != 1 else ''} ended).")
+    own = user.id == current_user.user.id
+
+    def act():
+        ended = actions.sign_out_everywhere(user, actor=actor())
+        return f"Signed {user.email} out everywhere ({ended} session{'s' if ended != 1 else ''} ended)."
+
+    # Signing yourself out everywhere ends this session too: go to the sign-in page.
+    return confirmed(user, title=f"Sign {user.email} out everywhere?", button="Sign out everywhere", act=act,
+                     then=url_for("admin.login", signed_out=1) if own else None,
+                     message="Every browser session ends, every refresh token stops working and access tokens are "
+                             "refused wherever the token version is checked. They can sign in again.")
 
 
 @bp.post("/users/<int:user_id>/grants/<client_id>/revoke")
@@ -208,4 +210,5 @@ def user_revoke_grant(user_id: int, client_id: str):
     user = get_or_404(User, user_id)
     client = get_client(client_id) or abort(404)
     families = revoke_app(user.id, client.client_id, actor=actor())
-    return done(user, f"Revoked {client.name}'s access for {user.email} ({families} refresh token famil{'ies' if families != 1 else 'y'}).")
+    flash(f"Revoked {client.name}'s access for {user.email} ({families} refresh token famil{'ies' if families != 1 else 'y'}).", "success")
+    return redirect(url_for("admin.user_detail", user_id=user.id), 303)
