@@ -329,10 +329,16 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             db.session.commit()
             raise InvalidGrantError("The sign-in session this refresh token was bound to has ended.")
         try:
-            rotation = rotate(credential.value, client=self.request.client)
+            rotation = rotate(credential.value, client=self.request.client, commit=False)
         except InvalidRefreshToken:
             raise InvalidGrantError("The refresh token is invalid, expired or revoked.") from None
-        token = self.generate_token(user=user, scope=normalize_scope(self.request.payload.scope) or family.scope, include_refresh_token=False)
+        try:
+            # Signed before the rotation commits, while the user's token version is locked.
+            token = self.generate_token(user=user, scope=normalize_scope(self.request.payload.scope) or family.scope, include_refresh_token=False)
+        except Exception:
+            db.session.rollback()
+            raise
+        db.session.commit()
         token["refresh_token"] = rotation.token
         return token
 

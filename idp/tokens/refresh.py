@@ -75,8 +75,13 @@ def start_family(
     return Rotation(family=family, token=_new_token(family, now))
 
 
-def rotate(value: str, *, client: Client, now: datetime | None = None) -> Rotation:
-    """Spend `value` and return its successor; raise InvalidRefreshToken (committing any revocation)."""
+def rotate(value: str, *, client: Client, now: datetime | None = None, commit: bool = True) -> Rotation:
+    """Spend `value` and return its successor; raise InvalidRefreshToken (committing any revocation).
+
+    With commit=False the caller signs what it issues (the access token) and then commits: the
+    user's row stays share-locked until then, so a token-version bump committed meanwhile waits,
+    and no token carrying the old version is issued after the bump commits.
+    """
     now = now or utcnow()
     if not value or len(value) > 256:
         raise InvalidRefreshToken("malformed")
@@ -93,12 +98,9 @@ def rotate(value: str, *, client: Client, now: datetime | None = None) -> Rotati
         raise InvalidRefreshToken("family revoked")
     if now >= family.expires_at or now >= token.expires_at:
         raise InvalidRefreshToken("expired")
-    if family.user_id is not None:
-        user = db.session.get(User, family.user_id)
-        if user is None or user.is_disabled or user.token_version != family.token_version:
-            revoke_family(family, reason="token_version", actor="system")
-            db.session.commit()
-            raise InvalidRefreshToken("outdated token version")
+    if not _version_current(family, lock=False):
+        _revoke_outdated(family.id)
+        raise InvalidRefreshToken("outdated token version")
 
     spent = db.session.execute(
         update(RefreshToken).where(RefreshToken.id == token.id, RefreshToken.rotated_at.is_(None)).values(rotated_at=now)
@@ -107,9 +109,34 @@ def rotate(value: str, *, client: Client, now: datetime | None = None) -> Rotati
         db.session.rollback()
         _on_reuse(token.id, family.id, now)
         raise InvalidRefreshToken("reused")
+    # Checked again inside the write transaction, under a share lock on the user's row (PostgreSQL;
+    # SQLite already holds its single write lock): a bump that committed while we waited is seen.
+    if not _version_current(family, lock=True):
+        db.session.rollback()
+        _revoke_outdated(family.id)
+        raise InvalidRefreshToken("outdated token version")
     successor = _new_token(family, now)
-    db.session.commit()
+    db.session.flush()
+    if commit:
+        db.session.commit()
     return Rotation(family=family, token=successor)
+
+
+def _version_current(family: RefreshFamily, *, lock: bool) -> bool:
+    if family.user_id is None:
+        return True
+    query = select(User.token_version, User.disabled_at).where(User.id == family.user_id)
+    if lock:
+        query = query.with_for_update(read=True)
+    found = db.session.execute(query).first()
+    return found is not None and found.disabled_at is None and found.token_version == family.token_version
+
+
+def _revoke_outdated(family_id: int) -> None:
+    family = db.session.get(RefreshFamily, family_id)
+    if family is not None:
+        revoke_family(family, reason="token_version", actor="system")
+        db.session.commit()
 
 
 def _on_reuse(token_id: int, family_id: int, now: datetime) -> None:

@@ -87,7 +87,9 @@ def authenticate(email: str, password: str) -> User | None:
 
 def bump_token_version(user: User, *, reason: str, actor: str) -> None:
     """Invalidate every token, refresh family and session of `user` (caller commits)."""
-    user.token_version += 1
+    # Computed by the database, so two concurrent bumps never collapse into one.
+    user.token_version = User.token_version + 1
+    db.session.flush()
     record("user.token_version_bumped", actor=actor, target=f"user:{user.id}", reason=reason, token_version=user.token_version)
 
 
