@@ -277,34 +277,6 @@ def clients_list(app: Flask, as_json: bool) -> None:
         click.echo(f"{row['client_id']}  {'public' if row['public'] else 'confidential':<12} {row['name']}")
 
 
-# --- keys ---------------------------------------------------------------------------------------
-
-
-@cli.group()
-def keys() -> None:
-    """Signing keys."""
-
-
-@keys.command("list")
-@click.option("--json", "as_json", is_flag=True)
-@with_app()
-def keys_list(app: Flask, as_json: bool) -> None:
-    """List signing keys with algorithm, state and dates (private halves are never shown)."""
-    from idp.keyring.service import list_keys
-
-    rows = [
-        {"kid": k.kid, "alg": k.alg, "state": k.state.value, "created_at": _isoformat(k.created_at),
-         "activated_at": _isoformat(k.activated_at), "retired_at": _isoformat(k.retired_at),
-         "revoked_at": _isoformat(k.revoked_at)}
-        for k in list_keys()
-    ]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        click.echo(f"{row['alg']:<6} {row['state']:<8} {row['kid']}  created {row['created_at']}")
-
-
 # --- processes ----------------------------------------------------------------------------------
 
 
@@ -405,6 +377,15 @@ def dev(port: int | None) -> None:
             child.kill()
     if died:
         raise click.ClickException(f"stopped because {', '.join(died)} exited")
+
+
+# --- commands owned by their domains --------------------------------------------------------------
+
+from idp.jobs.cli import jobs, purge  # noqa: E402
+from idp.keyring.cli import keys  # noqa: E402
+
+for command in (keys, jobs, purge):
+    cli.add_command(command)
 
 
 def main() -> None:

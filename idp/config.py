@@ -91,10 +91,33 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOGIN_THROTTLE_WINDOW", 15 * MINUTE, "Failed sign-ins are counted over this many seconds.", _int),
     Setting("LOGIN_THROTTLE_PER_ACCOUNT", 5, "Failed sign-ins for one account within the window before it is refused for the rest of it.", _int),
     Setting("LOGIN_THROTTLE_PER_IP", 20, "Failed sign-ins from one IP address within the window before it is refused for the rest of it.", _int),
+    # Key rotation and background jobs (seconds)
+    Setting("KEY_ROTATION_PERIOD", 30 * DAY, "How long a key signs before the scheduled rotation replaces it (0 = rotate only by hand).", _int),
+    Setting("KEY_ROTATION_LEAD_TIME", lambda s: max(HOUR, minimum_lead_time(s)), "How long a `next` key is published before it may sign; at least JWKS_MAX_AGE + CLOCK_SKEW + 5.", _int),
+    Setting("ID_TOKEN_HINT_TTL", lambda s: s["SSO_SESSION_ABSOLUTE_TTL"], "How long after issue an ID token is still accepted as `id_token_hint` at logout (default: the SSO session's absolute lifetime).", _int),
+    Setting("KEY_RETIREMENT_GRACE", lambda s: minimum_retirement_grace(s), "How long a retired key stays published; at least the longest token lifetime (access, ID, id_token_hint) + CLOCK_SKEW.", _int),
+    Setting("AUDIT_RETENTION", 365 * DAY, "Audit events older than this are purged (0 = keep forever).", _int),
+    Setting("JOB_RUN_RETENTION", 30 * DAY, "Job-run records older than this are purged (the last run of each job is always kept).", _int),
+    Setting("PURGE_BATCH_SIZE", 5000, "Rows deleted per transaction by the purge job (bounds its memory and lock time).", _int),
+    Setting("JOB_CLOCK_OVERRIDE", False, "Tests only: let a job task's `now` argument set the job's clock. Never enable in production.", _bool),
     # admin UI
     Setting("ADMIN_REAUTH_MAX_AGE", 5 * MINUTE, "Sensitive admin actions (keys, client secrets, admin rights) need the password entered within this many seconds.", _int),
     Setting("ADMIN_PAGE_SIZE", 50, "Rows per page on the admin UI's lists (1 to 500).", _int),
 )
+
+# Every web process trusts its cached view of the keyring for this long (idp/keyring/service.py),
+# so a key takes up to this much longer to appear or disappear than the database says.
+KEYRING_CACHE_SECONDS = 5
+
+
+def minimum_lead_time(values: Mapping[str, Any]) -> int:
+    """A next key must outlive every cached JWKS that lacks it: HTTP cache + clock skew + process cache."""
+    return values["JWKS_MAX_AGE"] + values["CLOCK_SKEW"] + KEYRING_CACHE_SECONDS
+
+
+def minimum_retirement_grace(values: Mapping[str, Any]) -> int:
+    """A retired key must verify every token it signed until the longest-lived one expires."""
+    return max(values["ACCESS_TOKEN_TTL"], values["ID_TOKEN_TTL"], values["ID_TOKEN_HINT_TTL"]) + values["CLOCK_SKEW"]
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
@@ -135,6 +158,15 @@ def _validate(values: dict[str, Any]) -> None:
     for setting in SETTINGS:
         if setting.parse is _int and values[setting.name] < 0:
             raise ConfigError(f"{setting.env} must not be negative")
+    if values["KEY_ROTATION_LEAD_TIME"] < minimum_lead_time(values):
+        raise ConfigError(f"IDP_KEY_ROTATION_LEAD_TIME must be at least JWKS_MAX_AGE + CLOCK_SKEW + {KEYRING_CACHE_SECONDS} = {minimum_lead_time(values)} seconds")
+    if values["KEY_RETIREMENT_GRACE"] < minimum_retirement_grace(values):
+        raise ConfigError(
+            "IDP_KEY_RETIREMENT_GRACE must be at least the longest of ACCESS_TOKEN_TTL, ID_TOKEN_TTL and "
+            f"ID_TOKEN_HINT_TTL plus CLOCK_SKEW = {minimum_retirement_grace(values)} seconds"
+        )
+    if values["PURGE_BATCH_SIZE"] < 1:
+        raise ConfigError("IDP_PURGE_BATCH_SIZE must be at least 1")
     if not 1 <= values["ADMIN_PAGE_SIZE"] <= 500:
         raise ConfigError("IDP_ADMIN_PAGE_SIZE must be between 1 and 500")
     if values["LOG_LEVEL"].upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:

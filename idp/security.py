@@ -67,6 +67,7 @@ class KeyEncryptor:
     def __init__(self, keys: list[str]):
         if not keys:
             raise ValueError("at least one key-encryption key is required")
+        self._newest = Fernet(keys[0])
         self._fernet = MultiFernet([Fernet(key) for key in keys])
 
     def encrypt(self, plaintext: bytes) -> str:
@@ -86,3 +87,11 @@ class KeyEncryptor:
             return self._fernet.rotate(ciphertext.encode()).decode()
         except InvalidToken:
             raise ValueError("no configured key-encryption key decrypts this value") from None
+
+    def is_under_newest(self, ciphertext: str) -> bool:
+        """True when the newest key already decrypts `ciphertext` (no older key is needed for it)."""
+        try:
+            self._newest.decrypt(ciphertext.encode())
+        except InvalidToken:
+            return False
+        return True

@@ -30,10 +30,10 @@ def run_idp(args: list[str], env: dict[str, str], stdin: str | None = None, time
 class Process:
     """A background `idp` process whose output goes to a log file, stopped with SIGTERM."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path):
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, module: str = "idp"):
         self.log_path = log_path
         self._log = open(log_path, "w")
-        self.popen = subprocess.Popen([sys.executable, "-m", "idp", *args], env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.popen = subprocess.Popen([sys.executable, "-m", module, *args], env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def log(self) -> str:
         return self.log_path.read_text()

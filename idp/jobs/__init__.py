@@ -1,1 +1,1 @@
-"""Background job runs: what ran, when, with what outcome and counts."""
+"""Background jobs: the registry, single-runner locks, run records, and the purge/jobs commands."""

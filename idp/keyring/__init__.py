@@ -1,1 +1,1 @@
-"""Signing keys: generation, encryption at rest, states next -> active -> retired, the JWKS."""
+"""Signing keys: generation, encryption at rest, rotation next -> active -> retired -> purged, the JWKS."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, Index, String, Text
+from sqlalchemy import Enum, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.clock import utcnow
@@ -28,7 +28,13 @@ class SigningKey(db.Model):
     """A JWS signing key; the private half is stored only encrypted under the key-encryption keys."""
 
     __tablename__ = "signing_keys"
-    __table_args__ = (Index("ix_signing_keys_alg_state", "alg", "state"),)
+    __table_args__ = (
+        Index("ix_signing_keys_alg_state", "alg", "state"),
+        # The database itself refuses a second active or a second next key for an algorithm, so two
+        # racing rotations cannot both promote (see idp/keyring/rotation.py).
+        Index("uq_signing_keys_alg_active", "alg", unique=True, sqlite_where=text("state = 'active'"), postgresql_where=text("state = 'active'")),
+        Index("uq_signing_keys_alg_next", "alg", unique=True, sqlite_where=text("state = 'next'"), postgresql_where=text("state = 'next'")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kid: Mapped[str] = mapped_column(String(64), unique=True)  # RFC 7638 thumbprint

@@ -7,6 +7,8 @@ import json
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
 
 from flask import current_app
 from jwcrypto import jwk
@@ -14,16 +16,17 @@ from sqlalchemy import select
 
 from idp.audit.service import record
 from idp.clock import utcnow
+from idp.config import KEYRING_CACHE_SECONDS
 from idp.db import db
-from idp.errors import NotFoundError
+from idp.errors import NotFoundError, ValidationError
 from idp.keyring.models import PUBLISHED_STATES, KeyState, SigningKey
 from idp.security import KeyEncryptor
 
 ALGORITHMS = ("RS256", "ES256")  # RS256 is mandatory for OpenID Connect (Core 15.1)
 RSA_BITS = 2048
-# How long a web process trusts its cached view of the keyring; a rotation made by the worker is
-# seen by every replica within this many seconds, without a restart.
-KEYRING_CACHE_SECONDS = 5.0
+# KEYRING_CACHE_SECONDS (idp/config.py): how long a web process trusts its cached view of the
+# keyring; a rotation or revocation made anywhere is seen by every replica within that many
+# seconds, without a restart. Rotation timings add it to their safety margins.
 
 
 def key_encryptor() -> KeyEncryptor:
@@ -39,13 +42,13 @@ def _new_jwk(alg: str) -> jwk.JWK:
     raise ValueError(f"unsupported signing algorithm {alg!r}")
 
 
-def generate_key(alg: str, state: KeyState, *, actor: str = "system") -> SigningKey:
+def generate_key(alg: str, state: KeyState, *, actor: str = "system", now: datetime | None = None) -> SigningKey:
     """Create a key in `state` (caller commits); kid is its RFC 7638 thumbprint."""
     key = _new_jwk(alg)
     kid = key.thumbprint()  # RFC 7638, SHA-256
     public = json.loads(key.export_public())
     public.update(kid=kid, alg=alg, use="sig")
-    now = utcnow()
+    now = now or utcnow()
     row = SigningKey(
         kid=kid,
         alg=alg,
@@ -60,22 +63,68 @@ def generate_key(alg: str, state: KeyState, *, actor: str = "system") -> Signing
     return row
 
 
-def ensure_keys(*, actor: str = "system") -> list[SigningKey]:
+def ensure_keys(*, actor: str = "system", now: datetime | None = None) -> list[SigningKey]:
     """Give every algorithm an active key and a published next key; idempotent. Returns keys made."""
     made = []
     for alg in ALGORITHMS:
         states = set(db.session.scalars(select(SigningKey.state).where(SigningKey.alg == alg)))
         if KeyState.ACTIVE not in states:
-            made.append(generate_key(alg, KeyState.ACTIVE, actor=actor))
+            made.append(generate_key(alg, KeyState.ACTIVE, actor=actor, now=now))
         if KeyState.NEXT not in states:
-            made.append(generate_key(alg, KeyState.NEXT, actor=actor))
+            made.append(generate_key(alg, KeyState.NEXT, actor=actor, now=now))
     db.session.commit()
     return made
+
+
+def rewrap_keys(*, actor: str) -> dict[str, int]:
+    """Re-encrypt every private key under the newest key-encryption key, in one transaction.
+
+    After it, older key-encryption keys can be dropped from the list. Returns how many keys were
+    rewrapped and how many of them needed an older key. A key no listed key decrypts stops it with
+    ValidationError before anything is written.
+    """
+    encryptor = key_encryptor()
+    rows = list(db.session.scalars(select(SigningKey).order_by(SigningKey.id).with_for_update()))
+    older = 0
+    for row in rows:
+        try:
+            older += not encryptor.is_under_newest(row.private_jwk_encrypted)
+            row.private_jwk_encrypted = encryptor.rewrap(row.private_jwk_encrypted)
+        except ValueError:
+            db.session.rollback()
+            raise ValidationError(
+                f"no configured key-encryption key decrypts signing key {row.kid}; put the key-encryption key "
+                "it was written under back into the list (after the new one) and run rewrap again"
+            ) from None
+    record("keys.rewrapped", actor=actor, keys=len(rows), were_under_older_key=older)
+    db.session.commit()
+    invalidate_cache()
+    return {"rewrapped": len(rows), "were_under_older_key": older}
+
+
+def require_key(kid: str) -> SigningKey:
+    """The key with this kid; NotFoundError otherwise."""
+    key = db.session.scalar(select(SigningKey).where(SigningKey.kid == kid))
+    if key is None:
+        raise NotFoundError(f"no signing key with kid {kid!r}")
+    return key
 
 
 def list_keys() -> list[SigningKey]:
     """Every key, grouped by algorithm, newest first."""
     return list(db.session.scalars(select(SigningKey).order_by(SigningKey.alg, SigningKey.created_at.desc(), SigningKey.id.desc())))
+
+
+def describe_key(key: SigningKey) -> dict:
+    """A key's public facts (never its private half) for `idp keys list --json` and the admin UI."""
+
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "kid": key.kid, "alg": key.alg, "state": key.state.value, "created_at": iso(key.created_at),
+        "activated_at": iso(key.activated_at), "retired_at": iso(key.retired_at), "revoked_at": iso(key.revoked_at),
+    }
 
 
 def published_keys() -> list[SigningKey]:
@@ -128,19 +177,25 @@ class _Snapshot:
 
 
 class _KeyringCache:
-    """Per-process cache of the keyring, refreshed every few seconds from the database."""
+    """Per-process cache of the keyring, reloaded from the database once it is KEYRING_CACHE_SECONDS old."""
 
-    def __init__(self):
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
         self._lock = threading.Lock()
+        self._clock = clock  # tests drive it to check the window without sleeping
         self._snapshot: _Snapshot | None = None
         self._loaded_at = 0.0
 
+    def _stale(self) -> bool:
+        return self._snapshot is None or self._clock() - self._loaded_at >= KEYRING_CACHE_SECONDS
+
     def snapshot(self) -> _Snapshot:
-        if self._snapshot is None or time.monotonic() - self._loaded_at > KEYRING_CACHE_SECONDS:
+        if self._stale():
             with self._lock:
-                if self._snapshot is None or time.monotonic() - self._loaded_at > KEYRING_CACHE_SECONDS:
+                if self._stale():
+                    # Taken before the query, so the window is measured from no later than the read.
+                    loaded_at = self._clock()
                     self._snapshot = _Snapshot(published_keys(), key_encryptor())
-                    self._loaded_at = time.monotonic()
+                    self._loaded_at = loaded_at
         return self._snapshot
 
     def invalidate(self) -> None:

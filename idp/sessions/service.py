@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from blinker import Namespace
 from flask import Flask, current_app, has_request_context, request, session
-from sqlalchemy import delete, inspect, select
+from sqlalchemy import inspect, select
 
 from idp.audit.service import record
 from idp.clock import utcnow
@@ -105,15 +105,3 @@ def list_sessions_for_user(user_id: int) -> list[UserSession]:
         select(UserSession).where(UserSession.user_id == user_id).order_by(UserSession.created_at.desc(), UserSession.id.desc())
     ))
 
-
-def purge_expired_sessions(now=None, batch_size: int = 1000) -> int:
-    """Delete sessions past their absolute end (idle ones are ended when next seen); returns rows deleted."""
-    now = now or utcnow()
-    deleted = 0
-    while True:
-        ids = list(db.session.scalars(select(UserSession.id).where(UserSession.expires_at < now).limit(batch_size)))
-        if not ids:
-            return deleted
-        db.session.execute(delete(UserSession).where(UserSession.id.in_(ids)))
-        db.session.commit()
-        deleted += len(ids)

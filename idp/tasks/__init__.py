@@ -3,7 +3,22 @@
 from __future__ import annotations
 
 from celery import Celery, Task
-from flask import Flask
+from flask import Flask, current_app
+from kombu.exceptions import OperationalError as BrokerError
+
+from idp.errors import IdpError
+
+# Redis re-delivers an unacknowledged message after this long: longer than any job runs.
+REDIS_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Sending from a web request must fail fast when Redis is down, never hang the request on kombu's
+# reconnect loop: one connection attempt, short socket timeouts. (The embedded broker is a local
+# SQLite file, and its transport passes options to create_engine, so it gets none.)
+FAIL_FAST_TRANSPORT_OPTIONS = {**REDIS_TRANSPORT_OPTIONS, "max_retries": 0, "interval_start": 0, "socket_connect_timeout": 2, "socket_timeout": 2}
+
+
+def uses_redis(broker_url: str) -> bool:
+    """True for redis:// and rediss:// broker URLs."""
+    return broker_url.startswith(("redis://", "rediss://"))
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -25,6 +40,14 @@ def celery_init_app(app: Flask) -> Celery:
         enable_utc=True,
         worker_hijack_root_logger=False,
         beat_schedule_filename=f"{app.instance_path}/celerybeat-schedule",
+        # Jobs are idempotent: acknowledge after the run, so a worker that dies mid-run leaves the
+        # message to be delivered again (per task: idp/tasks/jobs.py). One message at a time per
+        # process, so a long purge does not sit on messages another worker could take.
+        worker_prefetch_multiplier=1,
+        # How long the worker waits for a dead pool process's last word before it re-queues the
+        # message (default 10 s). Results are ignored and jobs idempotent, so waiting longer buys nothing.
+        worker_lost_wait=1.0,
+        broker_transport_options=REDIS_TRANSPORT_OPTIONS if uses_redis(app.config["CELERY_BROKER_URL"]) else {},
         include=["idp.tasks.jobs", "idp.oidc.backchannel"],
     )
     from idp.tasks.schedule import BEAT_SCHEDULE
@@ -33,3 +56,21 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     return celery_app
+
+
+def publish(celery: Celery, name: str, kwargs: dict | None = None) -> str:
+    """Send task `name` with one quick connection attempt; returns the task id, raises broker errors."""
+    options = FAIL_FAST_TRANSPORT_OPTIONS if uses_redis(celery.conf.broker_url) else {}
+    with celery.connection_for_write(transport_options=options) as connection:
+        return celery.send_task(name, kwargs=kwargs or {}, connection=connection, retry=False).id
+
+
+def send_task(name: str, kwargs: dict | None = None) -> str:
+    """Queue task `name` without blocking on a broker that is down; returns the task id.
+
+    :raise IdpError: the broker is unreachable (nothing was queued).
+    """
+    try:
+        return publish(current_app.extensions["celery"], name, kwargs)
+    except (BrokerError, OSError) as error:
+        raise IdpError(f"the task broker is unreachable ({error}); the job was not queued") from None

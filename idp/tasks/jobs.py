@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 from celery import shared_task
+from sqlalchemy.exc import OperationalError
 
 from idp.clock import utcnow
 from idp.db import db
 from idp.jobs.models import JobRun
+from idp.jobs.service import job_clock, run_job
+
+# Both jobs are idempotent, so they are acknowledged only after they ran: a worker killed mid-run
+# (SIGKILL, OOM, lost node) leaves the message to be delivered again. A database that is briefly
+# unreachable is retried with backoff; any other error is recorded on the job run and not retried.
+JOB_TASK_OPTIONS = dict(
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=10,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=5,
+)
 
 
 @shared_task(name="idp.ping")
@@ -17,3 +32,15 @@ def ping() -> int:
     db.session.add(run)
     db.session.commit()
     return run.id
+
+
+@shared_task(name="idp.rotate_keys", **JOB_TASK_OPTIONS)
+def rotate_keys(now: str | None = None) -> dict[str, int]:
+    """Advance the signing-key rotation (idp/keyring/rotation.py); `now` is for tests only."""
+    return run_job("rotate_keys", now=job_clock(now)).counts
+
+
+@shared_task(name="idp.purge", **JOB_TASK_OPTIONS)
+def purge(now: str | None = None) -> dict[str, int]:
+    """Delete expired rows (idp/purge.py); `now` is for tests only."""
+    return run_job("purge", now=job_clock(now)).counts

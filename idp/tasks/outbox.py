@@ -28,8 +28,10 @@ def send_after_commit(task_name: str, **kwargs: Any) -> None:
 
 
 def _send(celery_app, task_name: str, kwargs: dict) -> None:
+    from idp.tasks import publish  # late import: idp.tasks imports the app's task modules
+
     try:
-        celery_app.send_task(task_name, kwargs=kwargs, retry=False)
+        publish(celery_app, task_name, kwargs)
     except Exception:  # noqa: BLE001 -- any broker failure: log it, the change itself stands
         log.exception("could not queue task %s; the broker is unreachable", task_name)
 

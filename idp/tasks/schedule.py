@@ -1,5 +1,17 @@
-"""The whole beat schedule, in one place."""
+"""The whole beat schedule, in one place.
+
+Each entry only asks for a run; whether anything is due is decided by the job from the database
+(rotation period, expiry dates), so running it more often than needed is cheap and harmless, and a
+missed tick is caught up by the next one. `expires` drops ticks that waited in the queue longer
+than their interval (workers down), so a backlog never turns into a burst of identical runs.
+"""
 
 from __future__ import annotations
 
-BEAT_SCHEDULE: dict[str, dict] = {}
+ROTATION_CHECK_SECONDS = 60.0  # a few indexed reads when nothing is due
+PURGE_SECONDS = 3600.0
+
+BEAT_SCHEDULE: dict[str, dict] = {
+    "rotate-keys": {"task": "idp.rotate_keys", "schedule": ROTATION_CHECK_SECONDS, "options": {"expires": ROTATION_CHECK_SECONDS}},
+    "purge": {"task": "idp.purge", "schedule": PURGE_SECONDS, "options": {"expires": PURGE_SECONDS}},
+}

@@ -1,7 +1,7 @@
 """admin ui indexes
 
 Revision ID: 0002_admin
-Revises: 0001
+Revises: 0002_keys
 Create Date: 2026-11-27 14:26:12.343688
 """
 
@@ -11,7 +11,7 @@ import idp.db
 
 
 revision = '0002_admin'
-down_revision = '0001'
+down_revision = '0002_keys'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,77 @@
+"""`idp worker` with a failpoint, for the fault tests: `python -m tests.keys.faulty_worker worker ...`.
+
+Before every write (INSERT, UPDATE, DELETE) and every COMMIT a task makes on the IdP's database, the
+worker appends a line to FAULT_MARKER. When the number of that write equals the one in the file
+FAULT_CONTROL (read as each task starts; 0 = never), the process writes `PAUSED <pid>` and stops
+there for good, so the test can SIGKILL it at exactly that point. It pauses once per marker file:
+a redelivered task runs through.
+
+Killing before write k covers every crash between write k-1 and write k, since reads in between
+leave nothing behind; so pausing before each write and commit in turn visits every crash point.
+Nothing here is imported by the product.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from celery.signals import task_postrun, task_prerun
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+MARKER = Path(os.environ["FAULT_MARKER"])
+CONTROL = Path(os.environ["FAULT_CONTROL"])
+_state = {"count": 0, "pause_at": 0, "active": False}
+
+
+def _note(line: str) -> None:
+    with MARKER.open("a") as handle:
+        handle.write(line + "\n")
+
+
+def _point(kind: str, detail: str) -> None:
+    if not _state["active"]:
+        return
+    _state["count"] += 1
+    _note(f"{_state['count']} {kind} {' '.join(detail.split())[:100]}")
+    if _state["count"] == _state["pause_at"] and "PAUSED" not in MARKER.read_text():
+        _note(f"PAUSED {os.getpid()}")
+        while True:
+            time.sleep(3600)
+
+
+def _is_broker(connection) -> bool:
+    return "broker" in str(connection.engine.url)  # the embedded broker's own SQLite file
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _before_execute(connection, cursor, statement, parameters, context, executemany):
+    if not _is_broker(connection) and statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+        _point("write", statement)
+
+
+@event.listens_for(Engine, "commit")
+def _before_commit(connection):
+    if not _is_broker(connection):
+        _point("commit", "")
+
+
+@task_prerun.connect
+def _arm(**_):
+    _state.update(count=0, pause_at=int(CONTROL.read_text() or 0) if CONTROL.exists() else 0, active=True)
+
+
+@task_postrun.connect
+def _disarm(**_):
+    _note(f"DONE {_state['count']}")
+    _state["active"] = False
+
+
+if __name__ == "__main__":
+    from idp.cli import main
+
+    sys.argv[0] = "idp"
+    main()
