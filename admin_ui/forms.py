@@ -113,6 +113,13 @@ class ClientForm(FlaskForm):
     id_token_signed_response_alg = SelectField("ID token algorithm", choices={"RS256": "RS256", "ES256": "ES256"}, default="RS256")
 
 
+class RotateForm(FlaskForm):
+    alg = SelectField("Algorithm", choices=[])
+    force = BooleanField("Rotate even if the next key was published less than the lead time ago",
+                         description="Relying parties that cached the JWKS before the next key was published may reject "
+                                     "tokens it signs until they fetch the JWKS again.")
+
+
 # --- filters (GET; nothing changes, so no CSRF token) ----------------------------------------------
 
 

@@ -20,7 +20,6 @@ from idp.audit.models import AuditEvent
 from idp.clients.models import Client
 from idp.clock import utcnow
 from idp.db import db
-from idp.jobs.models import JobRun
 from idp.keyring.models import SigningKey
 from idp.oauth.models import AuthorizationCode, Consent
 from idp.sessions.models import UserSession
@@ -335,11 +334,3 @@ def keys_by_algorithm(keys: list[SigningKey]) -> dict[str, list[SigningKey]]:
     for key in sorted(keys, key=lambda k: (k.alg, k.created_at, k.id), reverse=True):
         grouped[key.alg].append(key)
     return dict(sorted(grouped.items()))
-
-
-def last_job_runs() -> list[JobRun]:
-    """The latest run of each job (one row per job name)."""
-    latest = select(JobRun.job, func.max(JobRun.started_at).label("started_at")).group_by(JobRun.job).subquery()
-    return list(db.session.scalars(
-        select(JobRun).join(latest, and_(JobRun.job == latest.c.job, JobRun.started_at == latest.c.started_at)).order_by(JobRun.job, JobRun.id.desc())
-    ))

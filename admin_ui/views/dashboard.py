@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import render_template
 
 from admin_ui import bp
-from admin_ui.queries import dashboard_counts, keys_by_algorithm, last_job_runs, recent_security_events
+from admin_ui.queries import dashboard_counts, keys_by_algorithm, recent_security_events
+from idp.jobs.service import last_runs
 from idp.keyring.models import KeyState
 from idp.keyring.service import ALGORITHMS, list_keys
 
@@ -37,6 +38,6 @@ def dashboard():
         "admin/dashboard.html",
         counts=dashboard_counts(),
         keyring=keyring_status(),
-        runs=last_job_runs(),
+        runs=last_runs(),
         events=recent_security_events(),
     )

@@ -13,9 +13,10 @@ import pytest
 from playwright.sync_api import expect
 
 from idp.db import db
-from idp.models import Client, User
+from idp.models import Client, KeyState, SigningKey, User
 from tests.admin_ui.conftest import PASSWORD
 from tests.conftest import REQUIRE_SERVICES
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -201,6 +202,43 @@ def test_revoking_a_session_signs_that_browser_out(app, start_server, new_page, 
     shot(second, "03-other-browser-signed-out")
     first.goto(base + "/admin/")
     expect(first.get_by_role("heading", name="Dashboard")).to_be_visible()  # the revoking admin stays signed in
+
+
+def test_rotate_and_revoke_keys(app, start_server, new_page, admin):
+    with app.app_context():
+        old = {key.alg: key.kid for key in db.session.scalars(db.select(SigningKey).where(SigningKey.state == KeyState.ACTIVE))}
+        upcoming = {key.alg: key.kid for key in db.session.scalars(db.select(SigningKey).where(SigningKey.state == KeyState.NEXT))}
+    base = start_server()
+    shot = Screens("keys")
+    page = new_page()
+    sign_in(page, base, admin.email)
+    nav(page, "Keys").click()
+    expect(page.get_by_role("heading", name="RS256")).to_be_visible()
+    shot(page, "01-timeline")
+    page.get_by_role("link", name="Rotate now").click()
+    page.get_by_label("Algorithm").select_option("RS256")
+    page.get_by_role("button", name="Rotate now").click()
+    expect(page.get_by_text("relying parties that cache the JWKS may not have it")).to_be_visible()  # published too recently
+    shot(page, "02-rotate-refused")
+    page.get_by_label("Rotate even if the next key was published less than the lead time ago").check()
+    page.get_by_role("button", name="Rotate now").click()
+    expect(page.get_by_text("RS256 now signs with")).to_be_visible()
+    shot(page, "03-rotated")
+    with app.app_context():
+        assert db.session.scalar(db.select(SigningKey).where(SigningKey.kid == upcoming["RS256"])).state is KeyState.ACTIVE
+        assert db.session.scalar(db.select(SigningKey).where(SigningKey.kid == old["RS256"])).state is KeyState.RETIRED
+
+    page.get_by_role("link", name=f"Revoke ES256 key {old['ES256']}").click()
+    expect(page.get_by_text("The next key takes over signing immediately")).to_be_visible()
+    shot(page, "04-revoke-confirm")
+    page.get_by_role("button", name="Revoke key").click()
+    expect(page.get_by_text(f"Revoked ES256 key {old['ES256']}")).to_be_visible()
+    shot(page, "05-revoked")
+    # Each web process trusts its keyring cache for a few seconds; then the key is gone from the JWKS.
+    published = lambda: {key["kid"] for key in page.request.get(base + "/.well-known/jwks.json").json()["keys"]}  # noqa: E731
+    wait_until(lambda: old["ES256"] not in published(), timeout=15, what="the revoked key to leave the JWKS")
+    with app.app_context():
+        assert db.session.scalar(db.select(SigningKey).where(SigningKey.kid == old["ES256"])).state is KeyState.REVOKED
 
 
 def test_keyboard_users_reach_the_content_and_every_field(start_server, new_page, admin):
