@@ -100,6 +100,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("JOB_RUN_RETENTION", 30 * DAY, "Job-run records older than this are purged (the last run of each job is always kept).", _int),
     Setting("PURGE_BATCH_SIZE", 5000, "Rows deleted per transaction by the purge job (bounds its memory and lock time).", _int),
     Setting("JOB_CLOCK_OVERRIDE", False, "Tests only: let a job task's `now` argument set the job's clock. Never enable in production.", _bool),
+    # admin UI
+    Setting("ADMIN_REAUTH_MAX_AGE", 5 * MINUTE, "Sensitive admin actions (keys, client secrets, admin rights) need the password entered within this many seconds.", _int),
+    Setting("ADMIN_PAGE_SIZE", 50, "Rows per page on the admin UI's lists (1 to 500).", _int),
 )
 
 # Every web process trusts its cached view of the keyring for this long (idp/keyring/service.py),
@@ -164,6 +167,8 @@ def _validate(values: dict[str, Any]) -> None:
         )
     if values["PURGE_BATCH_SIZE"] < 1:
         raise ConfigError("IDP_PURGE_BATCH_SIZE must be at least 1")
+    if not 1 <= values["ADMIN_PAGE_SIZE"] <= 500:
+        raise ConfigError("IDP_ADMIN_PAGE_SIZE must be between 1 and 500")
     if values["LOG_LEVEL"].upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError(f"IDP_LOG_LEVEL={values['LOG_LEVEL']!r} is not a logging level")
     for key in values["KEY_ENCRYPTION_KEYS"] or []:

@@ -66,8 +66,12 @@ def granted_apps(user_id: int) -> list[GrantedApp]:
     return [GrantedApp(client=client, scope=consents.get(client.id, "")) for client in clients]
 
 
-def revoke_app(user_id: int, client_id: str) -> None:
-    """Withdraw a client's access: forget the consent and revoke every refresh family (offline too)."""
+def revoke_app(user_id: int, client_id: str, *, actor: str | None = None) -> int:
+    """Withdraw a client's access: forget the consent and revoke every refresh family (offline too).
+
+    `actor` is the user themselves unless an admin does it. Returns how many families were revoked.
+    """
+    actor = actor or f"user:{user_id}"
     client = db.session.scalar(select(Client).where(Client.client_id == client_id))
     if client is None:
         raise NotFoundError("no such application")
@@ -76,6 +80,7 @@ def revoke_app(user_id: int, client_id: str) -> None:
         RefreshFamily.user_id == user_id, RefreshFamily.client_id == client.id, RefreshFamily.revoked_at.is_(None)
     )))
     for family in families:
-        revoke_family(family, reason="user_revoked_access", actor=f"user:{user_id}")
-    record("consent.revoked", actor=f"user:{user_id}", target=f"client:{client.client_id}", families=len(families))
+        revoke_family(family, reason="user_revoked_access" if actor == f"user:{user_id}" else "admin", actor=actor)
+    record("consent.revoked", actor=actor, target=f"client:{client.client_id}", user=user_id, families=len(families))
     db.session.commit()
+    return len(families)

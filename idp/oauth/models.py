@@ -16,7 +16,12 @@ class AuthorizationCode(db.Model, AuthorizationCodeMixin):
     """A single-use code (RFC 6749 4.1.2) bound to client, redirect_uri and PKCE challenge."""
 
     __tablename__ = "authorization_codes"
-    __table_args__ = (Index("ix_authorization_codes_expires_at", "expires_at"),)
+    __table_args__ = (
+        Index("ix_authorization_codes_expires_at", "expires_at"),
+        # admin UI: sessions of a client, and the clients of a page of sessions
+        Index("ix_authorization_codes_client_id_sid", "client_id", "sid"),
+        Index("ix_authorization_codes_sid", "sid"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     code_digest: Mapped[str] = mapped_column(String(64), unique=True)

@@ -172,3 +172,18 @@ def delete_user(user: User, *, actor: str) -> None:
 def list_users(limit: int = 1000) -> list[User]:
     """Users ordered by id (oldest first)."""
     return list(db.session.scalars(select(User).order_by(User.id).limit(limit)))
+
+
+def update_user(user: User, *, email: str, name: str | None, actor: str) -> None:
+    """Change a user's email and display name (caller commits); raise ValidationError on bad or duplicate input."""
+    email = normalize_email(email)
+    name = (name or "").strip() or None
+    if name and len(name) > 200:
+        raise ValidationError("name must be at most 200 characters", field="name")
+    if email != user.email and db.session.scalar(select(User.id).where(User.email == email, User.id != user.id)) is not None:
+        raise ValidationError(f"a user with email {email!r} already exists", field="email")
+    changed = sorted(field for field, value in (("email", email), ("name", name)) if getattr(user, field) != value)
+    user.email, user.name = email, name
+    if changed:
+        record("user.updated", actor=actor, target=f"user:{user.id}", fields=changed)
+

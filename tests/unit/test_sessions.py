@@ -128,8 +128,12 @@ def test_sign_out_deletes_row_and_cookie(client, app, make_user):
         assert db.session.scalar(select(UserSession)) is None
 
 
-def test_admin_paths_use_their_own_strict_cookie(client, app, make_user):
-    user = make_user()
+def test_admin_paths_use_their_own_strict_cookie(client, app, make_user, monkeypatch):
+    from admin_ui import auth
+
+    # /admin needs a signed-in admin: let the probe sign in without the admin login form.
+    monkeypatch.setattr(auth, "PUBLIC_ENDPOINTS", auth.PUBLIC_ENDPOINTS | {"probe.sign_in"})
+    user = make_user(is_admin=True)
     client.get(f"/admin/probe/sign-in/{user.id}")
     admin = cookie(client, "idp_admin")
     assert admin is not None and admin.same_site == "Strict" and admin.http_only
