@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -15,6 +16,7 @@ from sqlalchemy import select
 from idp.db import db
 from idp.keyring import service as keyring
 from idp.keyring.models import KeyState, SigningKey
+from tests.support import wait_until
 
 # Timings the tests reason about; the in-process app and every `idp` subprocess share them.
 TIMINGS = {
@@ -100,5 +102,16 @@ def served_jwks(base: str) -> str:
 
 
 def every_worker_serves(base: str, predicate, tries: int = 6) -> bool:
-    """`predicate(jwks)` holds for several answers in a row, so each of the server's workers gave one."""
+    """`predicate(jwks)` holds for several answers in a row (a server has several workers)."""
     return all(predicate(served_jwks(base)) for _ in range(tries))
+
+
+def served_after_cache_window(bases: list[str], predicate, changed_at: float) -> None:
+    """Once KEYRING_CACHE_SECONDS have passed since a change (monotonic `changed_at`), every answer
+    of every server satisfies `predicate`; fails if any still does not a few seconds later."""
+    from idp.config import KEYRING_CACHE_SECONDS
+
+    def settled() -> bool:
+        return time.monotonic() >= changed_at + KEYRING_CACHE_SECONDS and all(every_worker_serves(base, predicate) for base in bases)
+
+    wait_until(settled, timeout=KEYRING_CACHE_SECONDS + 10, interval=0.5, what="every server to serve the changed keyring")

@@ -148,4 +148,6 @@ def test_https_issuer_gives_secure_host_prefixed_cookies(make_app):
     client = app.test_client()
     client.get("/probe/put/x", base_url="https://login.example.com")
     value = client.get_cookie("__Host-idp_session", domain="login.example.com")
+    with app.app_context():
+        db.engine.dispose()  # a second app: close its pooled connection rather than leave it to the GC
     assert value is not None and value.secure and value.path == "/" and value.domain in (None, "", "login.example.com")
