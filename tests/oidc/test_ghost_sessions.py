@@ -20,7 +20,7 @@ TRIGGERS = {
     "sign_out_everywhere": lambda user: service.sign_out_everywhere(user, actor="test"),
     "set_password": lambda user: service.set_password(user, "a brand new password", actor="test"),
     "disable": lambda user: service.disable_user(user, actor="test"),
-    "grant_admin": lambda user: service.set_admin(user, True, actor="test"),
+    "revoke_admin": lambda user: service.set_admin(user, False, actor="test"),
     "delete": lambda user: service.delete_user(user, actor="test"),
 }
 
@@ -34,6 +34,7 @@ def use_everything(client, rp, tokens: dict, bound: dict) -> dict:
         "introspection": client.post("/introspect", data={"token": tokens["access_token"]}, headers=auth).get_json(),
         "userinfo": client.get("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}).status_code,
         "sso_cookie": client.get("/account").status_code,
+        "admin_cookie": client.get("/admin/").status_code,
     }
 
 
@@ -43,10 +44,13 @@ def test_every_old_credential_is_refused_at_its_next_use(app, client, oidc, rp, 
     tokens = oidc.tokens_for(rp, user.email, scope="openid profile offline_access")
     bound = oidc.tokens_for(rp, user.email, scope="openid profile")  # same browser: session-bound grant
     with app.app_context():
+        db.session.get(User, user.id).is_admin = True
+        db.session.commit()
         admin_cookie, _ = new_row(app, "admin", db.session.get(User, user.id))
         db.session.commit()
     client.set_cookie("idp_admin", admin_cookie)
     assert client.get("/account").status_code == 200
+    assert client.get("/admin/").status_code == 200
 
     with app.app_context():
         TRIGGERS[trigger](db.session.get(User, user.id))
@@ -58,8 +62,9 @@ def test_every_old_credential_is_refused_at_its_next_use(app, client, oidc, rp, 
         "introspection": {"active": False},
         "userinfo": 401,
         "sso_cookie": 302,
+        "admin_cookie": 303,  # See Other: to the admin sign-in page
     }
-    with app.app_context():  # the admin cookie's row is gone too: nothing left to present it against
+    with app.app_context():
         assert db.session.scalar(select(UserSession).where(UserSession.kind == "admin")) is None
 
 
