@@ -20,8 +20,20 @@ from idp.db import db
 from idp.models import Base, SigningKey
 from tests.support import Process, free_port, wait_until
 
+# Under pytest-xdist each worker ("gw0", "gw1", ...) gets its own PostgreSQL database and Redis
+# database, so the schema resets and Celery queues of one worker never touch another's.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def _per_worker_redis(url: str | None) -> str | None:
+    if not url or not XDIST_WORKER:
+        return url
+    base, _, index = url.rpartition("/")
+    return f"{base}/{int(index or 0) + 1 + int(XDIST_WORKER.removeprefix('gw'))}"
+
+
 POSTGRES_URL = os.environ.get("IDP_TEST_DATABASE_URL")
-REDIS_URL = os.environ.get("IDP_TEST_REDIS_URL")
+REDIS_URL = _per_worker_redis(os.environ.get("IDP_TEST_REDIS_URL"))
 REQUIRE_SERVICES = bool(os.environ.get("CI")) or os.environ.get("IDP_TEST_REQUIRE_SERVICES") == "1"
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
@@ -50,6 +62,20 @@ def secrets_config() -> dict:
     return {"SECRET_KEY": os.urandom(32).hex(), "KEY_ENCRYPTION_KEYS": [generate_key_encryption_key()]}
 
 
+def _per_worker_postgres(url: str) -> str:
+    """The worker's own database next to the configured one (created on first use)."""
+    if not XDIST_WORKER:
+        return url
+    base, _, name = url.rpartition("/")
+    own = f"{name.split('?')[0]}_{XDIST_WORKER}"
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        if connection.scalar(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": own}) is None:
+            connection.execute(text(f'CREATE DATABASE "{own}"'))
+    engine.dispose()
+    return f"{base}/{own}"
+
+
 def _reset_postgres(url: str) -> None:
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.begin() as connection:
@@ -66,8 +92,8 @@ def database_url(request, tmp_path_factory, secrets_config) -> str:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'idp.sqlite3'}"
     else:
-        _reset_postgres(POSTGRES_URL)
-        url = POSTGRES_URL
+        url = _per_worker_postgres(POSTGRES_URL)
+        _reset_postgres(url)
     migrated = create_app({"DATABASE_URL": url, "TESTING": True, **secrets_config})
     upgrade(migrated)
     with migrated.app_context():
