@@ -84,3 +84,29 @@ def test_a_second_client_signs_in_from_the_same_browser_without_a_password(serve
     # A wrong password proves the second sign-in used the SSO session and not the form.
     again = sign_in(server, client_id=second.client_id, client_secret=second_secret, redirect_uri=REDIRECT_URI, email=user.email, password="not the password", browser=signed_in.browser)
     assert again.tokens["access_token"]
+
+
+def test_whole_life_of_a_sign_in_userinfo_revocation_and_logout(server, discovery, make_user, make_client):
+    """The relying party's whole journey: sign in, refresh, userinfo, revoke, RP-initiated logout."""
+    user = make_user(email="journey@example.com", name="Journey")
+    bye = "http://127.0.0.1:8765/signed-out"
+    client, secret = make_client(name="Journey RP", redirect_uris=[REDIRECT_URI], post_logout_redirect_uris=[bye])
+    signed_in = sign_in(server, client_id=client.client_id, client_secret=secret, redirect_uri=REDIRECT_URI, email=user.email, password=PASSWORD)
+    renewed = refresh(server, signed_in, client_id=client.client_id, client_secret=secret)
+
+    # Userinfo through the RP library's own session, which sends the bearer token.
+    info = signed_in.rp.get(discovery["userinfo_endpoint"], timeout=30)
+    assert info.status_code == 200 and info.json()["sub"] == user.subject and info.json()["email"] == user.email
+
+    # Revoking the refresh token (RFC 7009) kills its family: the RP can no longer refresh.
+    revoked = requests.post(discovery["revocation_endpoint"], data={"token": renewed["refresh_token"], "token_type_hint": "refresh_token"}, auth=(client.client_id, secret), timeout=30)
+    assert revoked.status_code == 200
+    again = requests.post(discovery["token_endpoint"], data={"grant_type": "refresh_token", "refresh_token": renewed["refresh_token"]}, auth=(client.client_id, secret), timeout=30)
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+
+    # RP-initiated logout with the ID token as hint: back to the registered URI with the state.
+    browser = signed_in.browser
+    logout = browser.get(discovery["end_session_endpoint"], params={"id_token_hint": renewed["id_token"], "post_logout_redirect_uri": bye, "state": "bye-1"}, allow_redirects=False, timeout=30)
+    assert logout.status_code in (302, 303) and logout.headers["Location"] == f"{bye}?state=bye-1"
+    # The SSO session is gone: the account page now sends the browser to sign in.
+    assert browser.get(server + "/account", allow_redirects=False, timeout=30).status_code == 302
