@@ -18,8 +18,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/idp dev
 
+# Tests spend much of their time waiting on real servers and workers: three pytest-xdist workers
+# keep two cores busy. Each worker has its own PostgreSQL and Redis database (tests/conftest.py).
+TEST_JOBS ?= 3
+
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) $(PYTEST_ARGS)
 
 # Browser tests drive Debian's Chromium (never a downloaded browser). As root it is installed
 # here; otherwise install it yourself (`apt-get install chromium`) or those tests are skipped

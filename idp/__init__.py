@@ -62,8 +62,11 @@ def configure_logging(app: Flask) -> None:
 def configure_extensions(app: Flask) -> None:
     """Database, server-side sessions, CSRF, the keyring cache and Celery."""
     from idp import models  # noqa: F401  (registers every model on the metadata)
+    from idp.oidc import backchannel  # noqa: F401  (connects its session_ended receiver)
+    from idp.tasks import outbox  # noqa: F401  (publishes queued tasks after commit)
     from idp.db import db
     from idp.keyring.service import _KeyringCache
+    from idp.oauth.server import init_oauth
     from idp.sessions.interface import ServerSessionInterface
     from idp.tasks import celery_init_app
 
@@ -77,13 +80,21 @@ def configure_extensions(app: Flask) -> None:
     csrf.init_app(app)
     app.extensions["idp.keyring_cache"] = _KeyringCache()
     celery_init_app(app)
+    init_oauth(app)
 
 
 def configure_blueprints(app: Flask) -> None:
     """Mount every feature's blueprint."""
+    from idp.account.views import bp as account_bp
+    from idp.auth.views import bp as auth_bp
     from idp.health import bp as health_bp
     from idp.keyring.views import bp as keyring_bp
+    from idp.oauth.views import bp as oauth_bp
     from idp.oidc.discovery import bp as discovery_bp
+    from admin_ui import bp as admin_bp
 
-    for blueprint in (health_bp, keyring_bp, discovery_bp):
+    for blueprint in (health_bp, keyring_bp, discovery_bp, admin_bp):
         app.register_blueprint(blueprint)
+    app.register_blueprint(oauth_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(account_bp)

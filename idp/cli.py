@@ -183,6 +183,29 @@ def users_disable(app: Flask, email: str) -> None:
     click.echo(f"disabled {email}")
 
 
+@users.command("set-password")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, required=True, help="Read the new password from standard input.")
+@with_app()
+def users_set_password(app: Flask, email: str, password_stdin: bool) -> None:
+    """Set a user's password; every session and token they hold dies."""
+    from idp.users.service import require_user, set_password
+
+    set_password(require_user(email), read_password_stdin(), actor="cli")
+    click.echo(f"password set for {email}; all their sessions and tokens are revoked")
+
+
+@users.command("sign-out")
+@click.argument("email")
+@with_app()
+def users_sign_out(app: Flask, email: str) -> None:
+    """Sign a user out everywhere: every session, access token and refresh token (offline too)."""
+    from idp.users.service import require_user, sign_out_everywhere
+
+    sign_out_everywhere(require_user(email), actor="cli")
+    click.echo(f"signed {email} out everywhere")
+
+
 # --- clients ------------------------------------------------------------------------------------
 
 
@@ -285,6 +308,9 @@ def serve(host: str | None, port: int | None, workers: int, threads: int) -> Non
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("accesslog", "-")
             self.cfg.set("forwarded_allow_ips", os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"))
+            if "control_socket_disable" in self.cfg.settings:
+                # gunicorn 25+ opens one control socket per user by default; replicas would share it.
+                self.cfg.set("control_socket_disable", True)
 
         def load(self):
             return app
@@ -326,27 +352,31 @@ def dev(port: int | None) -> None:
     click.echo(f"\nidp is running: {issuer}  (discovery: {issuer}/.well-known/openid-configuration)")
     click.echo("Next: create the first admin:\n  echo 'a-long-password' | idp users create --email you@example.com --password-stdin --admin\n")
 
+    stopping = False
+
     def stop(*_):
+        nonlocal stopping
+        stopping = True
         for child in children:
             if child.poll() is None:
                 child.terminate()
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        while all(child.poll() is None for child in children):
+        while not stopping and all(child.poll() is None for child in children):
             time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop()
-        for child in children:
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-    failed = [child.args[3] for child in children if child.returncode not in (0, -signal.SIGTERM, -signal.SIGINT)]
-    if failed:
-        raise click.ClickException(f"stopped because {', '.join(failed)} exited")
+    except KeyboardInterrupt:  # Ctrl-C: the terminal sent SIGINT to the children too
+        stopping = True
+    # A child that died on its own, before anyone asked us to stop, is a failure worth reporting.
+    died = [child.args[3] for child in children if child.poll() is not None] if not stopping else []
+    stop()
+    for child in children:
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    if died:
+        raise click.ClickException(f"stopped because {', '.join(died)} exited")
 
 
 # --- commands owned by their domains --------------------------------------------------------------

@@ -82,7 +82,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ADMIN_SESSION_IDLE_TTL", 30 * MINUTE, "An admin UI session unused this long ends.", _int),
     Setting("ADMIN_SESSION_ABSOLUTE_TTL", 12 * HOUR, "An admin UI session ends this long after sign-in, however used.", _int),
     # Keys
+    # Back-channel logout
+    Setting("BACKCHANNEL_RETRY_BASE_SECONDS", 5, "First retry delay of a failed back-channel logout delivery; doubles each retry.", _int),
+    # Keys
     Setting("JWKS_MAX_AGE", 5 * MINUTE, "`Cache-Control: max-age` of the JWKS; a new key is published at least this long before it signs.", _int),
+    # Sign-in (authorization endpoint, login, token endpoint)
+    Setting("REFRESH_TOKENS_FOR_CONFIDENTIAL_CLIENTS", False, "Also give confidential clients a refresh token without `offline_access` (bound to the SSO session).", _bool),
+    Setting("LOGIN_THROTTLE_WINDOW", 15 * MINUTE, "Failed sign-ins are counted over this many seconds.", _int),
+    Setting("LOGIN_THROTTLE_PER_ACCOUNT", 5, "Failed sign-ins for one account within the window before it is refused for the rest of it.", _int),
+    Setting("LOGIN_THROTTLE_PER_IP", 20, "Failed sign-ins from one IP address within the window before it is refused for the rest of it.", _int),
     # Key rotation and background jobs (seconds)
     Setting("KEY_ROTATION_PERIOD", 30 * DAY, "How long a key signs before the scheduled rotation replaces it (0 = rotate only by hand).", _int),
     Setting("KEY_ROTATION_LEAD_TIME", lambda s: max(HOUR, minimum_lead_time(s)), "How long a `next` key is published before it may sign; at least JWKS_MAX_AGE + CLOCK_SKEW + 5.", _int),
@@ -92,6 +100,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("JOB_RUN_RETENTION", 30 * DAY, "Job-run records older than this are purged (the last run of each job is always kept).", _int),
     Setting("PURGE_BATCH_SIZE", 5000, "Rows deleted per transaction by the purge job (bounds its memory and lock time).", _int),
     Setting("JOB_CLOCK_OVERRIDE", False, "Tests only: let a job task's `now` argument set the job's clock. Never enable in production.", _bool),
+    # admin UI
+    Setting("ADMIN_REAUTH_MAX_AGE", 5 * MINUTE, "Sensitive admin actions (keys, client secrets, admin rights) need the password entered within this many seconds.", _int),
+    Setting("ADMIN_PAGE_SIZE", 50, "Rows per page on the admin UI's lists (1 to 500).", _int),
 )
 
 # Every web process trusts its cached view of the keyring for this long (idp/keyring/service.py),
@@ -156,6 +167,8 @@ def _validate(values: dict[str, Any]) -> None:
         )
     if values["PURGE_BATCH_SIZE"] < 1:
         raise ConfigError("IDP_PURGE_BATCH_SIZE must be at least 1")
+    if not 1 <= values["ADMIN_PAGE_SIZE"] <= 500:
+        raise ConfigError("IDP_ADMIN_PAGE_SIZE must be between 1 and 500")
     if values["LOG_LEVEL"].upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError(f"IDP_LOG_LEVEL={values['LOG_LEVEL']!r} is not a logging level")
     for key in values["KEY_ENCRYPTION_KEYS"] or []:

@@ -15,13 +15,25 @@ import requests
 from sqlalchemy import create_engine, text
 
 from idp import create_app
-from idp.config import generate_key_encryption_key
+from idp.config import SETTINGS, generate_key_encryption_key
 from idp.db import db
 from idp.models import Base, SigningKey
 from tests.support import Process, free_port, wait_until
 
+# Under pytest-xdist each worker ("gw0", "gw1", ...) gets its own PostgreSQL database and Redis
+# database, so the schema resets and Celery queues of one worker never touch another's.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def _per_worker_redis(url: str | None) -> str | None:
+    if not url or not XDIST_WORKER:
+        return url
+    base, _, index = url.rpartition("/")
+    return f"{base}/{int(index or 0) + 1 + int(XDIST_WORKER.removeprefix('gw'))}"
+
+
 POSTGRES_URL = os.environ.get("IDP_TEST_DATABASE_URL")
-REDIS_URL = os.environ.get("IDP_TEST_REDIS_URL")
+REDIS_URL = _per_worker_redis(os.environ.get("IDP_TEST_REDIS_URL"))
 REQUIRE_SERVICES = bool(os.environ.get("CI")) or os.environ.get("IDP_TEST_REQUIRE_SERVICES") == "1"
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
@@ -50,6 +62,20 @@ def secrets_config() -> dict:
     return {"SECRET_KEY": os.urandom(32).hex(), "KEY_ENCRYPTION_KEYS": [generate_key_encryption_key()]}
 
 
+def _per_worker_postgres(url: str) -> str:
+    """The worker's own database next to the configured one (created on first use)."""
+    if not XDIST_WORKER:
+        return url
+    base, _, name = url.rpartition("/")
+    own = f"{name.split('?')[0]}_{XDIST_WORKER}"
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        if connection.scalar(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": own}) is None:
+            connection.execute(text(f'CREATE DATABASE "{own}"'))
+    engine.dispose()
+    return f"{base}/{own}"
+
+
 def _reset_postgres(url: str) -> None:
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.begin() as connection:
@@ -66,8 +92,8 @@ def database_url(request, tmp_path_factory, secrets_config) -> str:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'idp.sqlite3'}"
     else:
-        _reset_postgres(POSTGRES_URL)
-        url = POSTGRES_URL
+        url = _per_worker_postgres(POSTGRES_URL)
+        _reset_postgres(url)
     migrated = create_app({"DATABASE_URL": url, "TESTING": True, **secrets_config})
     upgrade(migrated)
     with migrated.app_context():
@@ -87,10 +113,8 @@ def key_rows(database_url, secrets_config) -> list[dict]:
             {column.name: getattr(key, column.key) for column in SigningKey.__table__.columns}
             for key in db.session.scalars(db.select(SigningKey))
         ]
-        db.session.execute(SigningKey.__table__.delete())
-        db.session.commit()
-        db.session.remove()
-        db.engine.dispose()
+    # Also drops the key.created audit events, so the first test of a session starts empty too.
+    clean_database(app)
     return rows
 
 
@@ -105,6 +129,7 @@ def config(database_url, secrets_config, tmp_path) -> dict:
         "KEYS_DIR": str(tmp_path / "keys"),
         # The same broker as the `idp worker` a test may start, so tasks sent here reach it.
         "CELERY_BROKER_URL": REDIS_URL or f"sqla+sqlite:///{tmp_path}/broker.sqlite3",
+        "BACKCHANNEL_RETRY_BASE_SECONDS": 1,
         **secrets_config,
     }
 
@@ -129,6 +154,23 @@ def app(config, key_rows):
         db.session.commit()
     yield app
     clean_database(app)
+
+
+@pytest.fixture
+def make_app(config, key_rows):
+    """Build extra apps from the test mapping plus overrides; their pools are closed afterwards."""
+    made = []
+
+    def make(**overrides):
+        extra = create_app({**config, **overrides})
+        made.append(extra)
+        return extra
+
+    yield make
+    for extra in made:
+        with extra.app_context():
+            db.session.remove()
+            db.engine.dispose()
 
 
 @pytest.fixture
@@ -185,19 +227,13 @@ def make_client(app):
 
 @pytest.fixture
 def idp_env(config) -> dict[str, str]:
-    """Environment for `idp` subprocesses, matching the test app's configuration."""
+    """Environment for `idp` subprocesses: every setting of the test mapping as an IDP_* variable."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("IDP_")}
-    env.update(
-        IDP_ISSUER=config["ISSUER"],
-        IDP_DATABASE_URL=config["DATABASE_URL"],
-        IDP_INSTANCE_DIR=config["INSTANCE_DIR"],
-        IDP_KEYS_DIR=config["KEYS_DIR"],
-        IDP_SECRET_KEY=config["SECRET_KEY"],
-        IDP_KEY_ENCRYPTION_KEYS=",".join(config["KEY_ENCRYPTION_KEYS"]),
-        IDP_CELERY_BROKER_URL=config["CELERY_BROKER_URL"],
-        IDP_LOG_LEVEL="WARNING",
-        PYTHONUNBUFFERED="1",
-    )
+    for setting in SETTINGS:
+        value = config.get(setting.name)
+        if value is not None:
+            env[setting.env] = ",".join(value) if isinstance(value, list) else str(value)
+    env.update(IDP_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
     return env
 
 

@@ -62,22 +62,21 @@ def validate_scope(scope: str) -> str:
     return " ".join(dict.fromkeys(scopes))
 
 
-def create_client(
-    name: str,
+def validate_client_settings(
     *,
-    redirect_uris: list[str] = (),
-    post_logout_redirect_uris: list[str] = (),
-    public: bool = False,
-    grant_types: list[str] | None = None,
-    scope: str = DEFAULT_SCOPE,
-    token_endpoint_auth_method: str | None = None,
-    require_pkce: bool = True,
-    skip_consent: bool = False,
-    backchannel_logout_uri: str | None = None,
-    id_token_signed_response_alg: str = "RS256",
-    actor: str = "system",
-) -> tuple[Client, str | None]:
-    """Register a client; return it and its secret (None for public clients), which is never stored."""
+    name: str,
+    redirect_uris: list[str],
+    post_logout_redirect_uris: list[str],
+    public: bool,
+    grant_types: list[str] | None,
+    scope: str,
+    token_endpoint_auth_method: str | None,
+    require_pkce: bool,
+    skip_consent: bool,
+    backchannel_logout_uri: str | None,
+    id_token_signed_response_alg: str,
+) -> dict:
+    """Check a client's settings and return them normalised, as Client column values; raise ValidationError."""
     name = (name or "").strip()
     if not name or len(name) > 200:
         raise ValidationError("name must be 1 to 200 characters", field="name")
@@ -103,12 +102,8 @@ def create_client(
         raise ValidationError("id_token_signed_response_alg must be RS256 or ES256", field="id_token_signed_response_alg")
     if public and not require_pkce:
         raise ValidationError("public clients must use PKCE", field="require_pkce")
-
-    secret = None if public else random_token(32, prefix=CLIENT_SECRET_PREFIX)
-    client = Client(
-        client_id=random_token(16),
+    return dict(
         name=name,
-        secret_digest=digest(secret) if secret else None,
         is_public=public,
         redirect_uris=list(dict.fromkeys(redirect_uris)),
         post_logout_redirect_uris=list(dict.fromkeys(post_logout_redirect_uris)),
@@ -120,11 +115,80 @@ def create_client(
         backchannel_logout_uri=backchannel_logout_uri or None,
         id_token_signed_response_alg=id_token_signed_response_alg,
     )
+
+
+def create_client(
+    name: str,
+    *,
+    redirect_uris: list[str] = (),
+    post_logout_redirect_uris: list[str] = (),
+    public: bool = False,
+    grant_types: list[str] | None = None,
+    scope: str = DEFAULT_SCOPE,
+    token_endpoint_auth_method: str | None = None,
+    require_pkce: bool = True,
+    skip_consent: bool = False,
+    backchannel_logout_uri: str | None = None,
+    id_token_signed_response_alg: str = "RS256",
+    actor: str = "system",
+) -> tuple[Client, str | None]:
+    """Register a client; return it and its secret (None for public clients), which is never stored."""
+    settings = validate_client_settings(
+        name=name,
+        redirect_uris=list(redirect_uris),
+        post_logout_redirect_uris=list(post_logout_redirect_uris),
+        public=public,
+        grant_types=grant_types,
+        scope=scope,
+        token_endpoint_auth_method=token_endpoint_auth_method,
+        require_pkce=require_pkce,
+        skip_consent=skip_consent,
+        backchannel_logout_uri=backchannel_logout_uri,
+        id_token_signed_response_alg=id_token_signed_response_alg,
+    )
+    secret = None if public else random_token(32, prefix=CLIENT_SECRET_PREFIX)
+    client = Client(client_id=random_token(16), secret_digest=digest(secret) if secret else None, **settings)
     db.session.add(client)
     db.session.flush()
     record("client.created", actor=actor, target=f"client:{client.client_id}", public=public)
     db.session.commit()
     return client, secret
+
+
+def update_client(client: Client, *, actor: str, **changes) -> list[str]:
+    """Change a client's settings (its type stays); validated like registration. Returns changed fields; caller commits."""
+    current = {
+        "name": client.name,
+        "redirect_uris": client.redirect_uris,
+        "post_logout_redirect_uris": client.post_logout_redirect_uris,
+        "grant_types": client.grant_types,
+        "scope": client.scope,
+        "token_endpoint_auth_method": client.token_endpoint_auth_method,
+        "require_pkce": client.require_pkce,
+        "skip_consent": client.skip_consent,
+        "backchannel_logout_uri": client.backchannel_logout_uri,
+        "id_token_signed_response_alg": client.id_token_signed_response_alg,
+    }
+    unknown = set(changes) - set(current)
+    if unknown:
+        raise ValidationError(f"cannot change {sorted(unknown)[0]!r}")
+    settings = validate_client_settings(**{**current, **changes}, public=client.is_public)
+    changed = sorted(field for field, value in settings.items() if getattr(client, field) != value)
+    for field in changed:
+        setattr(client, field, settings[field])
+    if changed:
+        record("client.updated", actor=actor, target=f"client:{client.client_id}", fields=changed)
+    return changed
+
+
+def delete_client(client: Client, *, actor: str) -> None:
+    """Delete a client (caller commits); its codes, consents and refresh families go with it (ON DELETE CASCADE).
+
+    Access tokens already issued stay valid until they expire; refresh tokens die with their family.
+    """
+    record("client.deleted", actor=actor, target=f"client:{client.client_id}", name=client.name)
+    db.session.delete(client)
+    db.session.flush()
 
 
 def verify_client_secret(client: Client, secret: str | None) -> bool:
@@ -147,7 +211,8 @@ def rotate_client_secret(client: Client, *, actor: str = "system") -> str:
 
 def get_client(client_id: str) -> Client | None:
     """The client with this public client_id, or None."""
-    if not client_id or len(client_id) > 64:
+    # A NUL byte is not storable text on PostgreSQL: refuse it here rather than fail the query.
+    if not client_id or len(client_id) > 64 or "\x00" in client_id:
         return None
     return db.session.scalar(select(Client).where(Client.client_id == client_id))
 

@@ -69,6 +69,11 @@ def absolute_ttl(app: Flask, kind: str) -> timedelta:
     return timedelta(seconds=app.config["ADMIN_SESSION_ABSOLUTE_TTL" if kind == "admin" else "SSO_SESSION_ABSOLUTE_TTL"])
 
 
+def timed_out(app: Flask, row: UserSession, now) -> bool:
+    """True once a session is past its absolute end or idle for longer than the idle TTL."""
+    return now >= row.expires_at or now >= row.last_seen_at + idle_ttl(app, row.kind)
+
+
 def load_row(app: Flask, kind: str, cookie_value: str) -> UserSession | None:
     """The live row for a cookie value, or None; a dead row (expired, idle, stale version) is deleted."""
     found = db.session.execute(
@@ -79,10 +84,8 @@ def load_row(app: Flask, kind: str, cookie_value: str) -> UserSession | None:
     if found is None:
         return None
     row, token_version, disabled_at = found
-    now = utcnow()
     dead = (
-        now >= row.expires_at
-        or now >= row.last_seen_at + idle_ttl(app, kind)
+        timed_out(app, row, utcnow())
         # A token-version bump (password change, sign-out-everywhere, disable) ends every session.
         or (row.user_id is not None and (token_version != row.token_version or disabled_at is not None))
     )

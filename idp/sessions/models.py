@@ -20,6 +20,7 @@ class UserSession(db.Model):
         Index("ix_sessions_kind_created_at", "kind", "created_at"),
         Index("ix_sessions_expires_at", "expires_at"),
         Index("ix_sessions_kind_last_seen_at", "kind", "last_seen_at"),  # purge of idle sessions
+        Index("ix_sessions_created_at_id", "created_at", "id"),  # admin UI: newest first, keyset pages
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

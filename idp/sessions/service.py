@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from blinker import Namespace
 from flask import Flask, current_app, has_request_context, request, session
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 
 from idp.audit.service import record
 from idp.clock import utcnow
@@ -47,7 +47,7 @@ def start_session(user: User, *, data: dict | None = None) -> UserSession:
     """Sign `user` in on this request's session kind, under a new id (no fixation); caller commits."""
     current: ServerSession = session._get_current_object()  # type: ignore[attr-defined]
     keep = dict(data or {})
-    if current.row is not None:
+    if current.row is not None and not inspect(current.row).was_deleted:  # e.g. a password change ended it
         db.session.delete(current.row)
     value, row = new_row(current_app, current.kind, user)
     current.clear()

@@ -48,7 +48,7 @@ def celery_init_app(app: Flask) -> Celery:
         # message (default 10 s). Results are ignored and jobs idempotent, so waiting longer buys nothing.
         worker_lost_wait=1.0,
         broker_transport_options=REDIS_TRANSPORT_OPTIONS if uses_redis(app.config["CELERY_BROKER_URL"]) else {},
-        include=["idp.tasks.jobs"],
+        include=["idp.tasks.jobs", "idp.oidc.backchannel"],
     )
     from idp.tasks.schedule import BEAT_SCHEDULE
 
@@ -58,15 +58,19 @@ def celery_init_app(app: Flask) -> Celery:
     return celery_app
 
 
+def publish(celery: Celery, name: str, kwargs: dict | None = None) -> str:
+    """Send task `name` with one quick connection attempt; returns the task id, raises broker errors."""
+    options = FAIL_FAST_TRANSPORT_OPTIONS if uses_redis(celery.conf.broker_url) else {}
+    with celery.connection_for_write(transport_options=options) as connection:
+        return celery.send_task(name, kwargs=kwargs or {}, connection=connection, retry=False).id
+
+
 def send_task(name: str, kwargs: dict | None = None) -> str:
     """Queue task `name` without blocking on a broker that is down; returns the task id.
 
     :raise IdpError: the broker is unreachable (nothing was queued).
     """
-    celery: Celery = current_app.extensions["celery"]
-    options = FAIL_FAST_TRANSPORT_OPTIONS if uses_redis(celery.conf.broker_url) else {}
     try:
-        with celery.connection_for_write(transport_options=options) as connection:
-            return celery.send_task(name, kwargs=kwargs or {}, connection=connection, retry=False).id
+        return publish(current_app.extensions["celery"], name, kwargs)
     except (BrokerError, OSError) as error:
         raise IdpError(f"the task broker is unreachable ({error}); the job was not queued") from None

@@ -19,6 +19,7 @@ class RefreshFamily(db.Model):
         Index("ix_refresh_families_user_id", "user_id"),
         Index("ix_refresh_families_sid", "sid"),
         Index("ix_refresh_families_expires_at", "expires_at"),
+        Index("ix_refresh_families_client_id_sid", "client_id", "sid"),  # admin UI: sessions of a client
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.clock import utcnow
@@ -16,6 +16,11 @@ class User(db.Model):
     """An account that can sign in; `subject` is the stable, opaque OIDC `sub`."""
 
     __tablename__ = "users"
+    __table_args__ = (
+        # Email prefix search in the admin UI: LIKE 'prefix%' uses this index on PostgreSQL whatever
+        # the database collation (the unique index serves it only under the C collation).
+        Index("ix_users_email_pattern", "email", postgresql_ops={"email": "text_pattern_ops"}),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     subject: Mapped[str] = mapped_column(String(64), unique=True, default=lambda: uuid.uuid4().hex)

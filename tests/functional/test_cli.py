@@ -106,3 +106,19 @@ def test_unreachable_database_is_one_line(idp_env):
     result = run_idp(["users", "list"], {**idp_env, "IDP_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"})
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: cannot use the database")
+
+
+def test_users_set_password_and_sign_out_bump_the_token_version(app, idp_env, make_user):
+    user = make_user(email="gus@example.com")
+    changed = run_idp(["users", "set-password", "gus@example.com", "--password-stdin"], idp_env, stdin="a brand new password\n")
+    assert changed.returncode == 0, changed.stderr
+    weak = run_idp(["users", "set-password", "gus@example.com", "--password-stdin"], idp_env, stdin="short\n")
+    assert weak.returncode == 2 and weak.stderr.strip() == "error: password must be at least 8 characters"
+    assert run_idp(["users", "sign-out", "gus@example.com"], idp_env).returncode == 0
+    missing = run_idp(["users", "sign-out", "nobody@example.com"], idp_env)
+    assert missing.returncode == 2 and missing.stderr.strip() == "error: no user with email 'nobody@example.com'"
+    with app.app_context():
+        assert db.session.get(User, user.id).token_version == 3
+        from idp.users.service import authenticate
+
+        assert authenticate("gus@example.com", "a brand new password") is not None

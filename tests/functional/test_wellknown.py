@@ -43,10 +43,8 @@ def test_health_and_readiness(client):
     assert client.get("/readyz").get_json() == {"status": "ok", "database": "ok"}
 
 
-def test_readiness_fails_when_database_is_unreachable(config, key_rows):
-    from idp import create_app
-
-    broken = create_app({**config, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nothing"})
+def test_readiness_fails_when_database_is_unreachable(make_app):
+    broken = make_app(DATABASE_URL="postgresql://postgres@127.0.0.1:1/nothing")
     response = broken.test_client().get("/readyz")
     assert response.status_code == 503
     assert response.get_json()["database"] == "unreachable"

@@ -128,8 +128,12 @@ def test_sign_out_deletes_row_and_cookie(client, app, make_user):
         assert db.session.scalar(select(UserSession)) is None
 
 
-def test_admin_paths_use_their_own_strict_cookie(client, app, make_user):
-    user = make_user()
+def test_admin_paths_use_their_own_strict_cookie(client, app, make_user, monkeypatch):
+    from admin_ui import auth
+
+    # /admin needs a signed-in admin: let the probe sign in without the admin login form.
+    monkeypatch.setattr(auth, "PUBLIC_ENDPOINTS", auth.PUBLIC_ENDPOINTS | {"probe.sign_in"})
+    user = make_user(is_admin=True)
     client.get(f"/admin/probe/sign-in/{user.id}")
     admin = cookie(client, "idp_admin")
     assert admin is not None and admin.same_site == "Strict" and admin.http_only
@@ -138,10 +142,8 @@ def test_admin_paths_use_their_own_strict_cookie(client, app, make_user):
     assert client.get("/admin/probe/whoami").get_json()["user_id"] == user.id
 
 
-def test_https_issuer_gives_secure_host_prefixed_cookies(config, key_rows, make_user):
-    from idp import create_app
-
-    app = create_app({**config, "ISSUER": "https://login.example.com"})
+def test_https_issuer_gives_secure_host_prefixed_cookies(make_app):
+    app = make_app(ISSUER="https://login.example.com")
     app.register_blueprint(probe)
     client = app.test_client()
     client.get("/probe/put/x", base_url="https://login.example.com")

@@ -1,0 +1,17 @@
+"""The admin web UI under /admin: users, clients, sessions, keys, jobs and the audit log.
+
+Registered by the app factory (`idp.configure_blueprints`); registering the blueprint also wires
+flask-login, the /admin guard and the security headers (admin_ui/auth.py).
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates", static_folder="static")
+
+from admin_ui import auth, views  # noqa: E402  (views register themselves on `bp`)
+from admin_ui.views import audit, clients, common, dashboard, jobs, keys, sessions, users  # noqa: E402,F401
+
+bp.record_once(lambda state: auth.init_app(state.app))
+bp.add_app_template_filter(views.common.format_datetime, "admin_dt")

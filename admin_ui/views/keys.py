@@ -1,0 +1,65 @@
+"""Signing keys: each algorithm's timeline (next, active, retired, revoked), rotate now, revoke."""
+
+from __future__ import annotations
+
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+
+from admin_ui import bp
+from admin_ui.auth import recent_auth_required
+from admin_ui.forms import ConfirmForm, RotateForm
+from admin_ui.queries import keys_by_algorithm
+from admin_ui.views.common import actor
+from idp.errors import ValidationError
+from idp.keyring.models import KeyState, SigningKey
+from idp.keyring.rotation import policy, revoke_key, rotate_now
+from idp.keyring.service import ALGORITHMS, list_keys
+from idp.clock import utcnow
+from idp.db import db
+
+
+@bp.get("/keys")
+def keys():
+    """The keyring, per algorithm, newest first."""
+    rules = policy()
+    return render_template("admin/keys/list.html", groups=keys_by_algorithm(list_keys()), form=ConfirmForm(),
+                           jwks_max_age=current_app.config["JWKS_MAX_AGE"], rules=rules, now=utcnow())
+
+
+@bp.route("/keys/rotate", methods=["GET", "POST"])
+@recent_auth_required
+def keys_rotate():
+    """Rotate now (recent password; confirm first): each next key starts signing, the active one retires."""
+    form = RotateForm()
+    form.alg.choices = {"": "Every algorithm", **{alg: alg for alg in ALGORITHMS}}
+    status = 200
+    if form.validate_on_submit():
+        try:
+            promoted = rotate_now(actor=actor(), alg=form.alg.data or None, force=form.force.data)
+        except ValidationError as error:
+            form.form_errors.append(str(error))
+            status = 400
+        else:
+            flash("Rotated: " + ", ".join(f"{key.alg} now signs with {key.kid[:12]}…" for key in promoted)
+                  + ". The previous keys stay published until the tokens they signed have expired.", "success")
+            return redirect(url_for("admin.keys"), 303)
+    elif request.method == "POST":
+        status = 400
+    return render_template("admin/keys/rotate.html", form=form, rules=policy()), status
+
+
+@bp.route("/keys/<kid>/revoke", methods=["GET", "POST"])
+@recent_auth_required
+def key_revoke(kid: str):
+    """Revoke a (compromised) key (recent password; confirm first, saying what breaks)."""
+    key = db.session.scalar(db.select(SigningKey).where(SigningKey.kid == kid)) if len(kid) <= 64 else None
+    if key is None or key.state is KeyState.REVOKED:
+        abort(404)
+    if request.method == "POST":
+        try:
+            revoke_key(kid, actor=actor())
+        except ValidationError as error:
+            flash(str(error).capitalize() + ".", "error")
+        else:
+            flash(f"Revoked {key.alg} key {kid}; it is gone from the JWKS.", "success")
+        return redirect(url_for("admin.keys"), 303)
+    return render_template("admin/keys/revoke.html", form=ConfirmForm(), key=key)

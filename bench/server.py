@@ -1,0 +1,102 @@
+"""Start the server under test: a fresh schema, `idp init`, then `idp serve` (gunicorn) on loopback."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from bench.harness import BenchError, Target
+
+
+def free_port() -> int:
+    """A loopback TCP port that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def reset_schema(database_url: str) -> None:
+    """Drop and recreate the `public` schema: the benchmark database is scratch, like the tests'."""
+    from sqlalchemy import create_engine, text
+
+    from idp.config import normalize_database_url
+
+    engine = create_engine(normalize_database_url(database_url))
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+    finally:
+        engine.dispose()
+
+
+def _wait_healthy(base_url: str, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(f"idp serve exited with {process.returncode}:\n{log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(base_url + "/healthz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise BenchError(f"idp serve did not answer /healthz within {timeout:.0f}s")
+
+
+@contextmanager
+def running_server(database_url: str, workers: int, threads: int) -> Iterator[Target]:
+    """A migrated database with fresh keys and an `idp serve` on a free loopback port; stopped after."""
+    if not database_url.startswith(("postgresql", "postgres")):
+        raise BenchError(f"the benchmark runs on PostgreSQL, not {database_url.split(':', 1)[0]!r}")
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    workdir = Path(tempfile.mkdtemp(prefix="idp-bench-"))
+    from idp.config import generate_key_encryption_key
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("IDP_")}
+    env.update(
+        IDP_ISSUER=base_url,
+        IDP_DATABASE_URL=database_url,
+        IDP_INSTANCE_DIR=str(workdir / "instance"),
+        IDP_KEYS_DIR=str(workdir / "keys"),
+        # Fresh secrets per run, never written down: the schema is fresh too.
+        IDP_SECRET_KEY=secrets.token_hex(32),
+        IDP_KEY_ENCRYPTION_KEYS=generate_key_encryption_key(),
+        IDP_LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+    )
+    target = Target(base_url, env)
+    reset_schema(database_url)
+    target.idp("init")
+    log = workdir / "serve.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "idp", "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", str(workers), "--threads", str(threads)],
+            env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        _wait_healthy(base_url, process, log)
+        yield target
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,30 @@
+"""Authlib's AuthorizationServer, bound to our storage.
+
+Grants (code + PKCE, refresh_token, client_credentials) and endpoints (revocation, introspection)
+register themselves on `authorization` from their own modules; `init_oauth` wires it to an app.
+"""
+
+from __future__ import annotations
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from flask import Flask
+
+from idp.clients.service import SCOPES, get_client
+from idp.oauth.grants import register_grants
+
+authorization = AuthorizationServer()
+
+
+def save_token(token: dict, request) -> None:
+    """Nothing to store: access tokens are self-contained JWTs, and refresh tokens are persisted
+    (as digests, in their family) by the grant at the moment it issues them."""
+
+
+def init_oauth(app: Flask) -> None:
+    """Bind the authorization server to `app`."""
+    from idp.oauth.endpoints import register_endpoints  # late import: the endpoints import `authorization`
+
+    register_endpoints(app, authorization)
+    app.config.setdefault("OAUTH2_SCOPES_SUPPORTED", list(SCOPES))
+    authorization.init_app(app, query_client=get_client, save_token=save_token)
+    register_grants(authorization)

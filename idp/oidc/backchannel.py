@@ -1,0 +1,127 @@
+"""OpenID Connect Back-Channel Logout 1.0: tell relying parties when a session ends.
+
+When an SSO session ends (logout, timeout, admin revoke, sign-out-everywhere), every client that
+took part in it and registered a `backchannel_logout_uri` gets a signed `logout+jwt` by a Celery
+task with retries and backoff. A receiver that is down delays nobody: the sign-out has already
+happened in our database.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import requests
+from celery import shared_task
+from flask import current_app
+from jwcrypto import jwt
+from sqlalchemy import select, union
+
+from idp.audit.service import record
+from idp.clients.models import Client
+from idp.clock import utcnow
+from idp.db import db
+from idp.keyring.service import signing_key
+from idp.oauth.models import AuthorizationCode
+from idp.security import random_token
+from idp.sessions.service import session_ended
+from idp.tasks.outbox import send_after_commit
+from idp.tokens.models import RefreshFamily
+from idp.users.models import User
+
+log = logging.getLogger(__name__)
+
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+LOGOUT_TOKEN_TTL = timedelta(minutes=2)
+DELIVERY_TIMEOUT_SECONDS = 5
+TASK_NAME = "idp.backchannel_logout"
+
+
+def logout_token(client: Client, *, sub: str | None, sid: str | None) -> str:
+    """A signed Logout Token (section 2.4): iss, aud, iat, exp, jti, events, and sub and/or sid; never a nonce."""
+    now = utcnow()
+    claims = {
+        "iss": current_app.config["ISSUER"],
+        "aud": client.client_id,
+        "iat": int(now.timestamp()),
+        "exp": int((now + LOGOUT_TOKEN_TTL).timestamp()),
+        "jti": random_token(16),
+        "events": {LOGOUT_EVENT: {}},
+    }
+    if sub:
+        claims["sub"] = sub
+    if sid:
+        claims["sid"] = sid
+    alg = client.id_token_signed_response_alg
+    kid, key = signing_key(alg)
+    # Section 2.4 recommends explicit typing so a logout token is never mistaken for an ID token.
+    token = jwt.JWT(header={"alg": alg, "kid": kid, "typ": "logout+jwt"}, claims=claims)
+    token.make_signed_token(key)
+    return token.serialize()
+
+
+def participating_clients(sids: list[str]) -> list[Client]:
+    """Clients with a back-channel URI that got a code or a refresh family in one of these sessions."""
+    if not sids:
+        return []
+    client_ids = union(
+        select(RefreshFamily.client_id).where(RefreshFamily.sid.in_(sids)),
+        select(AuthorizationCode.client_id).where(AuthorizationCode.sid.in_(sids)),
+    ).subquery()
+    return list(db.session.scalars(
+        select(Client).where(Client.id.in_(select(client_ids.c.client_id)), Client.backchannel_logout_uri.is_not(None))
+    ))
+
+
+@session_ended.connect
+def _queue_backchannel_logout(sender, rows, reason: str, **extra) -> None:
+    """Queue one logout token per (client, session) for ended SSO sessions, sent after commit."""
+    for row in rows:
+        if row.kind != "sso" or row.user_id is None:
+            continue
+        subject = db.session.scalar(select(User.subject).where(User.id == row.user_id))
+        for client in participating_clients([row.sid]):
+            send_after_commit(TASK_NAME, client_id=client.client_id, sub=subject, sid=row.sid, reason=reason)
+
+
+def queue_offline_logout(user: User) -> None:
+    """After sign-out-everywhere: a sub-only logout token to clients holding offline grants of `user`."""
+    clients = db.session.scalars(
+        select(Client).where(
+            Client.id.in_(select(RefreshFamily.client_id).where(RefreshFamily.user_id == user.id, RefreshFamily.offline.is_(True))),
+            Client.backchannel_logout_uri.is_not(None),
+        )
+    )
+    for client in clients:
+        send_after_commit(TASK_NAME, client_id=client.client_id, sub=user.subject, sid=None, reason="sign_out_everywhere")
+
+
+@shared_task(name=TASK_NAME, bind=True, acks_late=True, max_retries=6, default_retry_delay=5)
+def deliver_backchannel_logout(self, client_id: str, sub: str | None, sid: str | None, reason: str = "") -> int | None:
+    """POST a fresh logout token to the client's back-channel URI (section 2.5), retrying with backoff."""
+    client = db.session.scalar(select(Client).where(Client.client_id == client_id))
+    if client is None or not client.backchannel_logout_uri:
+        return None
+    try:
+        response = requests.post(
+            client.backchannel_logout_uri,
+            data={"logout_token": logout_token(client, sub=sub, sid=sid)},
+            timeout=DELIVERY_TIMEOUT_SECONDS,
+            allow_redirects=False,  # section 2.5: the RP answers directly; never follow elsewhere
+        )
+        status = response.status_code
+    except requests.RequestException as error:
+        status, detail = None, type(error).__name__
+    else:
+        detail = f"HTTP {status}"
+    if status is not None and 200 <= status < 300:
+        record("backchannel_logout.delivered", actor="system", target=f"client:{client_id}", sid=sid, status=status, attempt=self.request.retries + 1)
+        db.session.commit()
+        return status
+    last = self.request.retries >= self.max_retries
+    record("backchannel_logout.failed", actor="system", target=f"client:{client_id}", sid=sid, detail=detail, attempt=self.request.retries + 1, final=last)
+    db.session.commit()
+    if last:
+        return status
+    # Exponential backoff: 5 s, 10 s, 20 s ... so a receiver that is briefly down still hears.
+    raise self.retry(countdown=current_app.config["BACKCHANNEL_RETRY_BASE_SECONDS"] * 2 ** self.request.retries)

@@ -1,0 +1,62 @@
+"""ID tokens (OpenID Connect Core 1.0 section 2): signed with the keyring, read back as hints.
+
+An ID token carries who signed in and how (`sub`, `auth_time`, `sid`, `acr`, `amr`), for one
+client (`aud`). Claims of the profile and email scopes are not put in it: the code flow always
+issues an access token too, and then those claims come from userinfo (Core 5.4).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from authlib.oidc.core.util import create_half_hash
+from flask import current_app
+from jwcrypto import jwt
+
+from idp.clients.models import Client
+from idp.clock import utcnow
+from idp.keyring.service import signing_key
+
+
+ID_TOKEN_TYP = "JWT"
+
+
+def issue_id_token(
+    *,
+    client: Client,
+    subject: str,
+    auth_time: datetime | None = None,
+    nonce: str | None = None,
+    sid: str | None = None,
+    acr: str | None = None,
+    amr: list[str] | tuple[str, ...] = (),
+    access_token: str | None = None,
+    now: datetime | None = None,
+) -> str:
+    """Sign an ID token for `client` with the active key of the algorithm it registered (RS256 by default)."""
+    now = now or utcnow()
+    alg = client.id_token_signed_response_alg or "RS256"
+    claims = {
+        "iss": current_app.config["ISSUER"],
+        "sub": subject,
+        "aud": client.client_id,
+        "exp": int((now + timedelta(seconds=current_app.config["ID_TOKEN_TTL"])).timestamp()),
+        "iat": int(now.timestamp()),
+    }
+    if auth_time is not None:
+        claims["auth_time"] = int(auth_time.timestamp())
+    if nonce:
+        claims["nonce"] = nonce
+    if sid:
+        claims["sid"] = sid
+    if acr:
+        claims["acr"] = acr
+    if amr:
+        claims["amr"] = list(amr)
+    if access_token:
+        # Core 3.1.3.6: the left half of the access token's hash under the ID token's algorithm.
+        claims["at_hash"] = create_half_hash(access_token, alg).decode()
+    kid, key = signing_key(alg)
+    token = jwt.JWT(header={"alg": alg, "kid": kid, "typ": ID_TOKEN_TYP}, claims=claims)
+    token.make_signed_token(key)
+    return token.serialize()

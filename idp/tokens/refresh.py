@@ -1,0 +1,212 @@
+"""Refresh tokens: opaque, stored as digests, one family per grant, rotated on every use.
+
+Rotation is a single conditional UPDATE (`rotated_at IS NULL`), so any number of concurrent
+refreshes of one token yield at most one success on SQLite and PostgreSQL alike. Presenting a
+token that was already rotated revokes its whole family (RFC 9700 section 4.14.2), unless it
+arrives within the configured grace window, in which case only that request fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import select, update
+
+from idp.audit.service import record
+from idp.clients.models import Client
+from idp.clock import utcnow
+from idp.db import db
+from idp.errors import IdpError
+from idp.security import REFRESH_TOKEN_PREFIX, digest, random_token
+from idp.tokens.models import RefreshFamily, RefreshToken
+from idp.users.models import User
+
+
+class InvalidRefreshToken(IdpError):
+    """The refresh token cannot be used (RFC 6749 5.2 `invalid_grant`); `reason` is for logs only."""
+
+    def __init__(self, reason: str):
+        super().__init__("invalid refresh token")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """The outcome of a successful refresh: the family and the new token (shown to the client once)."""
+
+    family: RefreshFamily
+    token: str
+
+
+def _new_token(family: RefreshFamily, now: datetime) -> str:
+    value = random_token(32, prefix=REFRESH_TOKEN_PREFIX)
+    idle = timedelta(seconds=current_app.config["REFRESH_TOKEN_IDLE_TTL"])
+    db.session.add(RefreshToken(family_id=family.id, token_digest=digest(value), created_at=now, expires_at=min(now + idle, family.expires_at)))
+    return value
+
+
+def start_family(
+    *,
+    client: Client,
+    user: User | None,
+    scope: str,
+    sid: str | None = None,
+    offline: bool = False,
+    auth_time: datetime | None = None,
+    now: datetime | None = None,
+) -> Rotation:
+    """Open a family for a new grant and return its first token (caller commits)."""
+    now = now or utcnow()
+    family = RefreshFamily(
+        client_id=client.id,
+        user_id=user.id if user else None,
+        sid=sid,
+        scope=scope,
+        token_version=user.token_version if user else 1,
+        auth_time=auth_time,
+        offline=offline,
+        created_at=now,
+        expires_at=now + timedelta(seconds=current_app.config["REFRESH_TOKEN_ABSOLUTE_TTL"]),
+    )
+    db.session.add(family)
+    db.session.flush()
+    return Rotation(family=family, token=_new_token(family, now))
+
+
+def rotate(value: str, *, client: Client, now: datetime | None = None, commit: bool = True) -> Rotation:
+    """Spend `value` and return its successor; raise InvalidRefreshToken (committing any revocation).
+
+    With commit=False the caller signs what it issues (the access token) and then commits: the
+    user's row stays share-locked until then, so a token-version bump committed meanwhile waits,
+    and no token carrying the old version is issued after the bump commits.
+    """
+    now = now or utcnow()
+    if not value or len(value) > 256:
+        raise InvalidRefreshToken("malformed")
+    found = db.session.execute(
+        select(RefreshToken, RefreshFamily).join(RefreshFamily, RefreshFamily.id == RefreshToken.family_id).where(RefreshToken.token_digest == digest(value))
+    ).first()
+    if found is None:
+        raise InvalidRefreshToken("unknown")
+    token, family = found
+    if family.client_id != client.id:
+        # RFC 6749 6: bound to the client it was issued to. Another client holding it means it leaked.
+        raise InvalidRefreshToken("wrong client")
+    if family.revoked_at is not None:
+        raise InvalidRefreshToken("family revoked")
+    if now >= family.expires_at or now >= token.expires_at:
+        raise InvalidRefreshToken("expired")
+    if not _version_current(family, lock=False):
+        _revoke_outdated(family.id)
+        raise InvalidRefreshToken("outdated token version")
+
+    spent = db.session.execute(
+        update(RefreshToken).where(RefreshToken.id == token.id, RefreshToken.rotated_at.is_(None)).values(rotated_at=now)
+    )
+    if spent.rowcount != 1:
+        db.session.rollback()
+        _on_reuse(token.id, family.id, now)
+        raise InvalidRefreshToken("reused")
+    # Checked again inside the write transaction, under a share lock on the user's row (PostgreSQL;
+    # SQLite already holds its single write lock): a bump that committed while we waited is seen.
+    if not _version_current(family, lock=True):
+        db.session.rollback()
+        _revoke_outdated(family.id)
+        raise InvalidRefreshToken("outdated token version")
+    successor = _new_token(family, now)
+    db.session.flush()
+    if commit:
+        db.session.commit()
+    return Rotation(family=family, token=successor)
+
+
+def _version_current(family: RefreshFamily, *, lock: bool) -> bool:
+    if family.user_id is None:
+        return True
+    query = select(User.token_version, User.disabled_at).where(User.id == family.user_id)
+    if lock:
+        query = query.with_for_update(read=True)
+    found = db.session.execute(query).first()
+    return found is not None and found.disabled_at is None and found.token_version == family.token_version
+
+
+def _revoke_outdated(family_id: int) -> None:
+    family = db.session.get(RefreshFamily, family_id)
+    if family is not None:
+        revoke_family(family, reason="token_version", actor="system")
+        db.session.commit()
+
+
+def _on_reuse(token_id: int, family_id: int, now: datetime) -> None:
+    """A spent token came back: inside the grace window only this request fails, else the family dies."""
+    rotated_at = db.session.scalar(select(RefreshToken.rotated_at).where(RefreshToken.id == token_id))
+    grace = timedelta(seconds=current_app.config["REFRESH_TOKEN_REUSE_GRACE"])
+    if rotated_at is not None and grace and now - rotated_at <= grace:
+        return
+    family = db.session.get(RefreshFamily, family_id)
+    if family is not None and family.revoked_at is None:
+        revoke_family(family, reason="reuse", actor="system")
+        record("refresh_token.reuse_detected", actor="system", target=f"refresh_family:{family.id}", client=family.client_id, user=family.user_id)
+        db.session.commit()
+
+
+def revoke_family(family: RefreshFamily, *, reason: str, actor: str) -> None:
+    """Revoke every token of a family (caller commits); idempotent."""
+    if family.revoked_at is not None:
+        return
+    family.revoked_at = utcnow()
+    family.revoked_reason = reason
+    record("refresh_family.revoked", actor=actor, target=f"refresh_family:{family.id}", reason=reason, user=family.user_id)
+
+
+def find_family(value: str) -> RefreshFamily | None:
+    """The family a refresh token belongs to (rotated or not), or None."""
+    if not value or len(value) > 256:
+        return None
+    return db.session.scalar(
+        select(RefreshFamily).join(RefreshToken, RefreshToken.family_id == RefreshFamily.id).where(RefreshToken.token_digest == digest(value))
+    )
+
+
+def live_token(value: str, *, now: datetime | None = None) -> tuple[RefreshToken, RefreshFamily] | None:
+    """The unspent, unexpired token and its live family, or None (for introspection)."""
+    now = now or utcnow()
+    if not value or len(value) > 256:
+        return None
+    found = db.session.execute(
+        select(RefreshToken, RefreshFamily).join(RefreshFamily, RefreshFamily.id == RefreshToken.family_id).where(RefreshToken.token_digest == digest(value))
+    ).first()
+    if found is None:
+        return None
+    token, family = found
+    if token.rotated_at is not None or family.revoked_at is not None or now >= token.expires_at or now >= family.expires_at:
+        return None
+    if family.user_id is not None:
+        user = db.session.get(User, family.user_id)
+        if user is None or user.is_disabled or user.token_version != family.token_version:
+            return None
+    return token, family
+
+
+def revoke_families(*, user_id: int | None = None, sids: list[str] | None = None, include_offline: bool, reason: str, actor: str) -> int:
+    """Revoke live families of a user or bound to sessions (caller commits). Returns how many.
+
+    OpenID Connect intends `offline_access` grants to outlive a logout, so session-ending revokes
+    only session-bound families; signing out everywhere passes include_offline=True.
+    """
+    query = select(RefreshFamily).where(RefreshFamily.revoked_at.is_(None))
+    if user_id is not None:
+        query = query.where(RefreshFamily.user_id == user_id)
+    if sids is not None:
+        if not sids:
+            return 0
+        query = query.where(RefreshFamily.sid.in_(sids))
+    if not include_offline:
+        query = query.where(RefreshFamily.offline.is_(False))
+    families = list(db.session.scalars(query))
+    for family in families:
+        revoke_family(family, reason=reason, actor=actor)
+    return len(families)
+

@@ -1,0 +1,129 @@
+"""Back-channel logout delivered by a real Celery worker to a real HTTP receiver."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+import pytest
+import requests
+from jwcrypto import jwk, jwt
+from sqlalchemy import select
+
+from idp.db import db
+from idp.models import AuditEvent, Client, User, UserSession
+from idp.oidc.backchannel import LOGOUT_EVENT
+from idp.sessions.service import end_session, new_row
+from idp.tokens.refresh import start_family
+from idp.users.service import sign_out_everywhere
+from tests.support import free_port, wait_until
+
+
+class Receiver:
+    """An RP's back-channel endpoint: records every logout token POSTed to it."""
+
+    def __init__(self, status: int = 200):
+        self.tokens: list[str] = []
+        self.status = status
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+                receiver.tokens.extend(parse_qs(body).get("logout_token", []))
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/backchannel"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    running = Receiver()
+    yield running
+    running.close()
+
+
+def session_with_grant(app, user_id: int, client_id: int, offline: bool = False) -> str:
+    with app.app_context():
+        user = db.session.get(User, user_id)
+        _, row = new_row(app, "sso", user)
+        start_family(client=db.session.get(Client, client_id), user=user, scope="openid", sid=row.sid, offline=offline)
+        db.session.commit()
+        return row.sid
+
+
+def verified_claims(app, token: str) -> dict:
+    with app.app_context():
+        keys = jwk.JWKSet.from_json(app.test_client().get("/.well-known/jwks.json").data)
+    parsed = jwt.JWT(jwt=token, key=keys, algs=["RS256", "ES256"])
+    assert json.loads(parsed.header)["typ"] == "logout+jwt"
+    return json.loads(parsed.claims)
+
+
+def test_ending_a_session_notifies_participating_clients(app, celery_worker, receiver, make_user, make_client):
+    user = make_user()
+    client, _ = make_client(backchannel_logout_uri=receiver.url)
+    bystander, _ = make_client(name="Not in the session", backchannel_logout_uri=receiver.url)
+    sid = session_with_grant(app, user.id, client.id)
+    with app.app_context():
+        end_session(db.session.scalar(select(UserSession).where(UserSession.sid == sid)), reason="logout")
+        db.session.commit()
+    wait_until(lambda: receiver.tokens, timeout=30, what="the logout token to arrive")
+    claims = verified_claims(app, receiver.tokens[0])
+    assert claims["iss"] == "http://localhost" and claims["aud"] == client.client_id
+    assert claims["sid"] == sid and claims["sub"] == user.subject
+    assert claims["events"] == {LOGOUT_EVENT: {}} and "nonce" not in claims and claims["jti"]
+    assert len(receiver.tokens) == 1  # the bystander took no part in the session
+
+
+def test_sign_out_everywhere_reaches_offline_grants_too(app, celery_worker, receiver, make_user, make_client):
+    user = make_user()
+    client, _ = make_client(backchannel_logout_uri=receiver.url)
+    sid = session_with_grant(app, user.id, client.id)
+    session_with_grant(app, user.id, client.id, offline=True)
+    with app.app_context():
+        sign_out_everywhere(db.session.get(User, user.id), actor="test")
+    wait_until(lambda: len(receiver.tokens) >= 3, timeout=30, what="three logout tokens")
+    claims = [verified_claims(app, token) for token in receiver.tokens]
+    assert {c.get("sid") for c in claims} >= {sid, None}
+    assert all(c["sub"] == user.subject for c in claims)
+
+
+def test_a_receiver_that_is_down_does_not_block_the_logout_and_is_retried(app, config, celery_worker, make_user, make_client):
+    down_port = free_port()  # nothing listens here
+    user = make_user()
+    client, _ = make_client(backchannel_logout_uri=f"http://127.0.0.1:{down_port}/bc")
+    sid = session_with_grant(app, user.id, client.id)
+    with app.app_context():
+        end_session(db.session.scalar(select(UserSession).where(UserSession.sid == sid)), reason="logout")
+        db.session.commit()
+        assert db.session.scalar(select(UserSession).where(UserSession.sid == sid)) is None
+
+    def attempts() -> int:
+        with app.app_context():
+            db.session.remove()
+            return len(list(db.session.scalars(select(AuditEvent).where(AuditEvent.action == "backchannel_logout.failed"))))
+
+    wait_until(lambda: attempts() >= 2, timeout=40, what="a failed delivery and its retry")
+
+
+def test_broker_down_does_not_break_sign_out(make_app, make_user, make_client, receiver):
+    user = make_user()
+    client, _ = make_client(backchannel_logout_uri=receiver.url)
+    app = make_app(CELERY_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0")
+    sid = session_with_grant(app, user.id, client.id)
+    with app.app_context():
+        sign_out_everywhere(db.session.get(User, user.id), actor="test")
+        assert db.session.scalar(select(UserSession).where(UserSession.sid == sid)) is None
+        assert db.session.get(User, user.id).token_version == 2

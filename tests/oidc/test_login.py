@@ -1,0 +1,177 @@
+"""The sign-in page: the form, CSRF, one generic failure, disabled users, audit and throttling."""
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from idp import security
+from idp.clock import utcnow
+from idp.db import db
+from idp.models import AuditEvent, UserSession
+from tests.oidc.conftest import PASSWORD
+from tests.oidc.flow import csrf_token, page_form
+
+
+def login_page(client, path="/login"):
+    page = client.get(path)
+    assert page.status_code == 200
+    return page.get_data(as_text=True)
+
+
+def post_login(client, email, password=PASSWORD, path="/login", ip="203.0.113.7", **extra):
+    form = {"username": email, "password": password, "csrf_token": csrf_token(login_page(client, path)), **extra}
+    return client.post(path, data=form, environ_base={"REMOTE_ADDR": ip})
+
+
+def sessions(app) -> list[UserSession]:
+    with app.app_context():
+        return list(db.session.scalars(select(UserSession).where(UserSession.user_id.is_not(None))))
+
+
+def events(app, action) -> list[AuditEvent]:
+    with app.app_context():
+        return list(db.session.scalars(select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id)))
+
+
+def test_the_form_has_username_password_csrf_and_a_submit_button(client):
+    form = page_form(login_page(client))
+    assert {"username", "password", "csrf_token"} <= set(form["fields"])
+    assert "Sign in" in login_page(client) and 'type="submit"' in login_page(client)
+
+
+def test_without_csrf_token_nothing_happens(client, user, app):
+    response = client.post("/login", data={"username": user.email, "password": PASSWORD})
+    assert response.status_code == 400
+    assert sessions(app) == []
+    assert events(app, "user.signed_in") == []
+
+
+def test_success_starts_a_new_session_and_audits_with_ip(client, user, app):
+    login_page(client)  # an anonymous session now holds the CSRF token
+    before = client.get_cookie("idp_session").value
+    response = post_login(client, user.email)
+    assert response.status_code == 200 and b"Signed in" in response.data
+    assert client.get_cookie("idp_session").value != before
+    [row] = sessions(app)
+    assert row.user_id == user.id
+    [event] = events(app, "user.signed_in")
+    assert event.target == f"user:{user.id}" and event.ip == "203.0.113.7"
+    assert events(app, "session.started")
+
+
+def test_email_is_case_insensitive(client, user, app):
+    assert post_login(client, "  ALICE@Example.COM ").status_code == 200
+    assert len(sessions(app)) == 1
+
+
+@pytest.mark.parametrize("email, password", [("alice@example.com", "wrong password"), ("nobody@example.com", PASSWORD)])
+def test_unknown_user_and_wrong_password_get_the_same_answer(client, user, app, email, password):
+    response = post_login(client, email, password)
+    assert response.status_code == 401
+    body = response.get_data(as_text=True)
+    assert "Incorrect email or password." in body
+    assert "password" in page_form(body)["fields"]
+    assert sessions(app) == []
+    [event] = events(app, "user.sign_in_failed")
+    assert event.ip == "203.0.113.7" and event.actor == "anonymous"
+
+
+def test_both_failures_cost_one_argon2_verification(client, user, monkeypatch):
+    calls = []
+
+    class CountingHasher:
+        """The real argon2 hasher, counting verifications."""
+
+        def __init__(self, real):
+            self.real = real
+
+        def verify(self, *args):
+            calls.append(1)
+            return self.real.verify(*args)
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    monkeypatch.setattr(security, "_hasher", CountingHasher(security._hasher))
+    post_login(client, "nobody@example.com", PASSWORD)
+    post_login(client, user.email, "wrong password")
+    assert calls == [1, 1]
+
+
+def test_a_disabled_user_cannot_sign_in(client, user, app):
+    from idp.users.service import disable_user, require_user
+
+    with app.app_context():
+        disable_user(require_user(user.email))
+    response = post_login(client, user.email)
+    assert response.status_code == 401 and b"Incorrect email or password." in response.data
+    assert sessions(app) == []
+
+
+@pytest.mark.parametrize("email, password", [("a" * 5000, PASSWORD), ("alice@example.com", "p" * 5000), ("", ""), ("\x00@x.y", "\x00")])
+def test_oversized_or_empty_input_is_refused_plainly(client, user, app, email, password):
+    response = post_login(client, email, password)
+    assert response.status_code in (400, 401)
+    assert sessions(app) == []
+
+
+def test_a_waiting_authorization_request_continues_after_sign_in(oidc, rp, user):
+    response, _, _ = oidc.authorize(rp)
+    response = oidc.login(response.location, user.email)
+    assert response.status_code == 302 and response.location.startswith("/authorize?")
+    assert "client_id=" + rp.client_id in response.location
+
+
+def test_an_unknown_request_id_just_signs_in(client, user):
+    response = post_login(client, user.email, path="/login?rid=nonexistent", rid="nonexistent")
+    assert response.status_code == 200 and b"Signed in" in response.data
+
+
+# --- throttling -------------------------------------------------------------------------------------
+
+
+def fail(client, email, times, ip="203.0.113.7"):
+    for _ in range(times):
+        assert post_login(client, email, "wrong password", ip=ip).status_code == 401
+
+
+def test_too_many_failures_lock_the_account_even_with_the_right_password(client, user, app):
+    app.config["LOGIN_THROTTLE_PER_ACCOUNT"] = 3
+    fail(client, user.email, 3)
+    response = post_login(client, user.email)
+    assert response.status_code == 429 and b"Too many failed sign-ins" in response.data
+    assert sessions(app) == []
+
+
+def test_unknown_accounts_are_throttled_alike(client, app):
+    app.config["LOGIN_THROTTLE_PER_ACCOUNT"] = 3
+    fail(client, "nobody@example.com", 3)
+    assert post_login(client, "nobody@example.com", PASSWORD).status_code == 429
+
+
+def test_the_lock_lifts_when_the_window_passes(client, user, app):
+    app.config["LOGIN_THROTTLE_PER_ACCOUNT"] = 3
+    fail(client, user.email, 3)
+    assert post_login(client, user.email).status_code == 429
+    with app.app_context():
+        window = app.config["LOGIN_THROTTLE_WINDOW"]
+        db.session.execute(update(AuditEvent).values(occurred_at=utcnow() - timedelta(seconds=window + 1)))
+        db.session.commit()
+    assert post_login(client, user.email).status_code == 200
+
+
+def test_a_success_clears_the_account_count(client, user, app):
+    app.config["LOGIN_THROTTLE_PER_ACCOUNT"] = 3
+    fail(client, user.email, 2)
+    assert post_login(client, user.email).status_code == 200
+    fail(client, user.email, 2)
+    assert post_login(client, user.email).status_code == 200
+
+
+def test_too_many_failures_from_one_ip_lock_that_ip(client, user, make_user, app):
+    app.config["LOGIN_THROTTLE_PER_IP"] = 4
+    for n in range(4):
+        fail(client, f"nobody{n}@example.com", 1, ip="198.51.100.9")
+    assert post_login(client, user.email, ip="198.51.100.9").status_code == 429
+    assert post_login(client, user.email, ip="198.51.100.10").status_code == 200

@@ -1,0 +1,349 @@
+"""docker-compose.yml and the Dockerfile, checked without a Docker engine.
+
+The compose file is interpolated the way Compose does it, then validated against the official
+Compose Specification schema (vendored in tests/data/compose-spec/). Every command the
+deployment runs in the idp image is parsed by the real `idp` click group, so a renamed command
+or option fails here rather than in production. The image's healthcheck command runs for real
+against `idp serve`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import jsonschema
+import pytest
+import yaml
+
+from idp.cli import cli
+from tests.support import free_port, run_idp
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+SCHEMA_FILE = ROOT / "tests" / "data" / "compose-spec" / "compose-spec.json"
+
+REQUIRED_VARIABLES = ("IDP_ISSUER", "IDP_SECRET_KEY", "IDP_KEY_ENCRYPTION_KEYS", "POSTGRES_PASSWORD", "REDIS_PASSWORD")
+# What an operator's .env holds (placeholders; nothing here is a real secret).
+DEPLOY_ENV = {
+    "IDP_ISSUER": "https://login.example.com",
+    "IDP_SECRET_KEY": "0" * 64,
+    "IDP_KEY_ENCRYPTION_KEYS": "A" * 43 + "=",
+    "POSTGRES_PASSWORD": "1" * 48,
+    "REDIS_PASSWORD": "2" * 48,
+}
+IDP_SERVICES = {"migrate", "web", "worker", "beat"}
+
+
+# --- Compose interpolation (Compose Specification, "Interpolation") ------------------------------
+
+_VARIABLE = re.compile(
+    r"\$(?:(?P<escaped>\$)"
+    r"|(?P<named>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
+    r"|(?P<invalid>))"
+)
+
+
+class InterpolationError(ValueError):
+    """A required variable is unset (`${VAR:?message}`), or the syntax is invalid."""
+
+
+def interpolate_string(value: str, environ: dict[str, str]) -> str:
+    """Resolve $VAR, ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err}, ${VAR?err}, ${VAR:+alt}, $$."""
+
+    def replace(match: re.Match) -> str:
+        if match.group("escaped"):
+            return "$"
+        if match.group("invalid") is not None:
+            raise InterpolationError(f"invalid interpolation in {value!r}")
+        name = match.group("named") or match.group("braced")
+        op, arg = match.group("op"), match.group("arg") or ""
+        is_set = name in environ
+        present = is_set and environ[name] != ""
+        if op in (":-", "-"):
+            return environ[name] if (present if op == ":-" else is_set) else arg
+        if op in (":?", "?"):
+            if not (present if op == ":?" else is_set):
+                raise InterpolationError(f"required variable {name} is missing a value: {arg}")
+            return environ[name]
+        if op in (":+", "+"):
+            return arg if (present if op == ":+" else is_set) else ""
+        return environ.get(name, "")
+
+    return _VARIABLE.sub(replace, value)
+
+
+def interpolate(node, environ: dict[str, str]):
+    """Interpolate every string value of a loaded compose document."""
+    if isinstance(node, dict):
+        return {key: interpolate(value, environ) for key, value in node.items()}
+    if isinstance(node, list):
+        return [interpolate(item, environ) for item in node]
+    if isinstance(node, str):
+        return interpolate_string(node, environ)
+    return node
+
+
+class RecordingEnviron(dict):
+    """An environment that notes every variable name looked up in it."""
+
+    def __init__(self, values: dict[str, str], seen: set[str]):
+        super().__init__(values)
+        self.seen = seen
+
+    def __contains__(self, name):
+        self.seen.add(name)
+        return super().__contains__(name)
+
+    def get(self, name, default=None):
+        self.seen.add(name)
+        return super().get(name, default)
+
+
+def load_compose(environ: dict[str, str] | None = None) -> dict:
+    """docker-compose.yml as Compose sees it with `environ` (YAML anchors and merge keys resolved)."""
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    return interpolate(raw, DEPLOY_ENV if environ is None else environ)
+
+
+@pytest.fixture(scope="module")
+def validator() -> jsonschema.Draft7Validator:
+    schema = json.loads(SCHEMA_FILE.read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
+@pytest.fixture
+def compose() -> dict:
+    return load_compose()
+
+
+def schema_errors(validator, document) -> list[str]:
+    return [f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in validator.iter_errors(document)]
+
+
+# --- the `idp` command line -------------------------------------------------------------------------
+
+
+def parse_idp_command(argv: list[str]) -> tuple[str, dict]:
+    """Parse argv with the real click group; return the command path and its parsed parameters.
+
+    Raises click.UsageError (or a subclass) when a command or option does not exist or a value
+    does not convert, exactly as `idp` itself would refuse it.
+    """
+    if not argv or argv[0] != "idp":
+        raise click.UsageError(f"not an idp command: {argv!r}")
+    command, args, path = cli, list(argv[1:]), ["idp"]
+    while isinstance(command, click.Group):
+        if not args or args[0].startswith("-"):
+            raise click.UsageError(f"{' '.join(path)} needs a subcommand")
+        name = args.pop(0)
+        sub = command.get_command(click.Context(command), name)
+        if sub is None:
+            raise click.UsageError(f"no such command: {' '.join(path)} {name}")
+        command, path = sub, [*path, name]
+    context = command.make_context(" ".join(path), args)
+    return " ".join(path[1:]), context.params
+
+
+# --- Dockerfile -------------------------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the final stage, continuation lines joined, comments dropped."""
+    logical, current = [], ""
+    for line in DOCKERFILE.read_text().splitlines():
+        stripped = line.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        logical.append(current + stripped)
+        current = ""
+    instructions = [(text.split(None, 1)[0].upper(), text.split(None, 1)[1] if " " in text else "") for text in logical]
+    last_from = max(i for i, (name, _) in enumerate(instructions) if name == "FROM")
+    return instructions[last_from:]
+
+
+def dockerfile(name: str) -> list[str]:
+    return [args for instruction, args in dockerfile_instructions() if instruction == name]
+
+
+def healthcheck_exec(args: str) -> list[str]:
+    """The exec-form command of a HEALTHCHECK instruction (after its --options)."""
+    return json.loads(args[args.index("CMD") + len("CMD"):].strip())
+
+
+# --- tests: compose file ------------------------------------------------------------------------------
+
+
+def test_compose_file_is_valid_against_the_compose_specification(validator, compose):
+    assert "${" not in json.dumps(compose)  # fully interpolated, as Compose validates it
+    assert schema_errors(validator, compose) == []
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda doc: doc["services"]["web"].update(comand=["idp", "serve"]),  # unknown key
+        lambda doc: doc["services"]["web"]["depends_on"]["migrate"].update(condition="service_done"),
+        lambda doc: doc["services"]["web"].update(ports="8000:8000"),  # must be a list
+        lambda doc: doc["services"]["postgres"]["healthcheck"].update(interval=5),  # must be a duration string
+        lambda doc: doc.update(volume={"postgres-data": None}),  # unknown top-level key
+    ],
+    ids=["unknown-service-key", "unknown-depends-on-condition", "ports-not-a-list", "interval-not-a-string", "unknown-top-level-key"],
+)
+def test_schema_rejects_an_invalid_compose_document(validator, compose, breakage):
+    broken = copy.deepcopy(compose)
+    breakage(broken)
+    assert schema_errors(validator, broken)
+
+
+def test_services_volumes_and_start_order(compose):
+    services = compose["services"]
+    assert set(services) == {"postgres", "redis", *IDP_SERVICES}
+    for name in ("web", "worker", "beat"):
+        assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+        assert services[name]["restart"] == "unless-stopped"
+    assert services["migrate"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    assert services["migrate"]["restart"] == "no"
+    for name in ("postgres", "redis", "web"):
+        assert services[name]["healthcheck"]["test"][0] == "CMD"
+    # State lives in named volumes declared at the top level, never in a host path.
+    mounts = {name: [volume.split(":")[0] for volume in service.get("volumes", [])] for name, service in services.items()}
+    assert mounts["postgres"] == ["postgres-data"] and mounts["redis"] == ["redis-data"]
+    assert {source for sources in mounts.values() for source in sources} <= set(compose["volumes"])
+    assert "deploy" not in services["beat"] and "scale" not in services["beat"]  # exactly one beat
+
+
+def test_idp_services_run_the_project_image_as_non_root(compose):
+    for name in IDP_SERVICES:
+        service = compose["services"][name]
+        assert service["build"] == ".", name
+        assert service["image"] == "idp:latest", name
+        assert service["user"].split(":")[0] not in {"0", "root"}, name
+        assert service["read_only"] is True and "ALL" in service["cap_drop"], name
+
+
+def test_every_secret_comes_from_the_environment_and_is_required():
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    environment = raw["services"]["web"]["environment"]
+    assert environment["IDP_SECRET_KEY"].startswith("${IDP_SECRET_KEY:?")
+    assert environment["IDP_KEY_ENCRYPTION_KEYS"].startswith("${IDP_KEY_ENCRYPTION_KEYS:?")
+    assert environment["IDP_ISSUER"].startswith("${IDP_ISSUER:?")
+    assert "${POSTGRES_PASSWORD:?" in environment["IDP_DATABASE_URL"]
+    assert "${REDIS_PASSWORD:?" in environment["IDP_CELERY_BROKER_URL"]
+    for variable in REQUIRED_VARIABLES:
+        missing = {key: value for key, value in DEPLOY_ENV.items() if key != variable}
+        with pytest.raises(InterpolationError, match=variable):
+            load_compose(missing)
+        with pytest.raises(InterpolationError, match=variable):
+            load_compose({**missing, variable: ""})
+    # Nothing secret-looking is written into the file itself.
+    text = COMPOSE_FILE.read_text()
+    for value in DEPLOY_ENV.values():
+        assert value not in text
+
+
+def test_env_example_documents_every_variable_without_values():
+    text = (ROOT / ".env.example").read_text()
+    referenced = set()
+    interpolate(yaml.safe_load(COMPOSE_FILE.read_text()), RecordingEnviron(DEPLOY_ENV, referenced))
+    assert set(REQUIRED_VARIABLES) <= referenced
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, flags=re.MULTILINE))
+    assert referenced <= documented, referenced - documented
+    for variable in ("IDP_SECRET_KEY", "IDP_KEY_ENCRYPTION_KEYS", "POSTGRES_PASSWORD", "REDIS_PASSWORD"):
+        assert re.search(rf"^{variable}=$", text, flags=re.MULTILINE), f"{variable} must be left empty in .env.example"
+
+
+def test_the_issuer_the_file_passes_is_the_operators(compose):
+    for name in IDP_SERVICES:
+        assert compose["services"][name]["environment"]["IDP_ISSUER"] == DEPLOY_ENV["IDP_ISSUER"]
+        assert compose["services"][name]["environment"]["IDP_DATABASE_URL"].startswith("postgresql://idp:")
+
+
+# --- tests: commands exist in the CLI ---------------------------------------------------------------
+
+
+def test_every_compose_command_exists_in_the_cli(compose):
+    parsed = {name: parse_idp_command(compose["services"][name]["command"]) for name in IDP_SERVICES}
+    assert {name: path for name, (path, _) in parsed.items()} == {"migrate": "init", "web": "serve", "worker": "worker", "beat": "beat"}
+    assert parsed["web"][1]["host"] == "0.0.0.0" and parsed["web"][1]["port"] == 8000
+    assert parsed["web"][1]["workers"] == 2 and parsed["worker"][1]["concurrency"] == 2
+
+
+def test_dockerfile_cmd_exists_in_the_cli():
+    (cmd,) = dockerfile("CMD")
+    path, params = parse_idp_command(json.loads(cmd))
+    assert path == "serve" and params["host"] == "0.0.0.0" and params["port"] == 8000
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["idp", "serv"], ["idp", "serve", "--bogus"], ["idp", "serve", "--port", "eighty"], ["idp", "db"], ["idp", "init", "extra"], ["gunicorn", "idp:app"]],
+)
+def test_the_command_check_refuses_what_idp_would_refuse(argv):
+    with pytest.raises(click.UsageError):
+        parse_idp_command(argv)
+
+
+# --- tests: Dockerfile ------------------------------------------------------------------------------
+
+
+def test_dockerfile_is_production_shaped():
+    instructions = dockerfile_instructions()
+    assert instructions[0] == ("FROM", "python:3.11-slim")
+    (user,) = dockerfile("USER")
+    assert user.split(":")[0] not in {"0", "root"}
+    assert dockerfile("EXPOSE") == ["8000"]
+    assert any("pip install" in run for run in dockerfile("RUN"))
+    assert "pip wheel --wheel-dir /wheels ." in DOCKERFILE.read_text()
+    # No secret baked in: secrets are never set by the image, only by the environment at run time.
+    for instruction, args in instructions:
+        if instruction in {"ENV", "ARG"}:
+            assert not re.search(r"SECRET|PASSWORD|KEY_ENCRYPTION|TOKEN", args), args
+
+
+def test_image_and_compose_healthchecks_probe_healthz_with_the_standard_library(compose):
+    (healthcheck,) = dockerfile("HEALTHCHECK")
+    image_probe = healthcheck_exec(healthcheck)
+    assert image_probe[:2] == ["python", "-c"] and "/healthz" in image_probe[2]
+    assert compose["services"]["web"]["healthcheck"]["test"] == ["CMD", *image_probe]
+
+
+def test_healthcheck_command_passes_on_a_live_server_and_fails_without_one(live_server):
+    (healthcheck,) = dockerfile("HEALTHCHECK")
+    code = healthcheck_exec(healthcheck)[2]
+    assert "http://127.0.0.1:8000/" in code
+    up = subprocess.run([sys.executable, "-c", code.replace("http://127.0.0.1:8000", live_server)], capture_output=True, timeout=30)
+    assert up.returncode == 0, up.stderr
+    down = subprocess.run([sys.executable, "-c", code.replace("8000", str(free_port()))], capture_output=True, timeout=30)
+    assert down.returncode != 0
+
+
+def test_migrate_service_init_writes_no_local_secret_with_secrets_in_the_environment(app, idp_env, tmp_path):
+    """What the `migrate` service runs: `idp init` with IDP_SECRET_KEY and IDP_KEY_ENCRYPTION_KEYS set."""
+    from idp.db import db
+    from idp.models import SigningKey
+
+    with app.app_context():
+        db.session.execute(SigningKey.__table__.delete())
+        db.session.commit()
+    keys_dir = tmp_path / "keys-of-the-container"
+    env = {**idp_env, "IDP_KEYS_DIR": str(keys_dir)}
+    first = run_idp(["init"], env)
+    assert first.returncode == 0, first.stderr
+    assert "signing keys: 4 created" in first.stdout and "WARNING" not in first.stderr
+    second = run_idp(["init"], env)
+    assert second.returncode == 0 and "already present" in second.stdout
+    assert not keys_dir.exists()

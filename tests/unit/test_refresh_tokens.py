@@ -1,0 +1,119 @@
+"""Refresh families: rotation, reuse detection, grace window, expiry, and the concurrent race."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from idp.clock import utcnow
+from idp.db import db
+from idp.models import AuditEvent, Client, RefreshFamily, RefreshToken, User
+from idp.security import digest
+from idp.tokens.refresh import InvalidRefreshToken, rotate, start_family
+from idp.users.service import bump_token_version
+
+
+@pytest.fixture
+def grant(app, make_user, make_client):
+    user = make_user()
+    client, _ = make_client()
+    with app.app_context():
+        rotation = start_family(client=db.session.get(Client, client.id), user=db.session.get(User, user.id), scope="openid offline_access", offline=True)
+        db.session.commit()
+        return user, client, rotation.token
+
+
+def load_client(client) -> Client:
+    return db.session.get(Client, client.id)
+
+
+def test_token_is_stored_only_as_digest(app_ctx, grant):
+    _, _, token = grant
+    assert token.startswith("idp_rt_")
+    row = db.session.scalar(select(RefreshToken))
+    assert row.token_digest == digest(token)
+
+
+def test_every_use_rotates(app_ctx, grant):
+    _, client, token = grant
+    second = rotate(token, client=load_client(client)).token
+    assert second != token
+    third = rotate(second, client=load_client(client)).token
+    assert third not in (token, second)
+
+
+def test_reusing_a_rotated_token_revokes_the_family(app_ctx, grant):
+    _, client, token = grant
+    successor = rotate(token, client=load_client(client)).token
+    with pytest.raises(InvalidRefreshToken) as caught:
+        rotate(token, client=load_client(client))
+    assert caught.value.reason == "reused"
+    family = db.session.scalar(select(RefreshFamily))
+    assert family.revoked_reason == "reuse"
+    with pytest.raises(InvalidRefreshToken, match="invalid refresh token"):
+        rotate(successor, client=load_client(client))
+    assert db.session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "refresh_token.reuse_detected")) == 1
+
+
+def test_grace_window_fails_the_duplicate_without_revoking(app, grant):
+    _, client, token = grant
+    app.config["REFRESH_TOKEN_REUSE_GRACE"] = 30
+    with app.app_context():
+        successor = rotate(token, client=load_client(client)).token
+        with pytest.raises(InvalidRefreshToken):
+            rotate(token, client=load_client(client))
+        assert db.session.scalar(select(RefreshFamily)).revoked_at is None
+        assert rotate(successor, client=load_client(client)).token
+
+
+def test_other_client_unknown_and_expired_tokens_are_refused(app_ctx, grant, make_client):
+    _, client, token = grant
+    other, _ = make_client(name="Other")
+    for value, kwargs, reason in (
+        (token, {"client": load_client(other)}, "wrong client"),
+        ("idp_rt_unknown", {"client": load_client(client)}, "unknown"),
+        ("", {"client": load_client(client)}, "malformed"),
+        (token, {"client": load_client(client), "now": utcnow() + timedelta(days=15)}, "expired"),
+    ):
+        with pytest.raises(InvalidRefreshToken) as caught:
+            rotate(value, **kwargs)
+        assert caught.value.reason == reason
+    assert db.session.scalar(select(RefreshFamily)).revoked_at is None
+
+
+def test_token_version_bump_kills_the_family(app_ctx, grant):
+    user, client, token = grant
+    bump_token_version(db.session.get(User, user.id), reason="test", actor="test")
+    db.session.commit()
+    with pytest.raises(InvalidRefreshToken) as caught:
+        rotate(token, client=load_client(client))
+    assert caught.value.reason == "outdated token version"
+    assert db.session.scalar(select(RefreshFamily)).revoked_reason == "token_version"
+
+
+def test_concurrent_refreshes_of_one_token_yield_at_most_one_success(app, grant):
+    _, client, token = grant
+    outcomes: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def attempt():
+        with app.app_context():
+            barrier.wait()
+            try:
+                rotate(token, client=load_client(client))
+                outcomes.append("ok")
+            except InvalidRefreshToken as error:
+                outcomes.append(error.reason)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=attempt) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("ok") == 1, outcomes
+    assert len(outcomes) == 8
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(RefreshToken).where(RefreshToken.rotated_at.is_(None))) <= 1
