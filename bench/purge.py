@@ -122,9 +122,8 @@ def bench_app(env: dict[str, str]):
     """An IdP app on the benchmark database (for seeding through the services and sending the task)."""
     from idp import create_app
 
-    settings = {name[4:]: value for name, value in env.items() if name.startswith("IDP_")}
-    settings["KEY_ENCRYPTION_KEYS"] = [settings["KEY_ENCRYPTION_KEYS"]]
-    return create_app(settings)
+    names = ("DATABASE_URL", "INSTANCE_DIR", "KEYS_DIR", "SECRET_KEY", "CELERY_BROKER_URL")
+    return create_app({**{name: env[f"IDP_{name}"] for name in names}, "KEY_ENCRYPTION_KEYS": [env["IDP_KEY_ENCRYPTION_KEYS"]]})
 
 
 def seed(env: dict[str, str], rows: int, per_family: int) -> None:

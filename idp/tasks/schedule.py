@@ -9,7 +9,7 @@ than their interval (workers down), so a backlog never turns into a burst of ide
 from __future__ import annotations
 
 ROTATION_CHECK_SECONDS = 60.0  # a few indexed reads when nothing is due
-PURGE_SECONDS = 3600.0
+PURGE_SECONDS = 600.0  # a few indexed reads when nothing has expired
 
 BEAT_SCHEDULE: dict[str, dict] = {
     "rotate-keys": {"task": "idp.rotate_keys", "schedule": ROTATION_CHECK_SECONDS, "options": {"expires": ROTATION_CHECK_SECONDS}},

@@ -252,3 +252,11 @@ def test_racing_runners_rotate_exactly_once(app, t0):
             assert len(states["active"]) == 1 and len(states["next"]) == 1, states
             assert len(states["retired"]) == 1, states  # one rotation, not two
         assert_invariants(now)
+
+
+def test_a_zero_period_means_rotation_by_hand_only(app, app_ctx, t0):
+    app.config["KEY_ROTATION_PERIOD"] = 0
+    before = keys_by_state()
+    assert run_rotation(now=t0 + 100 * PERIOD)["activated"] == 0
+    assert keys_by_state() == before
+    assert len(rotate_now(actor="cli", now=t0 + LEAD)) == 2
