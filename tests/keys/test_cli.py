@@ -100,7 +100,7 @@ def test_rewrap_lets_an_old_key_encryption_key_be_dropped(app, idp_env, config):
         for alg in ("RS256", "ES256"):
             token = sign_token(alg, issued_at=utcnow(), lifetime=60)
             assert verifies_with(token, keyring.jwks().body)
-        db.session.remove()
+        db.session.remove()  # return the connection first: dispose() closes only idle ones
         db.engine.dispose()
     # And the old key alone no longer decrypts anything.
     assert run_idp(["keys", "rewrap"], {**idp_env, "IDP_KEY_ENCRYPTION_KEYS": ",".join(old)}).returncode == 2
