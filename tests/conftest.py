@@ -11,6 +11,7 @@ import os
 from typing import Callable, Iterator
 
 import pytest
+import redis
 import requests
 from sqlalchemy import create_engine, text
 
@@ -274,14 +275,30 @@ def live_server(start_server) -> str:
 @pytest.fixture
 def celery_worker(app, idp_env, tmp_path) -> Iterator[Process]:
     """A real `idp worker` process on Redis (CI) or the embedded broker."""
+    empty_broker(app)
     process = Process(["worker", "--loglevel", "INFO", "--concurrency", "1"], idp_env, tmp_path / "worker.log")
     wait_until(lambda: "ready" in process.log() or process.popen.poll() is not None, timeout=60, what="the Celery worker to be ready")
     if process.popen.poll() is not None:
         pytest.fail(f"worker exited early:\n{process.log()}")
     yield process
     process.stop()
-    # Leave no queued task behind for the next test's worker.
-    app.extensions["celery"].control.purge()
+    empty_broker(app)
+
+
+def empty_broker(app) -> None:
+    """Drop every queued and unacknowledged task, so a test's worker runs the test's own tasks only.
+
+    Earlier tests on this pytest worker share its Redis database: a job queued with no worker to
+    take it (the admin UI's "run now", a resend) or left unacknowledged by a killed worker would
+    otherwise run first and be mistaken for the test's own run.
+    """
+    celery = app.extensions["celery"]
+    celery.control.purge()
+    if REDIS_URL and celery.conf.broker_url == REDIS_URL:
+        from kombu.transport.redis import Channel
+
+        with redis.Redis.from_url(REDIS_URL) as client:
+            client.delete(Channel.unacked_key, Channel.unacked_index_key, Channel.unacked_mutex_key)
 
 
 @pytest.fixture

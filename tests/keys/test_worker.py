@@ -31,6 +31,7 @@ from idp.tokens.models import RevokedAccessToken
 from tests.keys.conftest import (
     CACHE, GRACE, LEAD, PERIOD, keys_by_state, published_kids, served_after_cache_window, served_jwks, sign_token, verifies_with,
 )
+from tests.conftest import empty_broker
 from tests.support import Process, free_port, wait_until
 
 pytestmark = pytest.mark.slow
@@ -68,7 +69,7 @@ def test_worker_rotates_and_purges_on_schedule(app, celery_worker, t0):
         ])
         db.session.commit()
     rotated = run_via_worker(app, "rotate_keys", t0 + PERIOD)
-    assert (rotated.counts["activated"], rotated.counts["retired"], rotated.counts["created"]) == (2, 2, 2)
+    assert (rotated.counts["activated"], rotated.counts["retired"], rotated.counts["created"]) == (2, 2, 2), rotated.counts
     purged = run_via_worker(app, "purge", t0 + PERIOD)
     assert purged.counts["revoked_access_tokens"] == 1
     with app.app_context():
@@ -197,10 +198,11 @@ def faulty_worker(app, idp_env, tmp_path):
         return int(found.group(1)) if found else None
 
     start.arm, start.paused_pid, start.marker = arm, paused_pid, marker
+    empty_broker(app)
     yield start
     for process in started:
         process.stop()
-    app.extensions["celery"].control.purge()
+    empty_broker(app)
 
 
 def crash_points(scenario: Scenario, faulty_worker) -> list[str]:
