@@ -29,7 +29,7 @@ from idp.oauth.session_binding import session_alive
 from idp.oidc.id_token import issue_id_token
 from idp.tokens.access import IssuedAccessToken, issue_access_token
 from idp.tokens.models import RefreshFamily
-from idp.tokens.refresh import InvalidRefreshToken, find_family, revoke_family, rotate, start_family
+from idp.tokens.refresh import InvalidRefreshToken, find_family, pair_access_token, revoke_family, rotate, start_family
 from idp.users.models import User
 
 OFFLINE_ACCESS = "offline_access"
@@ -105,7 +105,11 @@ def generate_token(grant_type, client, user=None, scope=None, expires_in=None, i
     body = _body(access, scope)
     family = None
     if include_refresh_token and issues_refresh_token(client, scope):
-        rotation = start_family(client=client, user=user.user, scope=scope, sid=bound_sid, offline=offline, auth_time=user.auth_time)
+        rotation = start_family(
+            client=client, user=user.user, scope=scope, sid=bound_sid, offline=offline,
+            auth_time=user.auth_time, acr=user.acr, amr=user.amr,
+        )
+        pair_access_token(rotation, access)
         family = rotation.family
         body["refresh_token"] = rotation.token
     return TokenResponse(body, access, family)
@@ -281,7 +285,7 @@ class OpenIDCodeExtension(KeyringIDToken, OpenIDCode):
 
 
 class OpenIDRefreshExtension(KeyringIDToken, OpenIDToken):
-    """A fresh ID token on refresh (OIDC Core 12.2): same sub and auth_time, no nonce."""
+    """A fresh ID token on refresh (OIDC Core 12.2): same sub, auth_time, acr and amr; no nonce."""
 
 
 # --- refresh_token --------------------------------------------------------------------------------
@@ -320,7 +324,10 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         user = db.session.get(User, family.user_id) if family.user_id else None
         if user is None:
             return None
-        return Principal(user=user, token_version=family.token_version, sid=family.sid, auth_time=family.auth_time)
+        return Principal(
+            user=user, token_version=family.token_version, sid=family.sid,
+            auth_time=family.auth_time, acr=family.acr, amr=tuple(family.amr or ()),
+        )
 
     def issue_token(self, user: Principal, credential: RefreshCredential) -> TokenResponse:
         family = credential.family
@@ -335,6 +342,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         try:
             # Signed before the rotation commits, while the user's token version is locked.
             token = self.generate_token(user=user, scope=normalize_scope(self.request.payload.scope) or family.scope, include_refresh_token=False)
+            pair_access_token(rotation, token.access)
         except Exception:
             db.session.rollback()
             raise

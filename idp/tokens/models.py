@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.clock import utcnow
@@ -29,6 +29,9 @@ class RefreshFamily(db.Model):
     scope: Mapped[str] = mapped_column(Text, default="")
     token_version: Mapped[int] = mapped_column(default=1)
     auth_time: Mapped[datetime | None]
+    # How the user signed in for the grant, repeated in every refreshed ID token (OIDC Core 12.2).
+    acr: Mapped[str | None] = mapped_column(String(64))
+    amr: Mapped[list[str]] = mapped_column(JSON, default=list)
     offline: Mapped[bool] = mapped_column(default=False)  # granted offline_access: survives logout
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]  # absolute family lifetime
@@ -51,6 +54,9 @@ class RefreshToken(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]  # idle expiry
     rotated_at: Mapped[datetime | None]
+    # The access token issued in the same response: revoking the family denies it (RFC 7009 2.1).
+    access_jti: Mapped[str | None] = mapped_column(String(64))
+    access_expires_at: Mapped[datetime | None]
 
 
 class RevokedAccessToken(db.Model):

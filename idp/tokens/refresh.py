@@ -20,6 +20,7 @@ from idp.clock import utcnow
 from idp.db import db
 from idp.errors import IdpError
 from idp.security import REFRESH_TOKEN_PREFIX, digest, random_token
+from idp.tokens.access import IssuedAccessToken, revoke_access_token
 from idp.tokens.models import RefreshFamily, RefreshToken
 from idp.users.models import User
 
@@ -38,13 +39,26 @@ class Rotation:
 
     family: RefreshFamily
     token: str
+    member: RefreshToken  # the new token's row
 
 
-def _new_token(family: RefreshFamily, now: datetime) -> str:
+def _new_token(family: RefreshFamily, now: datetime) -> tuple[str, RefreshToken]:
     value = random_token(32, prefix=REFRESH_TOKEN_PREFIX)
     idle = timedelta(seconds=current_app.config["REFRESH_TOKEN_IDLE_TTL"])
-    db.session.add(RefreshToken(family_id=family.id, token_digest=digest(value), created_at=now, expires_at=min(now + idle, family.expires_at)))
-    return value
+    member = RefreshToken(family_id=family.id, token_digest=digest(value), created_at=now, expires_at=min(now + idle, family.expires_at))
+    db.session.add(member)
+    return value, member
+
+
+def pair_access_token(rotation: Rotation, access: IssuedAccessToken) -> None:
+    """Remember the access token issued beside the rotation's new refresh token (caller commits).
+
+    Revoking the family then denies it too: RFC 7009 2.1 says revoking a refresh token SHOULD
+    invalidate the access tokens of the same grant, and a detected reuse (RFC 9700 4.14.2) must
+    cut off the attacker's access token as well as their refresh token.
+    """
+    rotation.member.access_jti = access.jti
+    rotation.member.access_expires_at = access.expires_at
 
 
 def start_family(
@@ -55,6 +69,8 @@ def start_family(
     sid: str | None = None,
     offline: bool = False,
     auth_time: datetime | None = None,
+    acr: str | None = None,
+    amr: tuple[str, ...] = (),
     now: datetime | None = None,
 ) -> Rotation:
     """Open a family for a new grant and return its first token (caller commits)."""
@@ -66,13 +82,15 @@ def start_family(
         scope=scope,
         token_version=user.token_version if user else 1,
         auth_time=auth_time,
+        acr=acr,
+        amr=list(amr),
         offline=offline,
         created_at=now,
         expires_at=now + timedelta(seconds=current_app.config["REFRESH_TOKEN_ABSOLUTE_TTL"]),
     )
     db.session.add(family)
     db.session.flush()
-    return Rotation(family=family, token=_new_token(family, now))
+    return Rotation(family, *_new_token(family, now))
 
 
 def rotate(value: str, *, client: Client, now: datetime | None = None, commit: bool = True) -> Rotation:
@@ -115,11 +133,11 @@ def rotate(value: str, *, client: Client, now: datetime | None = None, commit: b
         db.session.rollback()
         _revoke_outdated(family.id)
         raise InvalidRefreshToken("outdated token version")
-    successor = _new_token(family, now)
+    rotation = Rotation(family, *_new_token(family, now))
     db.session.flush()
     if commit:
         db.session.commit()
-    return Rotation(family=family, token=successor)
+    return rotation
 
 
 def _version_current(family: RefreshFamily, *, lock: bool) -> bool:
@@ -153,11 +171,18 @@ def _on_reuse(token_id: int, family_id: int, now: datetime) -> None:
 
 
 def revoke_family(family: RefreshFamily, *, reason: str, actor: str) -> None:
-    """Revoke every token of a family (caller commits); idempotent."""
+    """Revoke every token of a family and deny its unexpired access tokens (caller commits); idempotent."""
     if family.revoked_at is not None:
         return
-    family.revoked_at = utcnow()
+    now = utcnow()
+    family.revoked_at = now
     family.revoked_reason = reason
+    live_access = db.session.execute(
+        select(RefreshToken.access_jti, RefreshToken.access_expires_at)
+        .where(RefreshToken.family_id == family.id, RefreshToken.access_expires_at > now)
+    )
+    for jti, expires_at in live_access:
+        revoke_access_token(jti, expires_at)
     record("refresh_family.revoked", actor=actor, target=f"refresh_family:{family.id}", reason=reason, user=family.user_id)
 
 

@@ -4,8 +4,8 @@ import pytest
 from sqlalchemy import select
 
 from idp.db import db
-from idp.models import AuditEvent, RefreshFamily, User, UserSession
-from tests.oidc.conftest import claims_of
+from idp.models import AuditEvent, RefreshFamily, RevokedAccessToken, User, UserSession
+from tests.oidc.conftest import basic, claims_of
 
 
 def refresh(oidc, registered, token, **form):
@@ -16,6 +16,12 @@ def refresh(oidc, registered, token, **form):
 def offline(oidc, rp, user):
     """Tokens of an offline_access grant."""
     return oidc.tokens_for(rp, user.email, scope="openid profile email offline_access")
+
+
+@pytest.fixture
+def other(oidc, rp, make_user):
+    """Tokens of another user's grant to the same client."""
+    return oidc.tokens_for(rp, make_user(email="other@example.com").email, scope="openid offline_access")
 
 
 def family(app) -> RefreshFamily:
@@ -41,14 +47,58 @@ def test_reusing_a_rotated_token_revokes_the_family(oidc, rp, offline, app):
         assert db.session.scalar(select(AuditEvent).where(AuditEvent.action == "refresh_token.reuse_detected")) is not None
 
 
-def test_the_refreshed_id_token_keeps_sub_and_auth_time(oidc, rp, offline):
+def test_the_refreshed_id_token_keeps_sub_auth_time_acr_and_amr(oidc, rp, offline):
     original = claims_of(offline["id_token"])
     body = refresh(oidc, rp, offline["refresh_token"]).get_json()
     renewed = claims_of(body["id_token"])
     assert renewed["sub"] == original["sub"] and renewed["auth_time"] == original["auth_time"]
+    # How the user signed in is a fact of the original authentication (OIDC Core 12.2).
+    assert (original["acr"], original["amr"]) == ("1", ["pwd"])
+    assert (renewed.get("acr"), renewed.get("amr")) == (original["acr"], original["amr"])
+    again = claims_of(refresh(oidc, rp, body["refresh_token"]).get_json()["id_token"])
+    assert (again.get("acr"), again.get("amr")) == (original["acr"], original["amr"])
     assert renewed["aud"] == rp.client_id and "nonce" not in renewed
     assert renewed["at_hash"] != original["at_hash"]
     assert claims_of(body["access_token"])["auth_time"] == original["auth_time"]
+
+
+def userinfo_status(client, access_token: str) -> int:
+    return client.get("/userinfo", headers={"Authorization": f"Bearer {access_token}"}).status_code
+
+
+def introspected_active(client, registered, token: str) -> bool:
+    response = client.post("/introspect", data={"token": token}, headers={"Authorization": basic(registered.client_id, registered.secret)})
+    return response.get_json()["active"]
+
+
+def test_a_detected_reuse_also_cuts_off_every_access_token_of_the_family(oidc, rp, offline, client, app):
+    """RFC 9700 4.14.2: whoever replayed the token holds an access token too; introspection and userinfo refuse it at once."""
+    renewed = refresh(oidc, rp, offline["refresh_token"]).get_json()
+    issued = [offline["access_token"], renewed["access_token"]]
+    assert [userinfo_status(client, token) for token in issued] == [200, 200]
+    assert refresh(oidc, rp, offline["refresh_token"]).get_json()["error"] == "invalid_grant"  # the replay
+    assert [userinfo_status(client, token) for token in issued] == [401, 401]
+    assert [introspected_active(client, rp, token) for token in issued] == [False, False]
+    with app.app_context():
+        denied = set(db.session.scalars(select(RevokedAccessToken.jti)))
+    assert denied == {claims_of(token)["jti"] for token in issued}
+
+
+def test_revoking_a_refresh_token_revokes_the_access_tokens_of_its_grant(oidc, rp, offline, other, client):
+    """RFC 7009 2.1: the family's access tokens go with it; another grant's tokens are untouched."""
+    renewed = refresh(oidc, rp, offline["refresh_token"]).get_json()
+    response = client.post("/revoke", data={"token": renewed["refresh_token"]}, headers={"Authorization": basic(rp.client_id, rp.secret)})
+    assert response.status_code == 200
+    assert [introspected_active(client, rp, token) for token in (offline["access_token"], renewed["access_token"])] == [False, False]
+    assert introspected_active(client, rp, other["access_token"]) and userinfo_status(client, other["access_token"]) == 200
+
+
+def test_a_replayed_code_revokes_the_access_tokens_its_refresh_token_went_on_to_issue(oidc, rp, user, client):
+    authorization = oidc.sign_in_and_authorize(rp, user.email, scope="openid offline_access")
+    first = oidc.redeem(rp, authorization).get_json()
+    renewed = refresh(oidc, rp, first["refresh_token"]).get_json()
+    assert oidc.redeem(rp, authorization).get_json()["error"] == "invalid_grant"
+    assert [userinfo_status(client, token) for token in (first["access_token"], renewed["access_token"])] == [401, 401]
 
 
 def test_scope_may_narrow(oidc, rp, offline, app):
