@@ -94,7 +94,7 @@ SETTINGS: tuple[Setting, ...] = (
     # Key rotation and background jobs (seconds)
     Setting("KEY_ROTATION_PERIOD", 30 * DAY, "How long a key signs before the scheduled rotation replaces it (0 = rotate only by hand).", _int),
     Setting("KEY_ROTATION_LEAD_TIME", lambda s: max(HOUR, minimum_lead_time(s)), "How long a `next` key is published before it may sign; at least JWKS_MAX_AGE + CLOCK_SKEW + 5.", _int),
-    Setting("ID_TOKEN_HINT_TTL", lambda s: s["SSO_SESSION_ABSOLUTE_TTL"], "How long after issue an ID token is still accepted as `id_token_hint` at logout (default: the SSO session's absolute lifetime).", _int),
+    Setting("ID_TOKEN_HINT_TTL", lambda s: s["SSO_SESSION_ABSOLUTE_TTL"], "How long after issue an ID token is still accepted as `id_token_hint`, at logout or authorization (default: the SSO session's absolute lifetime).", _int),
     Setting("KEY_RETIREMENT_GRACE", lambda s: minimum_retirement_grace(s), "How long a retired key stays published; at least the longest token lifetime (access, ID, id_token_hint) + CLOCK_SKEW.", _int),
     Setting("AUDIT_RETENTION", 365 * DAY, "Audit events older than this are purged (0 = keep forever).", _int),
     Setting("JOB_RUN_RETENTION", 30 * DAY, "Job-run records older than this are purged (the last run of each job is always kept).", _int),

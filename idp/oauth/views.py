@@ -161,7 +161,7 @@ def _hinted_subject(id_token_hint: str | None, client_id: str) -> str | None:
     try:
         return verify_id_token_hint(id_token_hint, client_id=client_id)["sub"]
     except InvalidTokenError:
-        raise InvalidRequestError("id_token_hint is not an ID token this provider issued to this client.") from None
+        raise InvalidRequestError("id_token_hint is not an ID token this provider issued to this client, or is too old.") from None
 
 
 def _authorization_error(error: OAuth2Error) -> Response:

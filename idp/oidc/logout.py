@@ -83,7 +83,7 @@ class EndSessionEndpoint(_EndSessionEndpoint):
         try:
             return verify_id_token_hint(id_token_hint)
         except InvalidTokenError:
-            raise InvalidRequestError("id_token_hint is not an ID token issued here") from None
+            raise InvalidRequestError("id_token_hint is not an ID token issued here, or is too old") from None
 
     def resolve_client_from_id_token_claims(self, id_token_claims):
         client_id = hinted_client_id(id_token_claims)

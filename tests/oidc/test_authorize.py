@@ -11,6 +11,7 @@ from idp.db import db
 from idp.models import AuthorizationCode, UserSession
 from tests.oidc.conftest import REDIRECT_URI, claims_of, query_of
 from tests.oidc.flow import pkce_pair
+from tests.oidc.resource_support import sign
 
 ISSUER = "http://localhost"
 
@@ -385,6 +386,17 @@ def test_id_token_hint_must_be_our_id_token_for_this_client(oidc, rp, register, 
         assert_redirected_error(response, "invalid_request")
     response, _, _ = oidc.authorize(other, id_token_hint=tokens["id_token"])
     assert_redirected_error(response, "invalid_request")
+
+
+def test_an_id_token_hint_older_than_the_hint_lifetime_is_refused(oidc, rp, user, app):
+    subject = oidc.tokens_for(rp, user.email)  # signed in: only the hint's age can refuse it
+    claims = claims_of(subject["id_token"])
+    lifetime = app.config["ID_TOKEN_HINT_TTL"] + app.config["CLOCK_SKEW"]
+    too_old = sign(app, {"typ": "JWT"}, {**claims, "iat": claims["iat"] - lifetime - 60, "exp": claims["iat"] - lifetime})
+    response, _, _ = oidc.authorize(rp, prompt="none", id_token_hint=too_old)
+    assert_redirected_error(response, "invalid_request")
+    response, _, _ = oidc.authorize(rp, prompt="none", id_token_hint=subject["id_token"])
+    assert "code" in query_of(response.location)
 
 
 # --- the SSO session ---------------------------------------------------------------------------------

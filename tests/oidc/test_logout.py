@@ -95,6 +95,18 @@ def test_an_expired_hint_is_accepted(app, client, user, rp):
     assert response.status_code == 302 and not session_exists(app, sid)
 
 
+def test_a_hint_is_accepted_for_the_hint_lifetime_and_no_longer(app, client, user, rp):
+    """IDP_ID_TOKEN_HINT_TTL bounds a hint's age (plus the clock skew), however long ago it expired."""
+    sid = start_sso_session(app, client, user)
+    lifetime = timedelta(seconds=app.config["ID_TOKEN_HINT_TTL"] + app.config["CLOCK_SKEW"])
+    too_old = id_token(app, user, rp[0].client_id, sid=sid, now=utcnow() - lifetime - timedelta(minutes=1))
+    assert_refused(client.get(logout_url(id_token_hint=too_old, post_logout_redirect_uri=POST_LOGOUT_URI)), "too old")
+    assert session_exists(app, sid)
+    old_enough = id_token(app, user, rp[0].client_id, sid=sid, now=utcnow() - lifetime + timedelta(minutes=1))
+    response = client.get(logout_url(id_token_hint=old_enough, post_logout_redirect_uri=POST_LOGOUT_URI))
+    assert response.status_code == 302 and not session_exists(app, sid)
+
+
 def test_hint_without_redirect_uri_shows_the_signed_out_page(app, client, user, rp):
     sid = start_sso_session(app, client, user)
     response = client.get(logout_url(id_token_hint=id_token(app, user, rp[0].client_id, sid=sid), state="s"))
@@ -200,6 +212,8 @@ def hostile_hints(app, user, rp_client) -> dict[str, str]:
         "wrong issuer": id_token(app, user, rp_client.client_id, iss="https://evil.example.com"),
         "jku header": id_token(app, user, rp_client.client_id, header={"jku": "http://127.0.0.1:1/jwks"}),
         "no sub": sign(app, {"typ": "JWT"}, {k: v for k, v in claims.items() if k != "sub"}),
+        "no iat": sign(app, {"typ": "JWT"}, {k: v for k, v in claims.items() if k != "iat"}),
+        "issued in the future": id_token(app, user, rp_client.client_id, now=utcnow() + timedelta(hours=1)),
         "tampered": f"{good.split('.')[0]}.{b64({**claims, 'sub': 'someone-else'})}.{good.split('.')[2]}",
         "oversized": "a" * 9000,
     }
