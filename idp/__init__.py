@@ -69,6 +69,7 @@ def configure_extensions(app: Flask) -> None:
     from idp.oauth.server import init_oauth
     from idp.sessions.interface import ServerSessionInterface
     from idp.tasks import celery_init_app
+    from idp.cors import init_cors
 
     app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
     if app.config["DATABASE_URL"].startswith("sqlite"):
@@ -78,6 +79,7 @@ def configure_extensions(app: Flask) -> None:
     app.session_interface = ServerSessionInterface()
     app.config.update(SESSION_COOKIE_HTTPONLY=True, WTF_CSRF_TIME_LIMIT=None, MAX_CONTENT_LENGTH=1024 * 1024)
     csrf.init_app(app)
+    init_cors(app)
     app.extensions["idp.keyring_cache"] = _KeyringCache()
     celery_init_app(app)
     init_oauth(app)

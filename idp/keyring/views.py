@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
+from idp.cors import any_origin
 from idp.keyring.service import jwks
 
 bp = Blueprint("keyring", __name__)
@@ -12,6 +13,7 @@ JWKS_PATH = "/.well-known/jwks.json"
 
 
 @bp.get(JWKS_PATH)
+@any_origin
 def jwks_document():
     """The published signing keys (RFC 7517 5), cacheable, with an ETag for conditional GETs."""
     document = jwks()

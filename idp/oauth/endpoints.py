@@ -25,6 +25,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoi
 from flask import Blueprint, Flask
 
 from idp import csrf
+from idp.cors import client_origins
 from idp.db import db
 from idp.oauth.presented import PresentedAccessToken, find_presented_token
 from idp.oauth.server import authorization
@@ -105,6 +106,7 @@ def endpoint_response(name: str):
 
 
 @bp.post(REVOCATION_PATH)
+@client_origins
 def revoke():
     """RFC 7009 token revocation."""
     return endpoint_response(RevocationEndpoint.ENDPOINT_NAME)

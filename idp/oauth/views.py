@@ -19,6 +19,7 @@ from flask import Blueprint, Response, current_app, redirect, request, url_for
 from idp import csrf
 from idp.clients.service import AUTH_METHODS, GRANT_TYPES, SCOPES
 from idp.clock import utcnow
+from idp.cors import client_origins
 from idp.db import db
 from idp.errors import render_error_page
 from idp.keyring.service import ALGORITHMS
@@ -184,6 +185,7 @@ def _has_control_characters(value: str) -> bool:
 
 @bp.post(TOKEN_PATH)
 @csrf.exempt  # clients authenticate here with their credentials, never with a cookie
+@client_origins
 def token():
     """The token endpoint: authorization_code, refresh_token, client_credentials (RFC 6749 3.2, 5)."""
     if any(len(request.values.getlist(name)) > 1 for name in request.values):

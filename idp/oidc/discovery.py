@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from flask import Blueprint, Flask, current_app, jsonify
 
+from idp.cors import any_origin
 from idp.keyring.service import ALGORITHMS
 from idp.keyring.views import JWKS_PATH
 
@@ -39,6 +40,7 @@ def metadata() -> dict[str, Any]:
 
 @bp.get("/.well-known/openid-configuration")
 @bp.get("/.well-known/oauth-authorization-server")
+@any_origin
 def discovery_document():
     """OpenID Provider / OAuth 2.0 Authorization Server metadata."""
     response = jsonify(metadata())

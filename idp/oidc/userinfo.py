@@ -15,6 +15,7 @@ from authlib.oidc.core import UserInfoEndpoint as _UserInfoEndpoint
 from flask import Blueprint, current_app, request
 
 from idp import csrf
+from idp.cors import any_origin
 from idp.oauth.endpoints import endpoint_response
 from idp.oauth.presented import PresentedAccessToken
 from idp.oidc.claims import claims_for
@@ -113,6 +114,7 @@ class UserInfoEndpoint(_UserInfoEndpoint):
 
 
 @bp.route(USERINFO_PATH, methods=["GET", "POST"])
+@any_origin  # a bearer token, never a cookie
 def userinfo():
     """OpenID Connect Core 5.3 UserInfo."""
     return endpoint_response(UserInfoEndpoint.ENDPOINT_NAME)

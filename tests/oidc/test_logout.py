@@ -277,28 +277,6 @@ def test_unknown_methods_are_405(client, method):
 
 # --- in a real browser ------------------------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture
-def browser_context():
-    """A fresh headless Chromium context (Debian's binary, never a downloaded one)."""
-    import os
-
-    from tests.conftest import require_service
-
-    require_service("chromium", os.path.exists(CHROMIUM))
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context()
-        yield context
-        context.close()
-        browser.close()
-
 
 @pytest.mark.browser
 @pytest.mark.slow
