@@ -28,8 +28,8 @@ from idp.oauth import codes
 from idp.oauth.session_binding import session_alive
 from idp.oidc.id_token import issue_id_token
 from idp.tokens.access import IssuedAccessToken, issue_access_token
-from idp.tokens.models import RefreshFamily
-from idp.tokens.refresh import InvalidRefreshToken, find_family, pair_access_token, revoke_family, rotate, start_family
+from idp.tokens.models import RefreshFamily, RefreshToken
+from idp.tokens.refresh import InvalidRefreshToken, lookup, pair_access_token, revoke_family, rotate, start_family
 from idp.users.models import User
 
 OFFLINE_ACCESS = "offline_access"
@@ -293,9 +293,10 @@ class OpenIDRefreshExtension(KeyringIDToken, OpenIDToken):
 
 @dataclass(frozen=True)
 class RefreshCredential:
-    """A presented refresh token and its family, as Authlib's refresh grant expects."""
+    """A presented refresh token, its row and its family, as Authlib's refresh grant expects."""
 
     value: str
+    token: RefreshToken
     family: RefreshFamily
 
     def check_client(self, client: Client) -> bool:
@@ -316,8 +317,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = False  # the rotation supplies the successor
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshCredential | None:
-        family = find_family(refresh_token)
-        return RefreshCredential(refresh_token, family) if family else None
+        found = lookup(refresh_token)
+        return RefreshCredential(refresh_token, *found) if found else None
 
     def authenticate_user(self, credential: RefreshCredential) -> Principal | None:
         family = credential.family
@@ -336,7 +337,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             db.session.commit()
             raise InvalidGrantError("The sign-in session this refresh token was bound to has ended.")
         try:
-            rotation = rotate(credential.value, client=self.request.client, commit=False)
+            rotation = rotate(credential.value, client=self.request.client, commit=False, found=(credential.token, family))
         except InvalidRefreshToken:
             raise InvalidGrantError("The refresh token is invalid, expired or revoked.") from None
         try:

@@ -4,6 +4,12 @@ Rotation is a single conditional UPDATE (`rotated_at IS NULL`), so any number of
 refreshes of one token yield at most one success on SQLite and PostgreSQL alike. Presenting a
 token that was already rotated revokes its whole family (RFC 9700 section 4.14.2), unless it
 arrives within the configured grace window, in which case only that request fails.
+
+Inside its write transaction a rotation share-locks the user's row and then the family's row
+(PostgreSQL; SQLite's single write lock does the same), in that order, the order a token-version
+bump takes them in. So a bump or a family revocation that commits while a rotation runs is seen by
+it (the rotation refuses), and one that starts after waits for the rotation's commit and then
+finds, and denies, the access token it issued.
 """
 
 from __future__ import annotations
@@ -93,19 +99,31 @@ def start_family(
     return Rotation(family, *_new_token(family, now))
 
 
-def rotate(value: str, *, client: Client, now: datetime | None = None, commit: bool = True) -> Rotation:
+def lookup(value: str) -> tuple[RefreshToken, RefreshFamily] | None:
+    """The presented token's row and its family (spent, expired or revoked alike), or None."""
+    if not value or len(value) > 256:
+        return None
+    found = db.session.execute(
+        select(RefreshToken, RefreshFamily).join(RefreshFamily, RefreshFamily.id == RefreshToken.family_id).where(RefreshToken.token_digest == digest(value))
+    ).first()
+    return (found[0], found[1]) if found else None
+
+
+def rotate(
+    value: str, *, client: Client, now: datetime | None = None, commit: bool = True,
+    found: tuple[RefreshToken, RefreshFamily] | None = None,
+) -> Rotation:
     """Spend `value` and return its successor; raise InvalidRefreshToken (committing any revocation).
 
-    With commit=False the caller signs what it issues (the access token) and then commits: the
-    user's row stays share-locked until then, so a token-version bump committed meanwhile waits,
-    and no token carrying the old version is issued after the bump commits.
+    `found` is `lookup(value)` when the caller already made it. With commit=False the caller signs
+    what it issues (the access token), pairs it with the rotation and then commits: the user's and
+    the family's rows stay share-locked until then, so a token-version bump or a revocation that
+    starts meanwhile waits, and then denies what was issued.
     """
     now = now or utcnow()
     if not value or len(value) > 256:
         raise InvalidRefreshToken("malformed")
-    found = db.session.execute(
-        select(RefreshToken, RefreshFamily).join(RefreshFamily, RefreshFamily.id == RefreshToken.family_id).where(RefreshToken.token_digest == digest(value))
-    ).first()
+    found = found or lookup(value)
     if found is None:
         raise InvalidRefreshToken("unknown")
     token, family = found
@@ -116,9 +134,6 @@ def rotate(value: str, *, client: Client, now: datetime | None = None, commit: b
         raise InvalidRefreshToken("family revoked")
     if now >= family.expires_at or now >= token.expires_at:
         raise InvalidRefreshToken("expired")
-    if not _version_current(family, lock=False):
-        _revoke_outdated(family.id)
-        raise InvalidRefreshToken("outdated token version")
 
     spent = db.session.execute(
         update(RefreshToken).where(RefreshToken.id == token.id, RefreshToken.rotated_at.is_(None)).values(rotated_at=now)
@@ -127,27 +142,35 @@ def rotate(value: str, *, client: Client, now: datetime | None = None, commit: b
         db.session.rollback()
         _on_reuse(token.id, family.id, now)
         raise InvalidRefreshToken("reused")
-    # Checked again inside the write transaction, under a share lock on the user's row (PostgreSQL;
-    # SQLite already holds its single write lock): a bump that committed while we waited is seen.
-    if not _version_current(family, lock=True):
+    # Checked inside the write transaction, under share locks (PostgreSQL; SQLite already holds its
+    # single write lock): a bump or revocation that committed while we waited is seen here. A
+    # refused rotation is rolled back, so an outdated token is revoked with its family, not spent.
+    if not _user_current(family):
         db.session.rollback()
         _revoke_outdated(family.id)
         raise InvalidRefreshToken("outdated token version")
+    if _locked_revoked_at(family) is not None:
+        db.session.rollback()
+        raise InvalidRefreshToken("family revoked")
     rotation = Rotation(family, *_new_token(family, now))
-    db.session.flush()
     if commit:
         db.session.commit()
     return rotation
 
 
-def _version_current(family: RefreshFamily, *, lock: bool) -> bool:
+def _user_current(family: RefreshFamily) -> bool:
+    """The family's user exists, is enabled and still has the family's token version (share-locked)."""
     if family.user_id is None:
         return True
-    query = select(User.token_version, User.disabled_at).where(User.id == family.user_id)
-    if lock:
-        query = query.with_for_update(read=True)
+    query = select(User.token_version, User.disabled_at).where(User.id == family.user_id).with_for_update(read=True)
     found = db.session.execute(query).first()
     return found is not None and found.disabled_at is None and found.token_version == family.token_version
+
+
+def _locked_revoked_at(family: RefreshFamily) -> datetime | None:
+    """The family's revocation time as committed now, share-locking its row until our commit."""
+    query = select(RefreshFamily.revoked_at).where(RefreshFamily.id == family.id).with_for_update(read=True)
+    return db.session.execute(query).scalar()
 
 
 def _revoke_outdated(family_id: int) -> None:
@@ -188,21 +211,14 @@ def revoke_family(family: RefreshFamily, *, reason: str, actor: str) -> None:
 
 def find_family(value: str) -> RefreshFamily | None:
     """The family a refresh token belongs to (rotated or not), or None."""
-    if not value or len(value) > 256:
-        return None
-    return db.session.scalar(
-        select(RefreshFamily).join(RefreshToken, RefreshToken.family_id == RefreshFamily.id).where(RefreshToken.token_digest == digest(value))
-    )
+    found = lookup(value)
+    return found[1] if found else None
 
 
 def live_token(value: str, *, now: datetime | None = None) -> tuple[RefreshToken, RefreshFamily] | None:
     """The unspent, unexpired token and its live family, or None (for introspection)."""
     now = now or utcnow()
-    if not value or len(value) > 256:
-        return None
-    found = db.session.execute(
-        select(RefreshToken, RefreshFamily).join(RefreshFamily, RefreshFamily.id == RefreshToken.family_id).where(RefreshToken.token_digest == digest(value))
-    ).first()
+    found = lookup(value)
     if found is None:
         return None
     token, family = found
