@@ -31,6 +31,10 @@ from idp.tokens.models import RefreshFamily, RefreshToken
 from idp.users.models import User
 
 
+# Families whose access tokens one query denies (bind parameters stay far below every backend's limit).
+DENY_BATCH = 1000
+
+
 class InvalidRefreshToken(IdpError):
     """The refresh token cannot be used (RFC 6749 5.2 `invalid_grant`); `reason` is for logs only."""
 
@@ -195,18 +199,23 @@ def _on_reuse(token_id: int, family_id: int, now: datetime) -> None:
 
 def revoke_family(family: RefreshFamily, *, reason: str, actor: str) -> None:
     """Revoke every token of a family and deny its unexpired access tokens (caller commits); idempotent."""
-    if family.revoked_at is not None:
-        return
+    _revoke([family], reason=reason, actor=actor)
+
+
+def _revoke(families: list[RefreshFamily], *, reason: str, actor: str) -> None:
     now = utcnow()
-    family.revoked_at = now
-    family.revoked_reason = reason
-    live_access = db.session.execute(
-        select(RefreshToken.access_jti, RefreshToken.access_expires_at)
-        .where(RefreshToken.family_id == family.id, RefreshToken.access_expires_at > now)
-    )
-    for jti, expires_at in live_access:
-        revoke_access_token(jti, expires_at)
-    record("refresh_family.revoked", actor=actor, target=f"refresh_family:{family.id}", reason=reason, user=family.user_id)
+    live = [family for family in families if family.revoked_at is None]
+    for family in live:
+        family.revoked_at, family.revoked_reason = now, reason
+        record("refresh_family.revoked", actor=actor, target=f"refresh_family:{family.id}", reason=reason, user=family.user_id)
+    ids = [family.id for family in live]
+    for start in range(0, len(ids), DENY_BATCH):
+        issued = db.session.execute(
+            select(RefreshToken.access_jti, RefreshToken.access_expires_at)
+            .where(RefreshToken.family_id.in_(ids[start:start + DENY_BATCH]), RefreshToken.access_expires_at > now)
+        )
+        for jti, expires_at in issued.all():
+            revoke_access_token(jti, expires_at)
 
 
 def find_family(value: str) -> RefreshFamily | None:
@@ -247,7 +256,6 @@ def revoke_families(*, user_id: int | None = None, sids: list[str] | None = None
     if not include_offline:
         query = query.where(RefreshFamily.offline.is_(False))
     families = list(db.session.scalars(query))
-    for family in families:
-        revoke_family(family, reason=reason, actor=actor)
+    _revoke(families, reason=reason, actor=actor)
     return len(families)
 

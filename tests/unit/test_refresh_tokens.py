@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from idp.clock import utcnow
 from idp.db import db
-from idp.models import AuditEvent, Client, RefreshFamily, RefreshToken, User
+from idp.models import AuditEvent, Client, RefreshFamily, RefreshToken, RevokedAccessToken, User
 from idp.security import digest
 from idp.tokens.refresh import InvalidRefreshToken, rotate, start_family
 from idp.users.service import bump_token_version
@@ -117,3 +117,27 @@ def test_concurrent_refreshes_of_one_token_yield_at_most_one_success(app, grant)
     assert len(outcomes) == 8
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(RefreshToken).where(RefreshToken.rotated_at.is_(None))) <= 1
+
+
+def test_revoking_a_users_families_denies_the_live_access_tokens_of_each(app_ctx, make_user, make_client, monkeypatch):
+    """One query per batch of families (a small batch here, to cross its edge), expired pairings skipped."""
+    from idp.tokens import refresh
+    from idp.tokens.access import issue_access_token
+
+    monkeypatch.setattr(refresh, "DENY_BATCH", 2)
+    (user, other), (client, _) = (make_user(), make_user()), make_client()
+
+    def grant_with_access(owner, *, expired: bool = False) -> str:
+        rotation = start_family(client=load_client(client), user=db.session.get(User, owner.id), scope="openid offline_access", offline=True)
+        issued_at = utcnow() - timedelta(hours=1) if expired else None
+        access = issue_access_token(client_id=client.client_id, subject=owner.subject, scope="openid", token_version=owner.token_version, now=issued_at)
+        refresh.pair_access_token(rotation, access)
+        return access.jti
+
+    live = {grant_with_access(user) for _ in range(5)}
+    grant_with_access(user, expired=True)
+    grant_with_access(other)
+    db.session.commit()
+    assert refresh.revoke_families(user_id=user.id, include_offline=True, reason="test", actor="test") == 6
+    db.session.commit()
+    assert set(db.session.scalars(select(RevokedAccessToken.jti))) == live  # not the expired one, not the other user's
