@@ -31,7 +31,7 @@ class RefreshFamily(db.Model):
     auth_time: Mapped[datetime | None]
     # How the user signed in for the grant, repeated in every refreshed ID token (OIDC Core 12.2).
     acr: Mapped[str | None] = mapped_column(String(64))
-    amr: Mapped[list[str]] = mapped_column(JSON, default=list)
+    amr: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     offline: Mapped[bool] = mapped_column(default=False)  # granted offline_access: survives logout
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]  # absolute family lifetime

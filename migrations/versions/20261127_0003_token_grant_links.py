@@ -19,10 +19,8 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('refresh_families', schema=None) as batch_op:
         batch_op.add_column(sa.Column('acr', sa.String(length=64), nullable=True))
-        # Existing families get an empty list; new rows get theirs from the model.
+        # Existing families (and rows inserted by plain SQL) get an empty list.
         batch_op.add_column(sa.Column('amr', sa.JSON(), nullable=False, server_default='[]'))
-    with op.batch_alter_table('refresh_families', schema=None) as batch_op:
-        batch_op.alter_column('amr', server_default=None)
 
     with op.batch_alter_table('refresh_tokens', schema=None) as batch_op:
         batch_op.add_column(sa.Column('access_jti', sa.String(length=64), nullable=True))
