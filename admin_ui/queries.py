@@ -132,7 +132,7 @@ def users_page(prefix: str = "", status: str = "", *, after: str | None = None, 
             # SQLite compares bytes, so the prefix's successor bounds the range (its LIKE ignores indexes).
             query = query.where(User.email < prefix[:-1] + chr(ord(prefix[-1]) + 1))
     if status == "admins":
-        query = query.where(User.is_admin.is_(True))
+        query = query.where(User.is_admin)  # as ix_users_admin_email's predicate (`IS TRUE` would not use it)
     elif status == "active":
         query = query.where(User.disabled_at.is_(None))
     elif status == "disabled":

@@ -32,13 +32,14 @@ ADMIN_EMAIL = "bench-admin@example.com"
 ADMIN_PASSWORD = "bench-admin-password"
 BUDGET_MS = 200.0
 
-# The seeded set: 200,000 refresh families bind every fifth session to one of 19 busy clients
+# The seeded set: one user in 5,000 is an admin and one in 100 disabled; 200,000 refresh families bind every fifth session to one of 19 busy clients
 # (about 10,500 each); the 20th client is quiet (100 sessions). 1% of sessions also hold a code.
 SEED_SQL = [
     ("users", """
-        INSERT INTO users (subject, email, name, password_hash, is_admin, token_version, created_at, updated_at)
-        SELECT md5('sub' || i), 'user' || lpad(i::text, 6, '0') || '@example.com', 'User ' || i, :hash, false, 1,
-               :now - i * interval '1 minute', :now - i * interval '1 minute'
+        INSERT INTO users (subject, email, name, password_hash, is_admin, token_version, created_at, updated_at, disabled_at)
+        SELECT md5('sub' || i), 'user' || lpad(i::text, 6, '0') || '@example.com', 'User ' || i, :hash, i % 5000 = 0, 1,
+               :now - i * interval '1 minute', :now - i * interval '1 minute',
+               CASE WHEN i % 100 = 0 THEN :now - i * interval '1 second' END
         FROM generate_series(1, :users) AS i"""),
     ("sessions", """
         INSERT INTO sessions (id_digest, sid, kind, user_id, token_version, data, created_at, last_seen_at, auth_time, expires_at, ip, user_agent)
@@ -218,6 +219,7 @@ def pages(database_url: str) -> list[tuple[str, str]]:
         ("users: search, narrow prefix", "/admin/users?q=user09999"),
         ("users: search, no match", "/admin/users?q=zzz"),
         ("users: admins only", "/admin/users?status=admins"),
+        ("users: disabled only", "/admin/users?status=disabled"),
         ("user detail", f"/admin/users/{mid_user_id}"),
         ("clients", "/admin/clients"),
         ("client detail", f"/admin/clients/{client_id}"),
