@@ -228,7 +228,8 @@ class _KeyringCache:
         except SQLAlchemyError as error:
             if at_stake or not self._may_serve_stale(error, loaded_at):
                 raise
-            self._retry_at = loaded_at + KEYRING_CACHE_SECONDS
+            # Try again as soon as a fresh snapshot would have expired, or the stale one must.
+            self._retry_at = min(loaded_at + KEYRING_CACHE_SECONDS, self._loaded_at + stale_limit(current_app.config))
             db.session.rollback()  # nothing to lose; the request's next query starts afresh
             return
         if self._serving_stale:
