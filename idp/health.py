@@ -8,7 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from idp.db import db
-from idp.outages import BROKER, DATABASE, RETRY_AFTER_SECONDS, discard_session, is_database_unavailable
+from idp.outages import RETRY_AFTER_SECONDS, discard_session, is_database_unavailable, outage_log
 from idp.tasks import check_broker
 
 bp = Blueprint("health", __name__)
@@ -36,7 +36,7 @@ def _database_state() -> str:
         if not is_database_unavailable(error):
             raise
         # Counted in the outage episode (logged once), not a traceback per probe.
-        DATABASE.failed(error)
+        outage_log("database").failed(error)
         discard_session()
         return "unreachable"
     return "ok"
@@ -46,7 +46,7 @@ def _broker_state() -> str:
     try:
         check_broker(current_app.extensions["celery"])
     except (BrokerError, OSError) as error:
-        BROKER.failed(error)
+        outage_log("broker").failed(error)
         return "unreachable"
-    BROKER.recovered()
+    outage_log("broker").recovered()
     return "ok"

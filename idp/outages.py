@@ -16,7 +16,7 @@ import time
 from typing import Callable
 
 import psycopg
-from flask import Flask, Response, g, jsonify, make_response
+from flask import Flask, Response, current_app, g, jsonify, make_response
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -89,8 +89,9 @@ class OutageLog:
             self._started, self._failures = None, 0
 
 
-DATABASE = OutageLog("database")
-BROKER = OutageLog("task broker")
+def outage_log(part: str) -> OutageLog:
+    """This app's episode log of `part`: "database" or "broker"."""
+    return current_app.extensions["idp.outages"][part]
 
 
 def database_lost() -> bool:
@@ -127,7 +128,7 @@ def unavailable_response() -> Response:
 
 def database_unavailable(error: BaseException) -> Response:
     """Count the outage, drop the broken session, and answer 503."""
-    DATABASE.failed(error)
+    outage_log("database").failed(error)
     g.idp_database_lost = True
     discard_session()
     return unavailable_response()
@@ -151,8 +152,9 @@ class IdpFlask(Flask):
 
 def init_outages(app: Flask) -> None:
     """End the database episode on the first new connection, and guard the session teardown."""
+    logs = app.extensions["idp.outages"] = {"database": OutageLog("database"), "broker": OutageLog("task broker")}
     with app.app_context():
-        event.listen(db.engine, "connect", lambda *_: DATABASE.recovered())
+        event.listen(db.engine, "connect", lambda *_: logs["database"].recovered())
     # Registered after Flask-SQLAlchemy's, so it runs first (teardowns run in reverse): its own
     # `session.remove()` then finds nothing to roll back on a dead connection.
     app.teardown_appcontext(lambda _exc: discard_session())

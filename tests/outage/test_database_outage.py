@@ -16,11 +16,13 @@ import socket
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
 import requests
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from idp import create_app
@@ -132,6 +134,25 @@ class Load:
                     time.sleep(0.01)
 
 
+@contextmanager
+def requests_held_in_flight(url: str):
+    """Lock the clients table until /token requests of the load are waiting on it, then yield."""
+    engine = create_engine(normalize_database_url(url), poolclass=NullPool)
+    holder = engine.connect()
+    try:
+        holder.execute(text("LOCK TABLE clients IN ACCESS EXCLUSIVE MODE"))
+        with engine.connect() as watcher:
+            waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            wait_until(lambda: watcher.scalar(waiting) > 0, timeout=STATEMENT_TIMEOUT, interval=0.02, what="a request to wait on the lock")
+        yield
+    finally:
+        try:
+            holder.close()
+        except OperationalError:
+            pass  # its backend died with the postmaster
+        engine.dispose()
+
+
 def worker_pids(master: int) -> set[int]:
     found = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True)
     return {int(pid) for pid in found.stdout.split()}
@@ -146,6 +167,7 @@ def test_database_stopped_and_killed_under_load(cluster, tmp_path, secrets_confi
     created = run_idp(["clients", "create", "--name", "Machine", "--grant-type", "client_credentials", "--scope", "profile", "--json"], env)
     machine = json.loads(created.stdout)
     assert run_idp(["users", "create", "--email", "outage@example.test", "--password-stdin"], env, stdin="correct horse battery\n").returncode == 0
+    credentials = (machine["client_id"], machine["client_secret"])
     bearer = {"Authorization": "Bearer " + user_access_token(values, machine["client_id"])}
     server = Process(["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"], env, tmp_path / "serve.log")
 
@@ -156,13 +178,14 @@ def test_database_stopped_and_killed_under_load(cluster, tmp_path, secrets_confi
             return requests.Response()  # not listening yet: status_code None
 
     def token(session: requests.Session) -> requests.Response:
-        return session.post(base + "/token", data={"grant_type": "client_credentials"}, auth=(machine["client_id"], machine["client_secret"]), timeout=30)
+        return session.post(base + "/token", data={"grant_type": "client_credentials"}, auth=credentials, timeout=30)
 
     calls = {
         "token": token,
         "jwks": lambda s: s.get(base + "/.well-known/jwks.json", timeout=30),
         "discovery": lambda s: s.get(base + "/.well-known/openid-configuration", timeout=30),
         "userinfo": lambda s: s.get(base + "/userinfo", headers=bearer, timeout=30),
+        "introspect": lambda s: s.post(base + "/introspect", data={"token": bearer["Authorization"][7:]}, auth=credentials, timeout=30),
         "login": lambda s: s.get(base + "/login", timeout=30),
     }
     try:
@@ -173,7 +196,11 @@ def test_database_stopped_and_killed_under_load(cluster, tmp_path, secrets_confi
             wait_until(lambda: {a.call for a in load.answers if a.status == 200} == set(calls), timeout=30, what="every call to succeed once")
             for outage in ("stop", "kill"):
                 before = row_counts(cluster.url)
-                cluster.stop("fast") if outage == "stop" else cluster.kill_postmaster()
+                if outage == "stop":
+                    cluster.stop("fast")
+                else:
+                    with requests_held_in_flight(cluster.url):
+                        cluster.kill_postmaster()
                 went_down = time.monotonic()
                 wait_until(lambda: readyz().status_code == 503, timeout=15, what="/readyz to report the outage")
                 down = readyz()
@@ -199,7 +226,7 @@ def test_database_stopped_and_killed_under_load(cluster, tmp_path, secrets_confi
         server.stop()
 
     unavailable = [a for a in load.answers if a.status == 503]
-    assert {a.call for a in unavailable} >= {"token", "userinfo", "login"}
+    assert {a.call for a in unavailable} >= {"token", "userinfo", "introspect", "login"}
     assert [a for a in load.answers if a.status is None or a.status >= 500 and a.status != 503] == []
     assert [a for a in unavailable if not a.retry_after] == []
     assert [a for a in load.answers if a.call in ("jwks", "discovery") and a.status != 200] == []
@@ -278,3 +305,27 @@ def test_the_jwks_is_served_from_memory_only_while_the_snapshot_is_younger_than_
     assert client.get("/.well-known/jwks.json").data == served
     with app.app_context():
         db.engine.dispose()
+
+
+def test_a_connection_that_dies_after_the_last_query_cannot_fail_the_response(cluster, tmp_path, secrets_config):
+    app = create_app({**settings(cluster.url, "http://localhost", tmp_path, secrets_config), "TESTING": True})
+    killer = create_engine(normalize_database_url(cluster.url), poolclass=NullPool)
+
+    def read_then_lose_the_connection():
+        # The request's transaction is open when its backend is terminated, as when the
+        # postmaster is killed while a view does work that needs no database.
+        pid = db.session.scalar(text("SELECT pg_backend_pid()"))
+        with killer.connect() as connection:
+            assert connection.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        return "done"
+
+    app.add_url_rule("/test-lost-connection", view_func=read_then_lose_the_connection)
+    try:
+        # The teardown's rollback meets the dead connection; the test client would raise it.
+        response = app.test_client().get("/test-lost-connection")
+        assert response.status_code == 200 and response.text == "done"
+        assert app.test_client().get("/readyz").get_json()["database"] == "ok"
+    finally:
+        killer.dispose()
+        with app.app_context():
+            db.engine.dispose()
