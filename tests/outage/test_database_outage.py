@@ -28,6 +28,7 @@ from sqlalchemy.pool import NullPool
 from idp import create_app
 from idp.config import KEYRING_CACHE_SECONDS, normalize_database_url
 from idp.db import db
+from idp.migrate import upgrade
 from idp.models import Base, User
 from idp.tokens.access import issue_access_token
 from tests.outage.cluster import PostgresCluster
@@ -276,7 +277,6 @@ class Clock:
 
 def test_the_jwks_is_served_from_memory_only_while_the_snapshot_is_younger_than_the_lead_time_allows(cluster, tmp_path, secrets_config):
     from idp.keyring.service import _KeyringCache, ensure_keys, stale_limit
-    from idp.migrate import upgrade
 
     values = {**settings(cluster.url, "http://localhost", tmp_path, secrets_config), "TESTING": True, "JWKS_MAX_AGE": 60, "CLOCK_SKEW": 10, "KEY_ROTATION_LEAD_TIME": 300}
     app = create_app(values)
@@ -327,5 +327,28 @@ def test_a_connection_that_dies_after_the_last_query_cannot_fail_the_response(cl
         assert app.test_client().get("/readyz").get_json()["database"] == "ok"
     finally:
         killer.dispose()
+        with app.app_context():
+            db.engine.dispose()
+
+
+def test_a_statement_waiting_on_a_lock_is_cancelled_by_the_statement_timeout(cluster, tmp_path, secrets_config):
+    app = create_app({**settings(cluster.url, "http://localhost", tmp_path, secrets_config), "TESTING": True, "DATABASE_STATEMENT_TIMEOUT": 1})
+    upgrade(app)
+    engine = create_engine(normalize_database_url(cluster.url), poolclass=NullPool)
+    try:
+        with engine.connect() as holder:
+            holder.execute(text("LOCK TABLE clients IN ACCESS EXCLUSIVE MODE"))
+            answered: list = []
+            started = time.monotonic()
+            # In a thread, so that without a timeout the test fails instead of waiting on its own lock.
+            asking = threading.Thread(target=lambda: answered.append(app.test_client().post("/token", data={"grant_type": "client_credentials"}, auth=("machine", "secret"))))
+            asking.start()
+            asking.join(timeout=SLOWEST + 5)
+            waited = time.monotonic() - started
+        asking.join()
+        assert 1 <= waited < 1 + CONNECT_TIMEOUT
+        assert answered[0].status_code == 503 and answered[0].get_json()["error"] == "temporarily_unavailable"
+    finally:
+        engine.dispose()
         with app.app_context():
             db.engine.dispose()
