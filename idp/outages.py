@@ -62,10 +62,6 @@ class OutageLog:
         self._reminded = 0.0
         self._failures = 0
 
-    @property
-    def ongoing(self) -> bool:
-        return self._started is not None
-
     def failed(self, error: BaseException) -> None:
         """Count one request that met the outage; log only the first one and a reminder a minute."""
         with self._lock:

@@ -209,7 +209,8 @@ class _KeyringCache:
     def snapshot(self) -> _Snapshot:
         if self._stale():
             # With a snapshot in hand, a request that finds another one reloading serves it rather
-            # than queueing behind a reload that may be waiting out a connect timeout.
+            # than queueing behind a reload that may be waiting out a connect timeout (a reload
+            # takes milliseconds while the database is healthy, so the window barely moves).
             if self._lock.acquire(blocking=self._snapshot is None):
                 try:
                     if self._stale():
