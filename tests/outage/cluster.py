@@ -12,7 +12,16 @@ from pathlib import Path
 
 from tests.support import free_port
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+def postgres_binaries() -> Path:
+    """Debian's newest installed PostgreSQL server binaries (/usr/lib/postgresql/<major>/bin)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda path: int(path.parts[-3]))
+    if not found:
+        raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql (Debian's postgresql package)")
+    return found[-1].parent
+
+
+PG_BIN = postgres_binaries()
 
 
 class PostgresCluster:
