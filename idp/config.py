@@ -68,7 +68,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KEY_ENCRYPTION_KEYS", None, "Comma-separated Fernet keys encrypting private signing keys; the first encrypts, all decrypt. Default: `KEYS_DIR/key-encryption-keys`.", _list),
     Setting("CELERY_BROKER_URL", lambda s: f"sqla+sqlite:///{Path(s['INSTANCE_DIR']).resolve()}/celery-broker.sqlite3", "Celery broker: `redis://...` in production; the default needs no server."),
     Setting("LOG_LEVEL", "INFO", "Python logging level of the web and worker processes."),
-    Setting("DATABASE_CONNECT_TIMEOUT", 3, "PostgreSQL: seconds to wait for a connection (also for a free one in the pool) before answering 503.", _int),
+    Setting("DATABASE_CONNECT_TIMEOUT", 3, "PostgreSQL: seconds to wait for a connection, a free one in the pool, or the acknowledgement of sent data, before answering 503.", _int),
     Setting("DATABASE_STATEMENT_TIMEOUT", 5, "PostgreSQL: seconds a statement may run before it is cancelled (0 = no limit; migrations never have one).", _int),
     # Tokens (lifetimes in seconds)
     Setting("ACCESS_TOKEN_TTL", 5 * MINUTE, "Lifetime of JWT access tokens (RFC 9068).", _int),

@@ -61,9 +61,10 @@ def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
 def engine_options(config: Mapping[str, Any]) -> dict[str, Any]:
     """Engine options: a pooled connection is checked before use; PostgreSQL waits are bounded.
 
-    The connect timeout also bounds the wait for a free pooled connection; `tcp_user_timeout`
-    drops a connection whose packets go unanswered (a database that blackholes instead of
-    refusing) instead of waiting for the kernel's retransmissions for minutes.
+    The connect timeout also bounds the wait for a free pooled connection and, as
+    `tcp_user_timeout`, how long sent data may go unacknowledged: a pooled connection to a database
+    whose packets are dropped (instead of refused) fails then, rather than after the kernel's
+    retransmissions, minutes later. (A slow statement is not affected: its data is acknowledged.)
     """
     options: dict[str, Any] = {"pool_pre_ping": True}
     if config["DATABASE_URL"].startswith("postgresql"):
@@ -72,6 +73,6 @@ def engine_options(config: Mapping[str, Any]) -> dict[str, Any]:
         options["connect_args"] = {
             "connect_timeout": connect,
             "options": f"-c statement_timeout={statement * 1000}",
-            "tcp_user_timeout": (connect + statement) * 1000,
+            "tcp_user_timeout": connect * 1000,
         }
     return options
