@@ -11,6 +11,7 @@ from flask_wtf import CSRFProtect
 
 from idp import config as settings
 from idp.config import ConfigError
+from idp.outages import IdpFlask, init_outages
 
 csrf = CSRFProtect()
 
@@ -18,7 +19,7 @@ csrf = CSRFProtect()
 def create_app(config: Mapping[str, Any] | None = None, *, require_secrets: bool = True) -> Flask:
     """Build the app: defaults -> environment -> `config` mapping -> extensions -> blueprints."""
     values = settings.load(config)
-    app = Flask(__name__, instance_path=values["INSTANCE_DIR"])
+    app = IdpFlask(__name__, instance_path=values["INSTANCE_DIR"])
     app.config.update(values)
     configure_secrets(app, required=require_secrets)
     configure_logging(app)
@@ -64,7 +65,7 @@ def configure_extensions(app: Flask) -> None:
     from idp import models  # noqa: F401  (registers every model on the metadata)
     from idp.oidc import backchannel  # noqa: F401  (connects its session_ended receiver)
     from idp.tasks import outbox  # noqa: F401  (publishes queued tasks after commit)
-    from idp.db import db
+    from idp.db import db, engine_options
     from idp.keyring.service import _KeyringCache
     from idp.oauth.server import init_oauth
     from idp.sessions.interface import ServerSessionInterface
@@ -74,8 +75,9 @@ def configure_extensions(app: Flask) -> None:
     app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
     if app.config["DATABASE_URL"].startswith("sqlite"):
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config))
     db.init_app(app)
+    init_outages(app)
     app.session_interface = ServerSessionInterface()
     app.config.update(SESSION_COOKIE_HTTPONLY=True, WTF_CSRF_TIME_LIMIT=None, MAX_CONTENT_LENGTH=1024 * 1024)
     csrf.init_app(app)

@@ -68,6 +68,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KEY_ENCRYPTION_KEYS", None, "Comma-separated Fernet keys encrypting private signing keys; the first encrypts, all decrypt. Default: `KEYS_DIR/key-encryption-keys`.", _list),
     Setting("CELERY_BROKER_URL", lambda s: f"sqla+sqlite:///{Path(s['INSTANCE_DIR']).resolve()}/celery-broker.sqlite3", "Celery broker: `redis://...` in production; the default needs no server."),
     Setting("LOG_LEVEL", "INFO", "Python logging level of the web and worker processes."),
+    Setting("DATABASE_CONNECT_TIMEOUT", 3, "PostgreSQL: seconds to wait for a connection, a free one in the pool, or the acknowledgement of sent data, before answering 503.", _int),
+    Setting("DATABASE_STATEMENT_TIMEOUT", 5, "PostgreSQL: seconds a statement may run before it is cancelled (0 = no limit; migrations never have one).", _int),
     # Tokens (lifetimes in seconds)
     Setting("ACCESS_TOKEN_TTL", 5 * MINUTE, "Lifetime of JWT access tokens (RFC 9068).", _int),
     Setting("ID_TOKEN_TTL", HOUR, "Lifetime of ID tokens.", _int),
@@ -165,6 +167,9 @@ def _validate(values: dict[str, Any]) -> None:
             "IDP_KEY_RETIREMENT_GRACE must be at least the longest of ACCESS_TOKEN_TTL, ID_TOKEN_TTL and "
             f"ID_TOKEN_HINT_TTL plus CLOCK_SKEW = {minimum_retirement_grace(values)} seconds"
         )
+    if values["DATABASE_CONNECT_TIMEOUT"] < 2:
+        # libpq and psycopg treat anything shorter as 2 seconds.
+        raise ConfigError("IDP_DATABASE_CONNECT_TIMEOUT must be at least 2 seconds")
     if values["PURGE_BATCH_SIZE"] < 1:
         raise ConfigError("IDP_PURGE_BATCH_SIZE must be at least 1")
     if not 1 <= values["ADMIN_PAGE_SIZE"] <= 500:

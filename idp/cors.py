@@ -28,6 +28,7 @@ from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from idp.clients.service import get_client
+from idp.outages import database_lost
 
 ANY_ORIGIN, CLIENT_ORIGINS = "any-origin", "client-origins"
 ALLOWED_HEADERS = "Authorization, Content-Type"
@@ -101,7 +102,9 @@ def _requesting_client_origins() -> set[str]:
         client_id = unquote(auth.username or "") if auth is not None and auth.type == "basic" else request.form.get("client_id")
     except HTTPException:  # a body too large to read: the view has already refused it
         return set()
-    client = get_client(client_id) if client_id else None
+    if not client_id or database_lost():  # a 503 for a lost database reads no client
+        return set()
+    client = get_client(client_id)
     if client is None:
         return set()
     return {origin for origin in map(origin_of, client.redirect_uris) if origin}

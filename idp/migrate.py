@@ -28,6 +28,9 @@ def alembic_config(app: Flask) -> Config:
 def upgrade(app: Flask, revision: str = "head") -> None:
     """Bring the database schema up to `revision`."""
     with app.app_context(), db.engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Rewriting a large table may take longer than any request should (IDP_DATABASE_STATEMENT_TIMEOUT).
+            connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
         cfg = alembic_config(app)
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Callable
 from flask import current_app
 from jwcrypto import jwk
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from idp.audit.service import record
 from idp.clock import utcnow
@@ -20,10 +22,12 @@ from idp.config import KEYRING_CACHE_SECONDS
 from idp.db import db
 from idp.errors import NotFoundError, ValidationError
 from idp.keyring.models import PUBLISHED_STATES, KeyState, SigningKey
+from idp.outages import describe, is_database_unavailable
 from idp.security import KeyEncryptor
 
 ALGORITHMS = ("RS256", "ES256")  # RS256 is mandatory for OpenID Connect (Core 15.1)
 RSA_BITS = 2048
+log = logging.getLogger(__name__)
 # KEYRING_CACHE_SECONDS (idp/config.py): how long a web process trusts its cached view of the
 # keyring; a rotation or revocation made anywhere is seen by every replica within that many
 # seconds, without a restart. Rotation timings add it to their safety margins.
@@ -177,29 +181,81 @@ class _Snapshot:
 
 
 class _KeyringCache:
-    """Per-process cache of the keyring, reloaded from the database once it is KEYRING_CACHE_SECONDS old."""
+    """Per-process cache of the keyring, reloaded from the database once it is KEYRING_CACHE_SECONDS old.
+
+    While the database is unreachable, the last good snapshot keeps serving (the JWKS, offline
+    verification) for at most `stale_limit` seconds after it was loaded. That is safe because a
+    key signs only after it has been published for KEY_ROTATION_LEAD_TIME: a snapshot younger
+    than the lead time minus what caches add on top of it (JWKS_MAX_AGE, CLOCK_SKEW) already holds
+    every key that may sign before a relying party's copy of it expires. The price: a key revoked
+    elsewhere during the outage stays published here until the database is back or the limit
+    passes. Past the limit the outage is a 503 like any other.
+    """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self._lock = threading.Lock()
         self._clock = clock  # tests drive it to check the window without sleeping
         self._snapshot: _Snapshot | None = None
         self._loaded_at = 0.0
+        self._retry_at = 0.0  # after a failed reload, wait as long as a fresh snapshot would last
+        self._serving_stale = False
 
     def _stale(self) -> bool:
-        return self._snapshot is None or self._clock() - self._loaded_at >= KEYRING_CACHE_SECONDS
+        if self._snapshot is None:
+            return True
+        now = self._clock()
+        return now - self._loaded_at >= KEYRING_CACHE_SECONDS and now >= self._retry_at
 
     def snapshot(self) -> _Snapshot:
         if self._stale():
-            with self._lock:
-                if self._stale():
-                    # Taken before the query, so the window is measured from no later than the read.
-                    loaded_at = self._clock()
-                    self._snapshot = _Snapshot(published_keys(), key_encryptor())
-                    self._loaded_at = loaded_at
+            # With a snapshot in hand, a request that finds another one reloading serves it rather
+            # than queueing behind a reload that may be waiting out a connect timeout (a reload
+            # takes milliseconds while the database is healthy, so the window barely moves).
+            if self._lock.acquire(blocking=self._snapshot is None):
+                try:
+                    if self._stale():
+                        self._reload()
+                finally:
+                    self._lock.release()
         return self._snapshot
+
+    def _reload(self) -> None:
+        # Taken before the query, so the window is measured from no later than the read.
+        loaded_at = self._clock()
+        # A request already in a transaction has work the outage has cost: it must fail whole.
+        at_stake = db.session().in_transaction()
+        try:
+            self._snapshot = _Snapshot(published_keys(), key_encryptor())
+        except SQLAlchemyError as error:
+            if at_stake or not self._may_serve_stale(error, loaded_at):
+                raise
+            # Try again as soon as a fresh snapshot would have expired, or the stale one must.
+            self._retry_at = min(loaded_at + KEYRING_CACHE_SECONDS, self._loaded_at + stale_limit(current_app.config))
+            db.session.rollback()  # nothing to lose; the request's next query starts afresh
+            return
+        if self._serving_stale:
+            log.warning("keyring reloaded from the database again")
+            self._serving_stale = False
+        self._loaded_at = loaded_at
+
+    def _may_serve_stale(self, error: SQLAlchemyError, now: float) -> bool:
+        if self._snapshot is None or not is_database_unavailable(error):
+            return False
+        age = now - self._loaded_at
+        if age >= stale_limit(current_app.config):
+            return False
+        if not self._serving_stale:
+            log.warning("database unavailable (%s); serving the keyring as loaded %.0f s ago", describe(error), age)
+            self._serving_stale = True
+        return True
 
     def invalidate(self) -> None:
         self._snapshot = None
+
+
+def stale_limit(config) -> int:
+    """How old a keyring snapshot may be and still be served while the database is down (see _KeyringCache)."""
+    return config["KEY_ROTATION_LEAD_TIME"] - config["JWKS_MAX_AGE"] - config["CLOCK_SKEW"]
 
 
 def _cache() -> _KeyringCache:

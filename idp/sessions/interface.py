@@ -15,6 +15,7 @@ from werkzeug.datastructures import CallbackDict
 
 from idp.clock import utcnow
 from idp.db import db
+from idp.outages import database_lost
 from idp.security import digest
 from idp.sessions.models import UserSession
 from idp.users.models import User
@@ -116,6 +117,8 @@ class ServerSessionInterface(SessionInterface):
     def save_session(self, app: Flask, session: ServerSession, response: Response) -> None:  # type: ignore[override]
         from idp.sessions.service import new_row  # late import: service imports this module
 
+        if database_lost():
+            return  # the answer is a 503; the session (maybe never opened) is left as it was
         name = cookie_name(app, session.kind)
         now = utcnow()
         if session.row is None:

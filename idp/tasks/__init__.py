@@ -65,6 +65,13 @@ def publish(celery: Celery, name: str, kwargs: dict | None = None) -> str:
         return celery.send_task(name, kwargs=kwargs or {}, connection=connection, retry=False).id
 
 
+def check_broker(celery: Celery) -> None:
+    """Connect to the broker once, quickly (a Redis PING); raise the broker's error if that fails."""
+    options = FAIL_FAST_TRANSPORT_OPTIONS if uses_redis(celery.conf.broker_url) else {}
+    with celery.connection_for_write(transport_options=options) as connection:
+        connection.ensure_connection(max_retries=0)
+
+
 def send_task(name: str, kwargs: dict | None = None) -> str:
     """Queue task `name` without blocking on a broker that is down; returns the task id.
 

@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from tests.support import free_port
+
 
 def test_discovery_issuer_comes_from_configuration_not_host_header(client):
     for path in ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"):
@@ -40,14 +42,25 @@ def test_unknown_methods_are_405_not_500(client, path, method):
 
 def test_health_and_readiness(client):
     assert client.get("/healthz").get_json() == {"status": "ok"}
-    assert client.get("/readyz").get_json() == {"status": "ok", "database": "ok"}
+    assert client.get("/readyz").get_json() == {"status": "ok", "database": "ok", "broker": "ok"}
 
 
 def test_readiness_fails_when_database_is_unreachable(make_app):
     broken = make_app(DATABASE_URL="postgresql://postgres@127.0.0.1:1/nothing")
     response = broken.test_client().get("/readyz")
-    assert response.status_code == 503
+    assert response.status_code == 503 and response.headers["Retry-After"]
     assert response.get_json()["database"] == "unreachable"
+
+
+def test_readiness_fails_when_the_broker_is_unreachable_and_logs_it_once(make_app, caplog):
+    broken = make_app(CELERY_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0").test_client()
+    for _ in range(3):
+        response = broken.get("/readyz")
+        assert response.status_code == 503 and response.headers["Retry-After"]
+        assert response.get_json() == {"status": "unavailable", "database": "ok", "broker": "unreachable"}
+    outage = [record for record in caplog.records if record.name == "idp.outages"]
+    assert [record.getMessage().split(" (")[0] for record in outage] == ["task broker unavailable"]
+    assert all(record.exc_info is None for record in caplog.records)
 
 
 def test_error_pages_escape_the_request(client):

@@ -40,6 +40,8 @@ def test_postgres_urls_go_through_psycopg3():
         ({"IDP_AUTHORIZATION_CODE_TTL": "601"}, "between 1 and 600"),
         ({"IDP_KEY_ENCRYPTION_KEYS": "not-a-key"}, "not a Fernet key"),
         ({"IDP_LOG_LEVEL": "LOUD"}, "not a logging level"),
+        ({"IDP_DATABASE_CONNECT_TIMEOUT": "1"}, "at least 2 seconds"),
+        ({"IDP_DATABASE_STATEMENT_TIMEOUT": "-1"}, "must not be negative"),
     ],
 )
 def test_bad_values_fail_with_one_line(env, message):
