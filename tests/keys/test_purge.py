@@ -21,7 +21,7 @@ from idp.tokens.models import RefreshFamily, RefreshToken, RevokedAccessToken
 SKEW = timedelta(seconds=60)  # CLOCK_SKEW of the test configuration
 S = timedelta(seconds=1)
 ZERO = {"authorization_codes": 0, "refresh_tokens": 0, "refresh_families": 0, "revoked_access_tokens": 0,
-        "sessions": 0, "audit_events": 0, "job_runs": 0}
+        "sessions": 0, "audit_events": 0, "job_runs": 0, "outbox_messages": 0}
 
 
 @pytest.fixture
