@@ -48,7 +48,7 @@ def purge(now: str | None = None) -> dict[str, int]:
     return run_job("purge", now=job_clock(now)).counts
 
 
-@shared_task(name="idp.relay")
+@shared_task(name="idp.relay", acks_late=True, reject_on_worker_lost=True)
 def relay() -> dict[str, int]:
     """Publish the outbox messages that are due, and rerun jobs whose runner died (beat, every few seconds)."""
     published = outbox.relay(current_app.extensions["celery"])
