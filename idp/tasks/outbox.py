@@ -39,9 +39,10 @@ log = logging.getLogger(__name__)
 TASK_NAME = "idp.outbox"
 # The nudge normally publishes a new message at once; the relay steps in only after this long.
 NUDGE_GRACE = timedelta(seconds=15)
-# A delivery attempt may run this long (the task's hard time limit); a claim older than that belongs
-# to a dead attempt, and the relay publishes the message again.
+# A claim older than this belongs to a dead attempt, and the relay publishes the message again. The
+# task's hard time limit is shorter, so no attempt outlives its claim.
 CLAIM_SECONDS = 20
+TIME_LIMIT_SECONDS = CLAIM_SECONDS - 5
 # A published message not done after this long is published again (its task may have been lost);
 # the copy expires by then, so a long worker outage does not pile up copies in the queue.
 REPUBLISH_AFTER = timedelta(seconds=60)
@@ -109,11 +110,13 @@ def _nudge(celery: Celery, ids: list[int]) -> None:
         broker_up()
 
 
-def publish_message(celery: Celery, message_id: int) -> None:
+def publish_message(celery: Celery, message_id: int, countdown: float = 0) -> None:
     """Publish the `idp.outbox` task of one message (one quick attempt); raises broker errors."""
     from idp.tasks import publish  # late import: idp.tasks imports the app's task modules
 
-    publish(celery, TASK_NAME, {"message_id": message_id}, expires=REPUBLISH_AFTER.total_seconds())
+    # The copy expires when the relay would publish the next one anyway.
+    expires = countdown + REPUBLISH_AFTER.total_seconds()
+    publish(celery, TASK_NAME, {"message_id": message_id}, countdown=countdown or None, expires=expires)
 
 
 # --- logging a broker outage once per process and episode -------------------------------------------
@@ -153,14 +156,15 @@ def relay(celery: Celery, now: datetime | None = None) -> int:
              .order_by(OutboxMessage.due_at).limit(RELAY_BATCH))
     if db.engine.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
+    due = list(db.session.scalars(query))
     published = 0
     try:
-        for message in db.session.scalars(query):
+        for message in due:
             publish_message(celery, message.id)
             message.due_at = now + REPUBLISH_AFTER
             published += 1
     except Exception as error:  # noqa: BLE001 -- the broker failed: keep what was published, retry the rest later
-        broker_down(error, waiting=RELAY_BATCH)
+        broker_down(error, waiting=len(due) - published)
     else:
         broker_up()
     db.session.commit()
@@ -170,7 +174,7 @@ def relay(celery: Celery, now: datetime | None = None) -> int:
 # --- handling one message (the worker) ---------------------------------------------------------------
 
 
-@shared_task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, time_limit=CLAIM_SECONDS)
+@shared_task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, time_limit=TIME_LIMIT_SECONDS)
 def handle(message_id: int) -> str:
     """Claim message `message_id`, run its handler, and record the outcome; idempotent."""
     return run(message_id, current_app.extensions["celery"])
@@ -230,9 +234,7 @@ def _retry_later(message: OutboxMessage, kind: Handler, error: str | None, celer
     db.session.commit()
     if countdown:
         try:
-            from idp.tasks import publish
-
-            publish(celery, TASK_NAME, {"message_id": message_id}, countdown=delay)
+            publish_message(celery, message_id, countdown=delay)
         except Exception as failure:  # noqa: BLE001 -- the relay publishes it when due
             broker_down(failure, waiting=1)
     return "retry"

@@ -1,4 +1,5 @@
-"""transactional outbox: messages written with the change they follow, relayed until handled
+"""transactional outbox: messages written with the change they follow, relayed until handled;
+a partial index for the relay's look for job runs in progress
 
 Revision ID: 0005
 Revises: 0004
@@ -35,9 +36,14 @@ def upgrade() -> None:
         batch_op.create_index('ix_outbox_messages_pending_due_at', ['due_at'], unique=False,
                               postgresql_where=sa.text('done_at IS NULL'), sqlite_where=sa.text('done_at IS NULL'))
         batch_op.create_index('ix_outbox_messages_done_at', ['done_at'], unique=False)
+    with op.batch_alter_table('job_runs', schema=None) as batch_op:
+        batch_op.create_index('ix_job_runs_running_job', ['job'], unique=False,
+                              postgresql_where=sa.text("outcome = 'running'"), sqlite_where=sa.text("outcome = 'running'"))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('job_runs', schema=None) as batch_op:
+        batch_op.drop_index('ix_job_runs_running_job', postgresql_where=sa.text("outcome = 'running'"), sqlite_where=sa.text("outcome = 'running'"))
     with op.batch_alter_table('outbox_messages', schema=None) as batch_op:
         batch_op.drop_index('ix_outbox_messages_done_at')
         batch_op.drop_index('ix_outbox_messages_pending_due_at', postgresql_where=sa.text('done_at IS NULL'), sqlite_where=sa.text('done_at IS NULL'))

@@ -80,6 +80,14 @@ def test_a_sign_out_keeps_its_logouts_while_the_broker_is_down_and_logs_that_onc
         assert all(m.done_at is None and m.attempts == 0 for m in messages())
 
 
+def test_a_delivery_queued_by_an_older_release_is_adopted_into_the_outbox(app_ctx):
+    from idp.oidc.backchannel import adopt_legacy_message
+
+    adopt_legacy_message.run(client_id="rp", sub="s", sid="x", reason="logout")
+    [message] = messages()
+    assert (message.kind, message.payload, message.done_at) == ("backchannel_logout", {"client_id": "rp", "sub": "s", "sid": "x", "reason": "logout"}, None)
+
+
 def test_a_rolled_back_change_leaves_no_message(app_ctx):
     outbox.add("backchannel_logout", client_id="x", sub="s", sid=None, reason="test")
     assert db.session.info[outbox._PENDING]
