@@ -41,15 +41,26 @@ class Process:
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def stop(self) -> None:
+    def stop(self, signalled: bool = False) -> None:
+        """SIGTERM the process group (unless `signalled` already) and wait; SIGKILL after 20 s."""
         if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
+            if not signalled:
+                os.killpg(self.popen.pid, signal.SIGTERM)
             try:
                 self.popen.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait()
         self._log.close()
+
+    @staticmethod
+    def stop_all(processes: list["Process"]) -> None:
+        """Stop several processes at once: one SIGTERM each, then wait for them all."""
+        for process in processes:
+            if process.popen.poll() is None:
+                os.killpg(process.popen.pid, signal.SIGTERM)
+        for process in processes:
+            process.stop(signalled=True)
 
     def kill(self) -> None:
         """SIGKILL the whole process group at once (fault tests)."""

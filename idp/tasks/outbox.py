@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 TASK_NAME = "idp.outbox"
 # The nudge normally publishes a new message at once; the relay steps in only after this long.
-NUDGE_GRACE = timedelta(seconds=15)
+NUDGE_GRACE = timedelta(seconds=10)
 # A claim older than this belongs to a dead attempt, and the relay publishes the message again. The
 # task's hard time limit is shorter, so no attempt outlives its claim.
 CLAIM_SECONDS = 20
