@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 from flask import current_app
 from sqlalchemy.exc import OperationalError
@@ -11,6 +13,8 @@ from idp.db import db
 from idp.jobs.models import JobRun
 from idp.jobs.service import job_clock, rerun_interrupted, run_job
 from idp.tasks import outbox
+
+log = logging.getLogger(__name__)
 
 # Both jobs are idempotent, so they are acknowledged only after they ran: a worker killed mid-run
 # (SIGKILL, OOM, lost node) leaves the message to be delivered again. A database that is briefly
@@ -51,5 +55,11 @@ def purge(now: str | None = None) -> dict[str, int]:
 @shared_task(name="idp.relay", acks_late=True, reject_on_worker_lost=True)
 def relay() -> dict[str, int]:
     """Publish the outbox messages that are due, and rerun jobs whose runner died (beat, every few seconds)."""
-    published = outbox.relay(current_app.extensions["celery"])
-    return {"published": published, "rerun": len(rerun_interrupted())}
+    try:
+        published = outbox.relay(current_app.extensions["celery"])
+        return {"published": published, "rerun": len(rerun_interrupted())}
+    except OperationalError as error:
+        # The database is down: the next tick, seconds away, tries again; no traceback every tick.
+        db.session.rollback()
+        log.warning("relay skipped: the database is unreachable (%s)", str(error.orig).splitlines()[0] if error.orig else error)
+        return {"published": 0, "rerun": 0}

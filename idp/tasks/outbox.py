@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -101,6 +102,8 @@ def _discard(session: Session, previous_transaction) -> None:
 
 
 def _nudge(celery: Celery, ids: list[int]) -> None:
+    if not broker_worth_trying():
+        return  # a known outage: the relay publishes these once the broker is back
     try:
         for message_id in ids:
             publish_message(celery, message_id)
@@ -119,16 +122,29 @@ def publish_message(celery: Celery, message_id: int, countdown: float = 0) -> No
     publish(celery, TASK_NAME, {"message_id": message_id}, countdown=countdown or None, expires=expires)
 
 
-# --- logging a broker outage once per process and episode -------------------------------------------
+# --- a broker outage: logged once per process and episode, probed at most every few seconds ---------
 
-_outage = {"down": False}
+# During an outage a busy web process would otherwise spend a connection attempt (up to the 2 s
+# socket timeout of a broker that drops packets) on every commit, piling nudges up in memory.
+OUTAGE_PROBE_SECONDS = 5.0
+_outage = {"down": False, "probe_at": 0.0}
 _outage_lock = threading.Lock()
+
+
+def broker_worth_trying() -> bool:
+    """False while the broker is known to be down and the next probe is not due yet."""
+    with _outage_lock:
+        if not _outage["down"] or time.monotonic() >= _outage["probe_at"]:
+            _outage["probe_at"] = time.monotonic() + OUTAGE_PROBE_SECONDS
+            return True
+        return False
 
 
 def broker_down(error: BaseException, *, waiting: int) -> None:
     """Log the first failure of an outage (later ones stay quiet until the broker is back)."""
     with _outage_lock:
         first, _outage["down"] = not _outage["down"], True
+        _outage["probe_at"] = time.monotonic() + OUTAGE_PROBE_SECONDS
     if first:
         log.warning("the task broker is unreachable (%s: %s); %d outbox message(s) are kept and will be "
                     "published once it is back (this is logged once per outage)", type(error).__name__, error, waiting)
