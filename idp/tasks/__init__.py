@@ -10,7 +10,7 @@ from idp.errors import IdpError
 
 # Redis re-delivers a message a worker took but never acknowledged (the worker was SIGKILLed, its
 # node lost) after this long. It must exceed the longest task (an outbox delivery is cut off after
-# 20 s, a purge of a large backlog takes minutes) and every retry countdown, or a task still running
+# 15 s, a purge of a large backlog takes minutes) and every retry countdown, or a task still running
 # or waiting would run twice. Prompt recovery does not wait for it: the outbox relay republishes an
 # unfinished delivery, and the relay reruns a job whose runner died (idp/jobs/service.py).
 VISIBILITY_TIMEOUT_SECONDS = 900
