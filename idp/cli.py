@@ -332,6 +332,12 @@ def worker(loglevel: str, concurrency: int) -> None:
 def beat(loglevel: str) -> None:
     """Run the Celery beat scheduler (one per deployment)."""
     app = create_app()
+    # Beat keeps its schedule state in the instance folder, which nothing else needs on PostgreSQL:
+    # a fresh host may not have it yet.
+    try:
+        Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise click.ClickException(f"cannot create IDP_INSTANCE_DIR {app.instance_path} for the beat schedule: {error.strerror}") from None
     app.extensions["celery"].start(["beat", f"--loglevel={loglevel}"])
 
 

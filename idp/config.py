@@ -100,6 +100,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KEY_RETIREMENT_GRACE", lambda s: minimum_retirement_grace(s), "How long a retired key stays published; at least the longest token lifetime (access, ID, id_token_hint) + CLOCK_SKEW.", _int),
     Setting("AUDIT_RETENTION", 365 * DAY, "Audit events older than this are purged (0 = keep forever).", _int),
     Setting("JOB_RUN_RETENTION", 30 * DAY, "Job-run records older than this are purged (the last run of each job is always kept).", _int),
+    Setting("OUTBOX_RETENTION", 7 * DAY, "Handled outbox messages (delivered, or given up after the last retry) older than this are purged.", _int),
     Setting("PURGE_BATCH_SIZE", 5000, "Rows deleted per transaction by the purge job (bounds its memory and lock time).", _int),
     Setting("JOB_CLOCK_OVERRIDE", False, "Tests only: let a job task's `now` argument set the job's clock. Never enable in production.", _bool),
     # admin UI

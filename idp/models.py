@@ -7,10 +7,11 @@ from idp.jobs.models import JobRun
 from idp.keyring.models import KeyState, SigningKey
 from idp.oauth.models import AuthorizationCode, Consent
 from idp.sessions.models import UserSession
+from idp.tasks.models import OutboxMessage
 from idp.tokens.models import RefreshFamily, RefreshToken, RevokedAccessToken
 from idp.users.models import User
 
 __all__ = [
-    "AuditEvent", "AuthorizationCode", "Base", "Client", "Consent", "JobRun", "KeyState",
+    "AuditEvent", "AuthorizationCode", "Base", "Client", "Consent", "JobRun", "KeyState", "OutboxMessage",
     "RefreshFamily", "RefreshToken", "RevokedAccessToken", "SigningKey", "User", "UserSession", "db",
 ]

@@ -27,6 +27,7 @@ from idp.oauth.models import AuthorizationCode
 from idp.sessions.interface import idle_ttl
 from idp.sessions.models import UserSession
 from idp.sessions.service import end_session
+from idp.tasks.models import OutboxMessage
 from idp.tokens.models import RefreshFamily, RefreshToken, RevokedAccessToken
 
 SESSION_KINDS = ("sso", "admin")
@@ -45,6 +46,7 @@ def purge_expired(now: datetime | None = None) -> dict[str, int]:
         "sessions": purge_sessions(cutoff, batch),
         "audit_events": purge_audit_events(now, config["AUDIT_RETENTION"], batch),
         "job_runs": purge_job_runs(now, config["JOB_RUN_RETENTION"], batch),
+        "outbox_messages": purge_outbox(now, config["OUTBOX_RETENTION"], batch),
     }
     if any(counts.values()):
         # Deleting audit events is itself worth an audit event.
@@ -142,6 +144,12 @@ def purge_job_runs(now: datetime, retention_seconds: int, batch: int) -> int:
         table.c.id.not_in(latest.scalar_subquery()),
     )
     return _delete_in_batches(table, old, table.c.started_at, batch)
+
+
+def purge_outbox(now: datetime, retention_seconds: int, batch: int) -> int:
+    """Outbox messages handled (delivered or given up) longer than OUTBOX_RETENTION ago; never undone ones."""
+    table = OutboxMessage.__table__
+    return _delete_in_batches(table, table.c.done_at < now - timedelta(seconds=retention_seconds), table.c.done_at, batch)
 
 
 def _delete_in_batches(table: Table, dead: ColumnElement[bool], order: ColumnElement, batch: int) -> int:

@@ -8,9 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -38,15 +41,26 @@ class Process:
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def stop(self) -> None:
+    def stop(self, signalled: bool = False) -> None:
+        """SIGTERM the process group (unless `signalled` already) and wait; SIGKILL after 20 s."""
         if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
+            if not signalled:
+                os.killpg(self.popen.pid, signal.SIGTERM)
             try:
                 self.popen.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait()
         self._log.close()
+
+    @staticmethod
+    def stop_all(processes: list["Process"]) -> None:
+        """Stop several processes at once: one SIGTERM each, then wait for them all."""
+        for process in processes:
+            if process.popen.poll() is None:
+                os.killpg(process.popen.pid, signal.SIGTERM)
+        for process in processes:
+            process.stop(signalled=True)
 
     def kill(self) -> None:
         """SIGKILL the whole process group at once (fault tests)."""
@@ -68,3 +82,44 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30, interval: flo
 def json_lines(output: str) -> list:
     """Parse each non-empty line of CLI output as JSON."""
     return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+class Receiver:
+    """An RP's back-channel endpoint: records every logout token POSTed to it and answered.
+
+    With `stall=n`, the first n requests get no answer until `release` is set (a receiver that
+    hangs), and count only in `stalled`.
+    """
+
+    def __init__(self, status: int = 200, stall: int = 0):
+        self.tokens: list[str] = []
+        self.stalled: list[str] = []
+        self.status = status
+        self.release = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+                tokens = parse_qs(body).get("logout_token", [])
+                if len(receiver.stalled) < stall:
+                    receiver.stalled.extend(tokens)
+                    receiver.release.wait(timeout=120)
+                    return  # the caller gave up (or died) long ago: close without an answer
+                receiver.tokens.extend(tokens)
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/backchannel"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()

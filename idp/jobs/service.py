@@ -31,6 +31,7 @@ JOBS: dict[str, Callable[..., dict[str, int]]] = {
 }
 
 ERROR_MAX_LENGTH = 2000
+INTERRUPTED = "interrupted: the runner stopped before finishing"
 
 
 def task_name(job: str) -> str:
@@ -71,15 +72,50 @@ def require_job(name: str) -> Callable[..., dict[str, int]]:
 
 def _start(name: str) -> int:
     now = utcnow()
-    # We hold the lock, so any run still marked running died with its runner (a killed worker).
-    db.session.execute(
-        update(JobRun).where(JobRun.job == name, JobRun.outcome == "running")
-        .values(outcome="failed", finished_at=now, error="interrupted: the runner stopped before finishing")
-    )
+    _close_interrupted(name, now)
     run = JobRun(job=name, started_at=now, outcome="running", counts={})
     db.session.add(run)
     db.session.commit()
     return run.id
+
+
+def _close_interrupted(name: str, now: datetime) -> int:
+    """Mark `name`'s runs still `running` as failed; only call while holding the job's lock."""
+    # We hold the lock, so any run still marked running died with its runner (a killed worker).
+    return db.session.execute(
+        update(JobRun).where(JobRun.job == name, JobRun.outcome == "running")
+        .values(outcome="failed", finished_at=now, error=INTERRUPTED)
+    ).rowcount
+
+
+def rerun_interrupted() -> list[str]:
+    """Close the runs of jobs whose runner died mid-run and queue each job again; returns their names.
+
+    A run is `running` while its runner holds the job's lock; the lock dies with the runner. So a
+    `running` run whose lock we can take belongs to a dead runner: it is marked failed at once and
+    the job queued again (the relay calls this every few seconds), rather than left to the next
+    scheduled tick or the broker's visibility timeout.
+    """
+    stale = db.session.scalars(select(JobRun.job).where(JobRun.outcome == "running").distinct()).all()
+    db.session.commit()  # do not sit in a transaction while taking locks
+    rerun = []
+    for name in stale:
+        if name not in JOBS:
+            continue
+        with single_runner(name) as held:
+            closed = _close_interrupted(name, utcnow()) if held else 0
+        if not closed:
+            db.session.rollback()
+            continue
+        try:
+            enqueue(name)  # before the commit: if the broker fails, the run stays `running` for the next try
+        except Exception:
+            db.session.rollback()
+            raise
+        db.session.commit()
+        log.warning("job %s was interrupted (its runner died); queued it again", name)
+        rerun.append(name)
+    return rerun
 
 
 def _finish(run_id: int, outcome: str, *, counts: dict[str, int] | None = None, error: str | None = None) -> JobRun:

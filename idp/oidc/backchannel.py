@@ -1,9 +1,10 @@
 """OpenID Connect Back-Channel Logout 1.0: tell relying parties when a session ends.
 
 When an SSO session ends (logout, timeout, admin revoke, sign-out-everywhere), every client that
-took part in it and registered a `backchannel_logout_uri` gets a signed `logout+jwt` by a Celery
-task with retries and backoff. A receiver that is down delays nobody: the sign-out has already
-happened in our database.
+took part in it and registered a `backchannel_logout_uri` gets a signed `logout+jwt`. Each delivery
+is an outbox message written in the transaction that ends the session (idp/tasks/outbox.py), so it
+survives a broker outage and a dying process, and is retried with backoff by the worker. A receiver
+that is down delays nobody: the sign-out has already happened in our database.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from idp.keyring.service import signing_key
 from idp.oauth.models import AuthorizationCode
 from idp.security import random_token
 from idp.sessions.service import session_ended
-from idp.tasks.outbox import send_after_commit
+from idp.tasks import outbox
 from idp.tokens.models import RefreshFamily
 from idp.users.models import User
 
@@ -34,7 +35,9 @@ log = logging.getLogger(__name__)
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 LOGOUT_TOKEN_TTL = timedelta(minutes=2)
 DELIVERY_TIMEOUT_SECONDS = 5
-TASK_NAME = "idp.backchannel_logout"
+KIND = "backchannel_logout"
+LEGACY_TASK_NAME = "idp.backchannel_logout"  # what releases before the outbox published
+MAX_ATTEMPTS = 7  # 5 s, 10 s, 20 s ... 160 s apart: about five minutes of a receiver being down
 
 
 def logout_token(client: Client, *, sub: str | None, sid: str | None) -> str:
@@ -75,13 +78,13 @@ def participating_clients(sids: list[str]) -> list[Client]:
 
 @session_ended.connect
 def _queue_backchannel_logout(sender, rows, reason: str, **extra) -> None:
-    """Queue one logout token per (client, session) for ended SSO sessions, sent after commit."""
+    """One outbox message per (client, session) of the ended SSO sessions, in their transaction."""
     for row in rows:
         if row.kind != "sso" or row.user_id is None:
             continue
         subject = db.session.scalar(select(User.subject).where(User.id == row.user_id))
         for client in participating_clients([row.sid]):
-            send_after_commit(TASK_NAME, client_id=client.client_id, sub=subject, sid=row.sid, reason=reason)
+            outbox.add(KIND, client_id=client.client_id, sub=subject, sid=row.sid, reason=reason)
 
 
 def queue_offline_logout(user: User) -> None:
@@ -93,35 +96,35 @@ def queue_offline_logout(user: User) -> None:
         )
     )
     for client in clients:
-        send_after_commit(TASK_NAME, client_id=client.client_id, sub=user.subject, sid=None, reason="sign_out_everywhere")
+        outbox.add(KIND, client_id=client.client_id, sub=user.subject, sid=None, reason="sign_out_everywhere")
 
 
-@shared_task(name=TASK_NAME, bind=True, acks_late=True, max_retries=6, default_retry_delay=5)
-def deliver_backchannel_logout(self, client_id: str, sub: str | None, sid: str | None, reason: str = "") -> int | None:
-    """POST a fresh logout token to the client's back-channel URI (section 2.5), retrying with backoff."""
+@outbox.handler(KIND, max_attempts=MAX_ATTEMPTS, retry_base=lambda config: config["BACKCHANNEL_RETRY_BASE_SECONDS"])
+def deliver_backchannel_logout(payload: dict, *, attempt: int, final: bool) -> bool:
+    """POST a fresh logout token to the client's back-channel URI (section 2.5); True once it answered 2xx."""
+    client_id, sid = payload["client_id"], payload.get("sid")
     client = db.session.scalar(select(Client).where(Client.client_id == client_id))
     if client is None or not client.backchannel_logout_uri:
-        return None
+        return True  # the client is gone or no longer listens: nothing left to deliver
     try:
         response = requests.post(
             client.backchannel_logout_uri,
-            data={"logout_token": logout_token(client, sub=sub, sid=sid)},
+            data={"logout_token": logout_token(client, sub=payload.get("sub"), sid=sid)},
             timeout=DELIVERY_TIMEOUT_SECONDS,
             allow_redirects=False,  # section 2.5: the RP answers directly; never follow elsewhere
         )
-        status = response.status_code
+        status, detail = response.status_code, f"HTTP {response.status_code}"
     except requests.RequestException as error:
         status, detail = None, type(error).__name__
-    else:
-        detail = f"HTTP {status}"
     if status is not None and 200 <= status < 300:
-        record("backchannel_logout.delivered", actor="system", target=f"client:{client_id}", sid=sid, status=status, attempt=self.request.retries + 1)
-        db.session.commit()
-        return status
-    last = self.request.retries >= self.max_retries
-    record("backchannel_logout.failed", actor="system", target=f"client:{client_id}", sid=sid, detail=detail, attempt=self.request.retries + 1, final=last)
+        record("backchannel_logout.delivered", actor="system", target=f"client:{client_id}", sid=sid, status=status, attempt=attempt)
+        return True
+    record("backchannel_logout.failed", actor="system", target=f"client:{client_id}", sid=sid, detail=detail, attempt=attempt, final=final)
+    return False
+
+
+@shared_task(name=LEGACY_TASK_NAME)
+def adopt_legacy_message(client_id: str, sub: str | None, sid: str | None, reason: str = "") -> None:
+    """A delivery queued by a release before the outbox (a rolling upgrade): move it into the outbox."""
+    outbox.add(KIND, client_id=client_id, sub=sub, sid=sid, reason=reason)
     db.session.commit()
-    if last:
-        return status
-    # Exponential backoff: 5 s, 10 s, 20 s ... so a receiver that is briefly down still hears.
-    raise self.retry(countdown=current_app.config["BACKCHANNEL_RETRY_BASE_SECONDS"] * 2 ** self.request.retries)

@@ -8,8 +8,13 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from idp.errors import IdpError
 
-# Redis re-delivers an unacknowledged message after this long: longer than any job runs.
-REDIS_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Redis re-delivers a message a worker took but never acknowledged (the worker was SIGKILLed, its
+# node lost) after this long. It must exceed the longest task (an outbox delivery is cut off after
+# 15 s, a purge of a large backlog takes minutes) and every retry countdown, or a task still running
+# or waiting would run twice. Prompt recovery does not wait for it: the outbox relay republishes an
+# unfinished delivery, and the relay reruns a job whose runner died (idp/jobs/service.py).
+VISIBILITY_TIMEOUT_SECONDS = 900
+REDIS_TRANSPORT_OPTIONS = {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS}
 # Sending from a web request must fail fast when Redis is down, never hang the request on kombu's
 # reconnect loop: one connection attempt, short socket timeouts. (The embedded broker is a local
 # SQLite file, and its transport passes options to create_engine, so it gets none.)
@@ -48,7 +53,7 @@ def celery_init_app(app: Flask) -> Celery:
         # message (default 10 s). Results are ignored and jobs idempotent, so waiting longer buys nothing.
         worker_lost_wait=1.0,
         broker_transport_options=REDIS_TRANSPORT_OPTIONS if uses_redis(app.config["CELERY_BROKER_URL"]) else {},
-        include=["idp.tasks.jobs", "idp.oidc.backchannel"],
+        include=["idp.tasks.jobs", "idp.tasks.outbox", "idp.oidc.backchannel"],
     )
     from idp.tasks.schedule import BEAT_SCHEDULE
 
@@ -58,11 +63,14 @@ def celery_init_app(app: Flask) -> Celery:
     return celery_app
 
 
-def publish(celery: Celery, name: str, kwargs: dict | None = None) -> str:
-    """Send task `name` with one quick connection attempt; returns the task id, raises broker errors."""
-    options = FAIL_FAST_TRANSPORT_OPTIONS if uses_redis(celery.conf.broker_url) else {}
-    with celery.connection_for_write(transport_options=options) as connection:
-        return celery.send_task(name, kwargs=kwargs or {}, connection=connection, retry=False).id
+def publish(celery: Celery, name: str, kwargs: dict | None = None, **options) -> str:
+    """Send task `name` with one quick connection attempt; returns the task id, raises broker errors.
+
+    `options` go to `send_task` (countdown, expires).
+    """
+    transport_options = FAIL_FAST_TRANSPORT_OPTIONS if uses_redis(celery.conf.broker_url) else {}
+    with celery.connection_for_write(transport_options=transport_options) as connection:
+        return celery.send_task(name, kwargs=kwargs or {}, connection=connection, retry=False, **options).id
 
 
 def check_broker(celery: Celery) -> None:

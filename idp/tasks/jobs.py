@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
+from flask import current_app
 from sqlalchemy.exc import OperationalError
 
 from idp.clock import utcnow
 from idp.db import db
 from idp.jobs.models import JobRun
-from idp.jobs.service import job_clock, run_job
+from idp.jobs.service import job_clock, rerun_interrupted, run_job
+from idp.tasks import outbox
+
+log = logging.getLogger(__name__)
 
 # Both jobs are idempotent, so they are acknowledged only after they ran: a worker killed mid-run
 # (SIGKILL, OOM, lost node) leaves the message to be delivered again. A database that is briefly
@@ -18,7 +24,7 @@ JOB_TASK_OPTIONS = dict(
     reject_on_worker_lost=True,
     autoretry_for=(OperationalError,),
     retry_backoff=10,
-    retry_backoff_max=300,
+    retry_backoff_max=300,  # below the broker's visibility timeout, which a waiting retry must not outlive
     retry_jitter=True,
     max_retries=5,
 )
@@ -44,3 +50,16 @@ def rotate_keys(now: str | None = None) -> dict[str, int]:
 def purge(now: str | None = None) -> dict[str, int]:
     """Delete expired rows (idp/purge.py); `now` is for tests only."""
     return run_job("purge", now=job_clock(now)).counts
+
+
+@shared_task(name="idp.relay", acks_late=True, reject_on_worker_lost=True)
+def relay() -> dict[str, int]:
+    """Publish the outbox messages that are due, and rerun jobs whose runner died (beat, every few seconds)."""
+    try:
+        published = outbox.relay(current_app.extensions["celery"])
+        return {"published": published, "rerun": len(rerun_interrupted())}
+    except OperationalError as error:
+        # The database is down: the next tick, seconds away, tries again; no traceback every tick.
+        db.session.rollback()
+        log.warning("relay skipped: the database is unreachable (%s)", str(error.orig).splitlines()[0] if error.orig else error)
+        return {"published": 0, "rerun": 0}

@@ -1,48 +1,256 @@
-"""Tasks queued by a transaction are sent only once it commits (cf. warehouse's WarehouseTask).
+"""The transactional outbox: work that must follow a commit is a row written in the same transaction.
 
-A rollback drops them, so a worker never acts on a change that did not happen. Publishing runs on
-a background thread: a broker that is down (the Redis client alone retries for seconds) never holds
-up the request that caused the task; the failure is logged.
+`add()` inserts an OutboxMessage beside the change it follows, so the message exists exactly when
+the change does: a rollback drops both, and neither a broker that is down nor a process that dies
+right after the commit loses it. Then:
+
+- right after the commit, a background thread *nudges*: it publishes one `idp.outbox` task per new
+  message, with one quick connection attempt (a broker that is down never holds up a request; the
+  process logs that once, not per message, and again once the broker is back);
+- every RELAY_SECONDS the `idp.relay` beat task publishes every message still not done whose
+  `due_at` has passed: those the nudge could not publish, whose task was lost, or whose delivery
+  was cut short (a killed worker);
+- the `idp.outbox` task claims its message with a conditional UPDATE (the message id is the
+  idempotency key: a duplicate or late copy finds it claimed or done and does nothing), runs the
+  kind's handler, and marks the message done only once the handler succeeded, or failed for the
+  last time; a failure is retried with exponential backoff.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable
 
+from celery import Celery, shared_task
 from flask import current_app
-from sqlalchemy import event
+from sqlalchemy import event, or_, select, update
 from sqlalchemy.orm import Session
 
+from idp.clock import utcnow
 from idp.db import db
+from idp.tasks.models import OutboxMessage
 
 log = logging.getLogger(__name__)
-_PENDING = "idp.pending_tasks"
+
+TASK_NAME = "idp.outbox"
+# The nudge normally publishes a new message at once; the relay steps in only after this long.
+NUDGE_GRACE = timedelta(seconds=10)
+# A claim older than this belongs to a dead attempt, and the relay publishes the message again. The
+# task's hard time limit is shorter, so no attempt outlives its claim.
+CLAIM_SECONDS = 20
+TIME_LIMIT_SECONDS = CLAIM_SECONDS - 5
+# A published message not done after this long is published again (its task may have been lost);
+# the copy expires by then, so a long worker outage does not pile up copies in the queue.
+REPUBLISH_AFTER = timedelta(seconds=60)
+RELAY_BATCH = 500
+# A retry sooner than this is also published with a countdown, so it does not wait for the relay;
+# well under the broker's visibility timeout (idp/tasks/__init__.py), which a held ETA task must not outlive.
+COUNTDOWN_MAX_SECONDS = 300
+
+_PENDING = "idp.outbox_pending"
 _publisher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="idp-outbox")
 
 
-def send_after_commit(task_name: str, **kwargs: Any) -> None:
-    """Queue `task_name(**kwargs)` to be published when the current transaction commits."""
-    db.session.info.setdefault(_PENDING, []).append((current_app.extensions["celery"], task_name, kwargs))
+@dataclass(frozen=True)
+class Handler:
+    """How one kind of message is handled: `run(payload, attempt=, final=)` returns True when done."""
+
+    run: Callable[..., bool]
+    max_attempts: int
+    retry_base: Callable[[dict], float]  # first retry delay in seconds, from the app's config
 
 
-def _send(celery_app, task_name: str, kwargs: dict) -> None:
-    from idp.tasks import publish  # late import: idp.tasks imports the app's task modules
+HANDLERS: dict[str, Handler] = {}
 
-    try:
-        publish(celery_app, task_name, kwargs)
-    except Exception:  # noqa: BLE001 -- any broker failure: log it, the change itself stands
-        log.exception("could not queue task %s; the broker is unreachable", task_name)
+
+def handler(kind: str, *, max_attempts: int, retry_base: Callable[[dict], float]):
+    """Register the function handling messages of `kind` (True: done; False: retry later)."""
+
+    def register(fn: Callable[..., bool]) -> Callable[..., bool]:
+        HANDLERS[kind] = Handler(fn, max_attempts, retry_base)
+        return fn
+
+    return register
+
+
+def add(kind: str, **payload: Any) -> OutboxMessage:
+    """Write a message of `kind` in the current transaction; it is published once that commits."""
+    now = utcnow()
+    message = OutboxMessage(kind=kind, payload=payload, created_at=now, due_at=now + NUDGE_GRACE, attempts=0)
+    db.session.add(message)
+    db.session.flush()  # the id is what the nudge publishes
+    db.session.info.setdefault(_PENDING, []).append(message.id)
+    return message
 
 
 @event.listens_for(Session, "after_commit")
-def _publish(session: Session) -> None:
-    for celery_app, task_name, kwargs in session.info.pop(_PENDING, []):
-        _publisher.submit(_send, celery_app, task_name, kwargs)
+def _nudge_after_commit(session: Session) -> None:
+    ids = session.info.pop(_PENDING, [])
+    if ids:
+        _publisher.submit(_nudge, current_app.extensions["celery"], ids)
 
 
 @event.listens_for(Session, "after_soft_rollback")
 def _discard(session: Session, previous_transaction) -> None:
     if not session.in_transaction():
         session.info.pop(_PENDING, None)
+
+
+def _nudge(celery: Celery, ids: list[int]) -> None:
+    if not broker_worth_trying():
+        return  # a known outage: the relay publishes these once the broker is back
+    try:
+        for message_id in ids:
+            publish_message(celery, message_id)
+    except Exception as error:  # noqa: BLE001 -- any broker failure: the rows wait for the relay
+        broker_down(error, waiting=len(ids))
+    else:
+        broker_up()
+
+
+def publish_message(celery: Celery, message_id: int, countdown: float = 0) -> None:
+    """Publish the `idp.outbox` task of one message (one quick attempt); raises broker errors."""
+    from idp.tasks import publish  # late import: idp.tasks imports the app's task modules
+
+    # The copy expires when the relay would publish the next one anyway.
+    expires = countdown + REPUBLISH_AFTER.total_seconds()
+    publish(celery, TASK_NAME, {"message_id": message_id}, countdown=countdown or None, expires=expires)
+
+
+# --- a broker outage: logged once per process and episode, probed at most every few seconds ---------
+
+# During an outage a busy web process would otherwise spend a connection attempt (up to the 2 s
+# socket timeout of a broker that drops packets) on every commit, piling nudges up in memory.
+OUTAGE_PROBE_SECONDS = 5.0
+_outage = {"down": False, "probe_at": 0.0}
+_outage_lock = threading.Lock()
+
+
+def broker_worth_trying() -> bool:
+    """False while the broker is known to be down and the next probe is not due yet."""
+    with _outage_lock:
+        if not _outage["down"] or time.monotonic() >= _outage["probe_at"]:
+            _outage["probe_at"] = time.monotonic() + OUTAGE_PROBE_SECONDS
+            return True
+        return False
+
+
+def broker_down(error: BaseException, *, waiting: int) -> None:
+    """Log the first failure of an outage (later ones stay quiet until the broker is back)."""
+    with _outage_lock:
+        first, _outage["down"] = not _outage["down"], True
+        _outage["probe_at"] = time.monotonic() + OUTAGE_PROBE_SECONDS
+    if first:
+        log.warning("the task broker is unreachable (%s: %s); %d outbox message(s) are kept and will be "
+                    "published once it is back (this is logged once per outage)", type(error).__name__, error, waiting)
+
+
+def broker_up() -> None:
+    """Note that publishing works (again)."""
+    with _outage_lock:
+        was_down, _outage["down"] = _outage["down"], False
+    if was_down:
+        log.warning("the task broker is reachable again; waiting outbox messages are being published")
+
+
+# --- the relay (beat) ------------------------------------------------------------------------------
+
+
+def relay(celery: Celery, now: datetime | None = None) -> int:
+    """Publish every undone message whose `due_at` has passed; returns how many were published.
+
+    Each is published before its new `due_at` commits, so a crash in between publishes it twice (a
+    duplicate is harmless), never zero times. On PostgreSQL two relays skip each other's rows.
+    """
+    now = now or utcnow()
+    query = (select(OutboxMessage).where(OutboxMessage.done_at.is_(None), OutboxMessage.due_at <= now)
+             .order_by(OutboxMessage.due_at).limit(RELAY_BATCH))
+    if db.engine.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    due = list(db.session.scalars(query))
+    published = 0
+    try:
+        for message in due:
+            publish_message(celery, message.id)
+            message.due_at = now + REPUBLISH_AFTER
+            published += 1
+    except Exception as error:  # noqa: BLE001 -- the broker failed: keep what was published, retry the rest later
+        broker_down(error, waiting=len(due) - published)
+    else:
+        broker_up()
+    db.session.commit()
+    return published
+
+
+# --- handling one message (the worker) ---------------------------------------------------------------
+
+
+@shared_task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, time_limit=TIME_LIMIT_SECONDS)
+def handle(message_id: int) -> str:
+    """Claim message `message_id`, run its handler, and record the outcome; idempotent."""
+    return run(message_id, current_app.extensions["celery"])
+
+
+def run(message_id: int, celery: Celery) -> str:
+    """Handle one message unless it is done or claimed by a running attempt; returns what happened."""
+    if not _claim(message_id):
+        return "skipped"
+    message = db.session.get(OutboxMessage, message_id)
+    kind = HANDLERS.get(message.kind)
+    if kind is None:
+        return _finish(message, "failed", error=f"no handler for {message.kind!r}")
+    final = message.attempts >= kind.max_attempts
+    try:
+        done = kind.run(dict(message.payload), attempt=message.attempts, final=final)
+        error = None if done else "not delivered"
+    except Exception as failure:  # noqa: BLE001 -- recorded on the message and retried
+        db.session.rollback()
+        log.warning("outbox message %s (%s) failed", message_id, message.kind, exc_info=True)
+        done, error = False, f"{type(failure).__name__}: {failure}"[:2000]
+        message = db.session.get(OutboxMessage, message_id)
+    if done:
+        return _finish(message, "delivered")
+    if final:
+        return _finish(message, "failed", error=error)
+    return _retry_later(message, kind, error, celery)
+
+
+def _claim(message_id: int) -> bool:
+    now = utcnow()
+    claimed = db.session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id, OutboxMessage.done_at.is_(None),
+               or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until <= now))
+        .values(claimed_until=now + timedelta(seconds=CLAIM_SECONDS), due_at=now + timedelta(seconds=CLAIM_SECONDS),
+                attempts=OutboxMessage.attempts + 1)
+    ).rowcount
+    db.session.commit()
+    return bool(claimed)
+
+
+def _finish(message: OutboxMessage, outcome: str, *, error: str | None = None) -> str:
+    message.done_at, message.outcome, message.claimed_until, message.last_error = utcnow(), outcome, None, error
+    db.session.commit()
+    return outcome
+
+
+def _retry_later(message: OutboxMessage, kind: Handler, error: str | None, celery: Celery) -> str:
+    delay = kind.retry_base(current_app.config) * 2 ** (message.attempts - 1)
+    now = utcnow()
+    message.claimed_until, message.last_error = None, error
+    # A short delay gets its own countdown task; the relay only covers that task getting lost.
+    countdown = delay <= COUNTDOWN_MAX_SECONDS
+    message.due_at = now + timedelta(seconds=delay) + (REPUBLISH_AFTER if countdown else timedelta())
+    message_id = message.id
+    db.session.commit()
+    if countdown:
+        try:
+            publish_message(celery, message_id, countdown=delay)
+        except Exception as failure:  # noqa: BLE001 -- the relay publishes it when due
+            broker_down(failure, waiting=1)
+    return "retry"

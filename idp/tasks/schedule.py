@@ -10,8 +10,10 @@ from __future__ import annotations
 
 ROTATION_CHECK_SECONDS = 60.0  # a few indexed reads when nothing is due
 PURGE_SECONDS = 600.0  # a few indexed reads when nothing has expired
+RELAY_SECONDS = 5.0  # one read of a small partial index, and one per job left running
 
 BEAT_SCHEDULE: dict[str, dict] = {
     "rotate-keys": {"task": "idp.rotate_keys", "schedule": ROTATION_CHECK_SECONDS, "options": {"expires": ROTATION_CHECK_SECONDS}},
+    "relay": {"task": "idp.relay", "schedule": RELAY_SECONDS, "options": {"expires": RELAY_SECONDS}},
     "purge": {"task": "idp.purge", "schedule": PURGE_SECONDS, "options": {"expires": PURGE_SECONDS}},
 }

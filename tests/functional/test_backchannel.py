@@ -1,9 +1,6 @@
 """Back-channel logout delivered by a real Celery worker to a real HTTP receiver."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs
 
 import pytest
 import requests
@@ -16,35 +13,7 @@ from idp.oidc.backchannel import LOGOUT_EVENT
 from idp.sessions.service import end_session, new_row
 from idp.tokens.refresh import start_family
 from idp.users.service import sign_out_everywhere
-from tests.support import free_port, wait_until
-
-
-class Receiver:
-    """An RP's back-channel endpoint: records every logout token POSTed to it."""
-
-    def __init__(self, status: int = 200):
-        self.tokens: list[str] = []
-        self.status = status
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-                receiver.tokens.extend(parse_qs(body).get("logout_token", []))
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/backchannel"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+from tests.support import Receiver, free_port, wait_until
 
 
 @pytest.fixture

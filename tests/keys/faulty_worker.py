@@ -2,9 +2,10 @@
 
 Before every write (INSERT, UPDATE, DELETE) and every COMMIT a task makes on the IdP's database, the
 worker appends a line to FAULT_MARKER. When the number of that write equals the one in the file
-FAULT_CONTROL (read as each task starts; 0 = never), the process writes `PAUSED <pid>` and stops
-there for good, so the test can SIGKILL it at exactly that point. It pauses once per marker file:
-a redelivered task runs through.
+FAULT_CONTROL (read as each task starts; 0 = never), or the write starts with the words given there
+instead (`DELETE`), the process writes `PAUSED <pid>` and stops there for good, so the test can
+SIGKILL it at exactly that point. It pauses once per marker file: a redelivered task runs through.
+With FAULT_TASK set, only tasks of that name are watched.
 
 Killing before write k covers every crash between write k-1 and write k, since reads in between
 leave nothing behind; so pausing before each write and commit in turn visits every crash point.
@@ -37,7 +38,9 @@ def _point(kind: str, detail: str) -> None:
         return
     _state["count"] += 1
     _note(f"{_state['count']} {kind} {' '.join(detail.split())[:100]}")
-    if _state["count"] == _state["pause_at"] and "PAUSED" not in MARKER.read_text():
+    target = _state["pause_at"]
+    hit = _state["count"] == target if isinstance(target, int) else detail.lstrip().upper().startswith(target)
+    if hit and "PAUSED" not in MARKER.read_text():
         _note(f"PAUSED {os.getpid()}")
         while True:
             time.sleep(3600)
@@ -60,8 +63,11 @@ def _before_commit(connection):
 
 
 @task_prerun.connect
-def _arm(**_):
-    _state.update(count=0, pause_at=int(CONTROL.read_text() or 0) if CONTROL.exists() else 0, active=True)
+def _arm(task=None, **_):
+    control = CONTROL.read_text().strip() if CONTROL.exists() else ""
+    pause_at = int(control or 0) if control.isdigit() or not control else control.upper()
+    watched = os.environ.get("FAULT_TASK") in (None, getattr(task, "name", None))
+    _state.update(count=0, pause_at=pause_at, active=watched)
 
 
 @task_postrun.connect

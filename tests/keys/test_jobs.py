@@ -28,7 +28,7 @@ def test_a_successful_run_records_start_end_outcome_and_counts(app_ctx):
     run = jobs.run_job("purge")
     assert run.outcome == "succeeded" and run.error is None
     assert before <= run.started_at <= run.finished_at <= utcnow()
-    assert set(run.counts) == {"authorization_codes", "refresh_tokens", "refresh_families", "revoked_access_tokens", "sessions", "audit_events", "job_runs"}
+    assert set(run.counts) == {"authorization_codes", "refresh_tokens", "refresh_families", "revoked_access_tokens", "sessions", "audit_events", "job_runs", "outbox_messages"}
     assert [r.id for r in runs("purge")] == [run.id]
 
 
@@ -120,7 +120,7 @@ def test_the_beat_schedule_names_a_registered_task_for_every_job(app):
     celery = app.extensions["celery"]
     celery.loader.import_default_modules()
     scheduled = {entry["task"] for entry in BEAT_SCHEDULE.values()}
-    assert scheduled == {jobs.task_name(name) for name in jobs.JOBS}
+    assert scheduled == {jobs.task_name(name) for name in jobs.JOBS} | {"idp.relay"}  # the outbox relay and job watchdog
     for name in scheduled:
         task = celery.tasks[name]
         assert task.acks_late and task.reject_on_worker_lost

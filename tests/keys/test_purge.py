@@ -16,12 +16,13 @@ from idp.purge import purge_expired
 from idp.security import digest, random_token
 from idp.sessions.models import UserSession
 from idp.sessions.service import session_ended
+from idp.tasks.models import OutboxMessage
 from idp.tokens.models import RefreshFamily, RefreshToken, RevokedAccessToken
 
 SKEW = timedelta(seconds=60)  # CLOCK_SKEW of the test configuration
 S = timedelta(seconds=1)
 ZERO = {"authorization_codes": 0, "refresh_tokens": 0, "refresh_families": 0, "revoked_access_tokens": 0,
-        "sessions": 0, "audit_events": 0, "job_runs": 0}
+        "sessions": 0, "audit_events": 0, "job_runs": 0, "outbox_messages": 0}
 
 
 @pytest.fixture
@@ -205,6 +206,23 @@ def test_old_job_runs_go_but_the_last_of_each_job_and_running_ones_stay(app_ctx,
     kept = set(ids([recent_purge, lonely, stuck, last_other]))
     assert purge_expired(now=now)["job_runs"] == 3
     assert set(db.session.scalars(select(JobRun.id))) == kept
+
+
+def test_handled_outbox_messages_go_after_their_retention_undone_ones_never(app_ctx, now):
+    week = timedelta(days=7)  # OUTBOX_RETENTION's default
+
+    def message(age, done):
+        row = OutboxMessage(kind="backchannel_logout", payload={}, created_at=now - age, due_at=now - age, attempts=1,
+                            done_at=now - age if done else None, outcome="delivered" if done else None)
+        db.session.add(row)
+        return row
+
+    old_done, recent_done, old_pending = message(week + timedelta(hours=1), True), message(week - timedelta(hours=1), True), message(week * 4, False)
+    db.session.commit()
+    kept = {recent_done.id, old_pending.id}
+    assert old_done.id not in kept
+    assert purge_expired(now=now)["outbox_messages"] == 1
+    assert set(db.session.scalars(select(OutboxMessage.id))) == kept
 
 
 def test_purge_is_idempotent_and_quiet_when_nothing_is_due(app_ctx, owner, now):
