@@ -17,7 +17,7 @@ GET_PAGES = [
     "/admin/users/{user}/password", "/admin/users/{user}/disable", "/admin/users/{user}/grant-admin",
     "/admin/users/{user}/revoke-admin", "/admin/users/{user}/sign-out", "/admin/users/{user}/delete", "/admin/clients", "/admin/clients/new",
     "/admin/clients/{client}", "/admin/clients/{client}/edit", "/admin/clients/{client}/rotate-secret",
-    "/admin/clients/{client}/delete", "/admin/sessions", "/admin/keys", "/admin/jobs", "/admin/audit", "/admin/reauth",
+    "/admin/clients/{client}/delete", "/admin/sessions", "/admin/throttles", "/admin/keys", "/admin/jobs", "/admin/audit", "/admin/reauth",
     "/admin/no-such-page",
 ]
 
