@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from idp.db import db
@@ -12,6 +13,11 @@ from tests.admin_ui.conftest import PASSWORD, audit_actions, csrf_from
 STRANGER = "198.51.100.7"
 
 
+@pytest.fixture
+def config(config):
+    return {**config, "LOGIN_THROTTLE_PER_ACCOUNT": 2}  # every check is an argon2 hash: keep them few
+
+
 def guess(app, email: str, password: str = "wrong") -> int:
     """One sign-in attempt on the end-user login page from the stranger's address."""
     client = app.test_client()
@@ -20,7 +26,7 @@ def guess(app, email: str, password: str = "wrong") -> int:
                        environ_base={"REMOTE_ADDR": STRANGER}).status_code
 
 
-def test_admins_see_throttled_accounts_and_addresses_and_clear_one(app, signed_in, make_user):
+def test_admins_see_throttled_accounts_and_addresses_and_clear_one(app, signed_in, admin, make_user):
     user = make_user(email="alice@example.com", password=PASSWORD)
     for _ in range(app.config["LOGIN_THROTTLE_PER_ACCOUNT"]):
         assert guess(app, user.email) == 401
@@ -45,7 +51,7 @@ def test_admins_see_throttled_accounts_and_addresses_and_clear_one(app, signed_i
     assert cleared.status_code == 303 and cleared.headers["Location"] == "/admin/throttles"
     with app.app_context():
         event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "throttle.cleared"))
-        assert (event.actor, event.target, event.ip, event.details) == ("user:1", f"user:{user.id}", STRANGER, {"bucket": "account_ip"})
+        assert (event.actor, event.target, event.ip, event.details) == (f"user:{admin.id}", f"user:{user.id}", STRANGER, {"bucket": "account_ip"})
     assert guess(app, user.email, PASSWORD) == 200  # checked again, and right
 
 
@@ -68,7 +74,7 @@ def test_a_stolen_cookie_cannot_guess_the_current_password_on_the_account_page(a
     refused = change(PASSWORD)  # not even checked
     assert refused.status_code == 429 and "Too many wrong passwords" in refused.get_data(as_text=True)
     assert int(refused.headers["Retry-After"]) > 0
-    assert audit_actions(app, action="user.password_change_failed") == ["user.password_change_failed"] * 5
+    assert audit_actions(app, action="user.password_change_failed") == ["user.password_change_failed"] * 2
     with app.app_context():
         event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "auth.throttled"))
         assert event.details["form"] == "password" and event.actor == event.target

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 from requests.adapters import HTTPAdapter
 from sqlalchemy import func, select
@@ -19,6 +20,14 @@ from tests.oidc.flow import csrf_token
 
 PASSWORD = "correct horse battery"
 GUESSES = 30
+LIMIT, NEW_IPS = 3, 5  # small limits: every evaluation is an argon2 hash, the slow part of the test
+
+
+@pytest.fixture
+def config(config):
+    """Also the server's settings (idp_env); a back-off far longer than the test, so a burst cannot reopen it."""
+    return {**config, "LOGIN_THROTTLE_PER_ACCOUNT": LIMIT, "LOGIN_THROTTLE_PER_ACCOUNT_NEW_IPS": NEW_IPS,
+            "LOGIN_THROTTLE_BACKOFF_BASE": 3600, "LOGIN_THROTTLE_BACKOFF_CAP": 3600}
 
 
 class FromAddress(HTTPAdapter):
@@ -57,24 +66,22 @@ def count(app, action: str) -> int:
 
 def test_parallel_guesses_get_the_limit_and_strangers_never_lock_the_owner_out(app, start_server, make_user):
     user = make_user(email="alice@example.com", password=PASSWORD)
-    # A back-off far longer than the test: a burst cannot reopen the bucket half-way.
-    base = start_server(IDP_LOGIN_THROTTLE_BACKOFF_BASE="3600", IDP_LOGIN_THROTTLE_BACKOFF_CAP="3600")
-    limit, new_ips = app.config["LOGIN_THROTTLE_PER_ACCOUNT"], app.config["LOGIN_THROTTLE_PER_ACCOUNT_NEW_IPS"]
+    base = start_server()
     assert sign_in(base, "127.0.0.2", user.email, PASSWORD) == 200  # the owner's usual network
 
-    # 30 wrong passwords at once from one stranger: only `limit` are evaluated (argon2), the rest refused.
+    # 30 wrong passwords at once from one stranger: only LIMIT are evaluated (argon2), the rest refused.
     ready = threading.Barrier(GUESSES)
     with ThreadPoolExecutor(GUESSES) as pool:
         statuses = list(pool.map(lambda _: sign_in(base, "127.0.0.3", user.email, "wrong", ready=ready), range(GUESSES)))
-    assert sorted(statuses) == [401] * limit + [429] * (GUESSES - limit)
-    assert count(app, "user.sign_in_failed") == limit
-    assert count(app, "auth.throttled") == GUESSES - limit
+    assert sorted(statuses) == [401] * LIMIT + [429] * (GUESSES - LIMIT)
+    assert count(app, "user.sign_in_failed") == LIMIT
+    assert count(app, "auth.throttled") == GUESSES - LIMIT
     assert sign_in(base, "127.0.0.3", user.email, PASSWORD) == 429  # backed off, even with the password
 
     # More strangers, one guess each, until the account is backed off for every new address.
-    for n in range(new_ips - limit):
+    for n in range(NEW_IPS - LIMIT):
         assert sign_in(base, f"127.0.0.{10 + n}", user.email, "wrong") == 401
     assert sign_in(base, "127.0.0.99", user.email, PASSWORD) == 429
-    assert count(app, "user.sign_in_failed") == new_ips
+    assert count(app, "user.sign_in_failed") == NEW_IPS
     # The owner, from the address they signed in from before, is not locked out.
     assert sign_in(base, "127.0.0.2", user.email, PASSWORD) == 200
