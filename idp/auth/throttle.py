@@ -70,6 +70,7 @@ class Reservation:
     account: str
     ip: str | None
     buckets: tuple[Bucket, ...]
+    at: int  # the throttle clock when counted
 
 
 def account_key(email: str, user: User | None) -> str:
@@ -93,22 +94,23 @@ def reserve(account: str, ip: str | None) -> Reservation:
         buckets = tuple(sorted(_buckets(connection, account, ip, now), key=lambda bucket: bucket.key))
         for bucket in buckets:
             _count_failure(connection, bucket, now)  # raising rolls back the buckets counted so far
-    return Reservation(account, ip, buckets)
+    return Reservation(account, ip, buckets, now)
 
 
 def succeeded(reservation: Reservation) -> None:
     """The password was right: give the reservation back and remember the address as known."""
-    now = now_seconds()
     with db.engine.begin() as connection:
         for bucket in reservation.buckets:
             if bucket.kind == "account_ip":
-                values = {"failures": 0, "backoff": 0, "blocked_until": 0, "last_success_at": now}
+                values = {"failures": 0, "backoff": 0, "blocked_until": 0, "last_success_at": now_seconds()}
             else:
-                under = _TABLE.c.failures - 1 < bucket.limit
+                # A back-off this very reservation started is lifted (the one before had ended, or
+                # the reservation would have been refused); past the limit its doubling stays, erring safe.
+                ours = _TABLE.c.blocked_until == _TABLE.c.backoff + reservation.at
                 values = {
                     "failures": case((_TABLE.c.failures > 0, _TABLE.c.failures - 1), else_=0),
-                    "backoff": case((under, 0), else_=_TABLE.c.backoff),
-                    "blocked_until": case((under, 0), else_=_TABLE.c.blocked_until),
+                    "backoff": case((_TABLE.c.failures - 1 < bucket.limit, 0), else_=_TABLE.c.backoff),
+                    "blocked_until": case((ours, reservation.at), else_=_TABLE.c.blocked_until),
                 }
             connection.execute(update(_TABLE).where(_TABLE.c.key == bucket.key).values(**values))
 
