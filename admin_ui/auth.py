@@ -23,11 +23,11 @@ from werkzeug.exceptions import Forbidden, HTTPException
 
 from admin_ui import bp
 from admin_ui.forms import LoginForm, ReauthForm
-from admin_ui.signin import attempt, reauth_failed
+from admin_ui.signin import attempt, reauthenticate
 from idp.audit.service import record
 from idp.clock import utcnow
 from idp.db import db
-from idp.security import verify_password
+from idp.auth.throttle import retry_after_header, wait_text
 from idp.sessions.interface import ADMIN_PREFIX
 from idp.sessions.service import current_session_row, end_current_session, start_session
 from idp.users.models import User
@@ -196,18 +196,17 @@ def login():
     if current_user.is_authenticated and current_user.user.is_admin:
         return redirect(safe_next(request.args.get("next")) or url_for("admin.dashboard"))
     form = LoginForm()
-    status = 200
+    status, retry_after = 200, 0
     if form.validate_on_submit():
-        outcome = attempt(form.email.data, form.password.data, ip=request.remote_addr, now=utcnow())
+        outcome = attempt(form.email.data, form.password.data, ip=request.remote_addr)
         if outcome.user is not None:
             start_session(outcome.user)
             db.session.commit()
             flash(f"Signed in as {outcome.user.email}.", "success")
             return redirect(safe_next(request.args.get("next")) or url_for("admin.dashboard"), 303)
         if outcome.refusal == "throttled":
-            minutes = current_app.config["LOGIN_THROTTLE_WINDOW"] // 60
-            form.form_errors.append(f"Too many failed sign-ins. Try again in up to {minutes} minutes.")
-            status = 429
+            form.form_errors.append(f"Too many failed sign-ins. Try again in {wait_text(outcome.retry_after)}.")
+            status, retry_after = 429, outcome.retry_after
         elif outcome.refusal == "not_admin":
             form.form_errors.append("This account does not have admin rights.")
             status = 403
@@ -216,10 +215,8 @@ def login():
             status = 401
     elif request.method == "POST":
         status = 400
-    response = current_app.make_response((render_template("admin/login.html", form=form, signed_out=request.args.get("signed_out")), status))
-    if status == 429:
-        response.headers["Retry-After"] = str(current_app.config["LOGIN_THROTTLE_WINDOW"])
-    return response
+    page = render_template("admin/login.html", form=form, signed_out=request.args.get("signed_out"))
+    return page, status, retry_after_header(retry_after)
 
 
 @bp.post("/logout")
@@ -238,17 +235,16 @@ def reauth():
     status = 200
     if form.validate_on_submit():
         user = current_user.user
-        ok, _ = verify_password(user.password_hash, form.password.data)
-        if ok:
+        checked = reauthenticate(user, form.password.data, ip=request.remote_addr)
+        if checked.value:
             current_session_row().auth_time = utcnow()
             record("admin.reauthenticated", actor=current_user.actor, target=f"user:{user.id}", ip=request.remote_addr)
             db.session.commit()
             return redirect(target, 303)
-        if reauth_failed(user, ip=request.remote_addr, now=utcnow()):
-            # A stolen session cookie must not become an unthrottled password oracle.
+        if checked.retry_after:
+            # A stolen session cookie must not become a password oracle: once throttled, it is signed out.
             end_current_session(reason="reauth_failed")
             return redirect(url_for("admin.login", signed_out="reauth"), 303)
-        db.session.commit()
         form.password.errors.append("Wrong password.")
         status = 401
     elif request.method == "POST":

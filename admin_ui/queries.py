@@ -38,6 +38,8 @@ SECURITY_EVENT_ACTIONS = (
     "user.sign_in_failed",
     "admin.sign_in_refused",
     "admin.reauth_failed",
+    "auth.throttled",
+    "throttle.cleared",
     "key.revoked",
     "user.admin_granted",
     "user.disabled",

@@ -1,26 +1,20 @@
-"""Admin sign-in: the end-user sign-in (same throttle, same audit events) plus the admin-rights check.
+"""Admin sign-in and re-authentication: the end-user password checks, behind the same throttle.
 
-Sharing the end-user throttle (idp.auth.throttle: failures counted from the audit log per account
-and per IP) means guesses on the admin form and on the login page spend one budget. A right
-password without admin rights is refused with `admin.sign_in_refused`; it reveals no more than the
-end-user login page, where that password signs in.
-
-Re-authentication (a signed-in admin confirming their password) has its own count: too many wrong
-passwords within the window end the session, so a stolen admin cookie is no password oracle.
+Sharing the end-user throttle (idp/auth/throttle.py: atomic counters per account and address,
+per address, and per account from new addresses) means guesses on the admin form, the login page,
+re-authentication and the account page's password change spend one budget. A right password
+without admin rights is refused with `admin.sign_in_refused`; it reveals no more than the end-user
+login page, where that password signs in.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
-from flask import current_app
-from sqlalchemy import func, select
-
-from idp.audit.models import AuditEvent
 from idp.audit.service import record
-from idp.auth.service import attempt_sign_in
+from idp.auth.service import Checked, attempt_sign_in, throttled_check
 from idp.db import db
+from idp.security import verify_password
 from idp.users.models import User
 
 REFUSED = "admin.sign_in_refused"
@@ -33,13 +27,14 @@ class AdminSignIn:
 
     user: User | None = None
     refusal: str | None = None
+    retry_after: int = 0
 
 
-def attempt(email: str, password: str, *, ip: str | None, now: datetime | None = None) -> AdminSignIn:
+def attempt(email: str, password: str, *, ip: str | None) -> AdminSignIn:
     """Check an admin sign-in; refusals are committed, a success is left for the caller to commit with its session."""
-    outcome = attempt_sign_in(email, password, ip=ip, now=now)
+    outcome = attempt_sign_in(email, password, ip=ip, form="admin_login")
     if outcome.throttled:
-        return AdminSignIn(refusal="throttled")
+        return AdminSignIn(refusal="throttled", retry_after=outcome.retry_after)
     if outcome.user is None:
         return AdminSignIn(refusal="credentials")
     if not outcome.user.is_admin:
@@ -49,12 +44,10 @@ def attempt(email: str, password: str, *, ip: str | None, now: datetime | None =
     return AdminSignIn(user=outcome.user)
 
 
-def reauth_failed(user: User, *, ip: str | None, now: datetime) -> bool:
-    """Record a wrong password at re-authentication; True when the session must end (too many in the window)."""
-    record(REAUTH_FAILED, actor=f"user:{user.id}", target=f"user:{user.id}", ip=ip)
-    db.session.flush()
-    config = current_app.config
-    since = now - timedelta(seconds=config["LOGIN_THROTTLE_WINDOW"])
-    failures = db.session.scalar(select(func.count()).select_from(AuditEvent).where(
-        AuditEvent.action == REAUTH_FAILED, AuditEvent.target == f"user:{user.id}", AuditEvent.occurred_at > since))
-    return failures >= config["LOGIN_THROTTLE_PER_ACCOUNT"]
+def reauthenticate(user: User, password: str, *, ip: str | None) -> Checked[bool]:
+    """Check a signed-in admin's password behind the throttle; a wrong one is audited and committed."""
+    checked = throttled_check(f"user:{user.id}", ip, lambda: verify_password(user.password_hash, password)[0], form="admin_reauth", actor=f"user:{user.id}")
+    if checked.value is False:
+        record(REAUTH_FAILED, actor=f"user:{user.id}", target=f"user:{user.id}", ip=ip)
+        db.session.commit()
+    return checked

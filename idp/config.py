@@ -90,9 +90,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("JWKS_MAX_AGE", 5 * MINUTE, "`Cache-Control: max-age` of the JWKS; a new key is published at least this long before it signs.", _int),
     # Sign-in (authorization endpoint, login, token endpoint)
     Setting("REFRESH_TOKENS_FOR_CONFIDENTIAL_CLIENTS", False, "Also give confidential clients a refresh token without `offline_access` (bound to the SSO session).", _bool),
-    Setting("LOGIN_THROTTLE_WINDOW", 15 * MINUTE, "Failed sign-ins are counted over this many seconds.", _int),
-    Setting("LOGIN_THROTTLE_PER_ACCOUNT", 5, "Failed sign-ins for one account within the window before it is refused for the rest of it.", _int),
-    Setting("LOGIN_THROTTLE_PER_IP", 20, "Failed sign-ins from one IP address within the window before it is refused for the rest of it.", _int),
+    Setting("LOGIN_THROTTLE_WINDOW", 15 * MINUTE, "A throttle bucket forgets its failures this many seconds after the last one, once no back-off is running.", _int),
+    Setting("LOGIN_THROTTLE_PER_ACCOUNT", 5, "Wrong passwords for one account from one IP address before that address is backed off for that account.", _int),
+    Setting("LOGIN_THROTTLE_PER_IP", 20, "Wrong passwords from one IP address, whatever the account, before that address is backed off.", _int),
+    Setting("LOGIN_THROTTLE_PER_ACCOUNT_NEW_IPS", 10, "Wrong passwords for one account from addresses that never signed in to it before every such address is backed off for it (known addresses are exempt).", _int),
+    Setting("LOGIN_THROTTLE_BACKOFF_BASE", 30, "First back-off (seconds) once a limit is reached; every further wrong password doubles it.", _int),
+    Setting("LOGIN_THROTTLE_BACKOFF_CAP", 15 * MINUTE, "Longest back-off (seconds).", _int),
+    Setting("LOGIN_THROTTLE_KNOWN_IP_TTL", 90 * DAY, "An address that signed in to an account stays exempt from that account's new-address limit this long.", _int),
     # Key rotation and background jobs (seconds)
     Setting("KEY_ROTATION_PERIOD", 30 * DAY, "How long a key signs before the scheduled rotation replaces it (0 = rotate only by hand).", _int),
     Setting("KEY_ROTATION_LEAD_TIME", lambda s: max(HOUR, minimum_lead_time(s)), "How long a `next` key is published before it may sign; at least JWKS_MAX_AGE + CLOCK_SKEW + 5.", _int),
@@ -171,6 +175,11 @@ def _validate(values: dict[str, Any]) -> None:
     if values["DATABASE_CONNECT_TIMEOUT"] < 2:
         # libpq and psycopg treat anything shorter as 2 seconds.
         raise ConfigError("IDP_DATABASE_CONNECT_TIMEOUT must be at least 2 seconds")
+    for name in ("LOGIN_THROTTLE_PER_ACCOUNT", "LOGIN_THROTTLE_PER_IP", "LOGIN_THROTTLE_PER_ACCOUNT_NEW_IPS", "LOGIN_THROTTLE_BACKOFF_BASE"):
+        if values[name] < 1:
+            raise ConfigError(f"IDP_{name} must be at least 1")
+    if values["LOGIN_THROTTLE_BACKOFF_CAP"] < values["LOGIN_THROTTLE_BACKOFF_BASE"]:
+        raise ConfigError("IDP_LOGIN_THROTTLE_BACKOFF_CAP must be at least IDP_LOGIN_THROTTLE_BACKOFF_BASE")
     if values["PURGE_BATCH_SIZE"] < 1:
         raise ConfigError("IDP_PURGE_BATCH_SIZE must be at least 1")
     if not 1 <= values["ADMIN_PAGE_SIZE"] <= 500:

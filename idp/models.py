@@ -1,6 +1,7 @@
 """Imports every domain's models: the one metadata Alembic and the tests see."""
 
 from idp.audit.models import AuditEvent
+from idp.auth.models import LoginThrottle
 from idp.clients.models import Client
 from idp.db import Base, db
 from idp.jobs.models import JobRun
@@ -12,6 +13,6 @@ from idp.tokens.models import RefreshFamily, RefreshToken, RevokedAccessToken
 from idp.users.models import User
 
 __all__ = [
-    "AuditEvent", "AuthorizationCode", "Base", "Client", "Consent", "JobRun", "KeyState", "OutboxMessage",
+    "AuditEvent", "AuthorizationCode", "Base", "Client", "Consent", "JobRun", "KeyState", "LoginThrottle", "OutboxMessage",
     "RefreshFamily", "RefreshToken", "RevokedAccessToken", "SigningKey", "User", "UserSession", "db",
 ]

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from idp.audit.models import AuditEvent
 from idp.audit.service import record
+from idp.auth.models import LoginThrottle
 from idp.clock import utcnow
 from idp.db import db
 from idp.jobs.models import JobRun
@@ -47,6 +48,7 @@ def purge_expired(now: datetime | None = None) -> dict[str, int]:
         "audit_events": purge_audit_events(now, config["AUDIT_RETENTION"], batch),
         "job_runs": purge_job_runs(now, config["JOB_RUN_RETENTION"], batch),
         "outbox_messages": purge_outbox(now, config["OUTBOX_RETENTION"], batch),
+        "login_throttles": purge_login_throttles(now, batch),
     }
     if any(counts.values()):
         # Deleting audit events is itself worth an audit event.
@@ -150,6 +152,13 @@ def purge_outbox(now: datetime, retention_seconds: int, batch: int) -> int:
     """Outbox messages handled (delivered or given up) longer than OUTBOX_RETENTION ago; never undone ones."""
     table = OutboxMessage.__table__
     return _delete_in_batches(table, table.c.done_at < now - timedelta(seconds=retention_seconds), table.c.done_at, batch)
+def purge_login_throttles(now: datetime, batch: int) -> int:
+    """Throttle buckets with nothing left to remember: failures forgotten, no back-off, no known address."""
+    config, table = current_app.config, LoginThrottle.__table__
+    quiet_since = int(now.timestamp()) - config["LOGIN_THROTTLE_WINDOW"]
+    known_since = int(now.timestamp()) - config["LOGIN_THROTTLE_KNOWN_IP_TTL"]
+    dead = and_(table.c.last_failure_at < quiet_since, table.c.blocked_until < quiet_since, table.c.last_success_at < known_since)
+    return _delete_in_batches(table, dead, table.c.last_failure_at, batch)
 
 
 def _delete_in_batches(table: Table, dead: ColumnElement[bool], order: ColumnElement, batch: int) -> int:

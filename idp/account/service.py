@@ -8,14 +8,17 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 
 from idp.audit.service import record
+from idp.auth.service import throttled_check
 from idp.clients.models import Client
 from idp.db import db
-from idp.errors import NotFoundError
+from idp.errors import NotFoundError, ValidationError
 from idp.oauth.models import Consent
 from idp.sessions.models import UserSession
 from idp.sessions.service import end_session
 from idp.tokens.models import RefreshFamily
 from idp.tokens.refresh import revoke_family
+from idp.users.models import User
+from idp.users.service import change_password
 
 _BROWSERS = (("Edge", r"Edg/"), ("Opera", r"OPR/"), ("Firefox", r"Firefox/"), ("Chrome", r"Chrome/|Chromium/"), ("Safari", r"Safari/"))
 _SYSTEMS = (("iPhone", r"iPhone"), ("iPad", r"iPad"), ("Android", r"Android"), ("Windows", r"Windows"), ("macOS", r"Mac OS X"), ("Linux", r"Linux"))
@@ -84,3 +87,24 @@ def revoke_app(user_id: int, client_id: str, *, actor: str | None = None) -> int
     record("consent.revoked", actor=actor, target=f"client:{client.client_id}", user=user_id, families=len(families))
     db.session.commit()
     return len(families)
+
+
+def change_own_password(user: User, current: str, new: str, *, ip: str | None) -> int:
+    """The user's own password change behind the password throttle.
+
+    Returns 0 when changed; raises ValidationError when the current password is wrong; returns the
+    seconds to wait when the throttle refused to check it (a stolen cookie is no password oracle).
+    """
+    def verify() -> bool:
+        try:
+            change_password(user, current, new, actor=f"user:{user.id}", ip=ip)
+        except ValidationError as error:
+            if error.field == "current_password":
+                return False
+            raise
+        return True
+
+    checked = throttled_check(f"user:{user.id}", ip, verify, form="password", actor=f"user:{user.id}")
+    if checked.value is False:
+        raise ValidationError("current password is wrong", field="current_password")
+    return checked.retry_after

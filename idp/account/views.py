@@ -8,12 +8,13 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 
 from idp.account import service
 from idp.account.forms import ActionForm, PasswordForm
+from idp.auth.throttle import retry_after_header, wait_text
 from idp.auth.views import protect_pages
 from idp.db import db
 from idp.errors import NotFoundError, ValidationError
 from idp.sessions.service import current_session_row, start_session
 from idp.users.models import User
-from idp.users.service import change_password, sign_out_everywhere, validate_password
+from idp.users.service import sign_out_everywhere, validate_password
 
 bp = Blueprint("account", __name__, template_folder="templates")
 bp.after_request(protect_pages)  # the same anti-framing and no-store headers as the sign-in pages
@@ -95,11 +96,15 @@ def password(user: User):
         return _render(user, form, 400)
     try:
         validate_password(form.new_password.data)
-        change_password(user, form.current_password.data, form.new_password.data, actor=f"user:{user.id}", ip=request.remote_addr)
+        retry_after = service.change_own_password(user, form.current_password.data, form.new_password.data, ip=request.remote_addr)
     except ValidationError as error:
         field = form.current_password if error.field == "current_password" else form.new_password
         field.errors = [*field.errors, str(error)]
         return _render(user, form, 400)
+    if retry_after:
+        form.current_password.errors = [*form.current_password.errors, f"Too many wrong passwords. Try again in {wait_text(retry_after)}."]
+        page, status = _render(user, form, 429)
+        return page, status, retry_after_header(retry_after)
     # The bump ended every session, this one too; give this browser a fresh one (new id).
     start_session(user)
     db.session.commit()

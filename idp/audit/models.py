@@ -20,7 +20,6 @@ class AuditEvent(db.Model):
         Index("ix_audit_events_action_occurred_at", "action", "occurred_at"),
         Index("ix_audit_events_actor_occurred_at", "actor", "occurred_at"),
         Index("ix_audit_events_target_occurred_at", "target", "occurred_at"),
-        Index("ix_audit_events_ip_occurred_at", "ip", "occurred_at"),  # admin sign-in throttle per IP
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(db.Integer, "sqlite"), primary_key=True)

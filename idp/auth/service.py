@@ -1,13 +1,13 @@
-"""Signing in with email and password: throttle, argon2 verification, audit."""
+"""Checking passwords behind the throttle; signing in with email and password: argon2, audit."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from typing import Callable, Generic, TypeVar
 
 from idp.audit.service import record
-from idp.auth.throttle import SIGN_IN_FAILED, SIGNED_IN, account_key, is_throttled
+from idp.auth import throttle
 from idp.db import db
 from idp.errors import ValidationError
 from idp.users.models import User
@@ -15,31 +15,66 @@ from idp.users.service import authenticate, get_user_by_email, normalize_email
 
 log = logging.getLogger(__name__)
 
+SIGN_IN_FAILED = "user.sign_in_failed"
+SIGNED_IN = "user.signed_in"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Checked(Generic[T]):
+    """The outcome of a throttled password check: what `verify` returned, or how long to wait."""
+
+    value: T | None
+    retry_after: int = 0  # > 0 when the throttle refused the check (nothing was evaluated)
+
+
+def throttled_check(account: str, ip: str | None, verify: Callable[[], T | None], *, form: str, actor: str = "anonymous") -> Checked[T]:
+    """Run `verify` (an argon2 check, truthy when right) only if the throttle lets it; audit refusals.
+
+    The failure is counted before `verify` runs and given back if it succeeds, so parallel
+    guesses cannot outrun the count (see idp/auth/throttle.py).
+    """
+    try:
+        reservation = throttle.reserve(account, ip)
+    except throttle.Throttled as refusal:
+        log.warning("password check refused by throttle (%s) for %s from %s", refusal.kind, account, ip)
+        throttle.record_refusal(refusal, account=account, ip=ip, form=form, actor=actor)
+        db.session.commit()
+        return Checked(None, refusal.retry_after)
+    value = verify()
+    if value:
+        throttle.succeeded(reservation)
+    return Checked(value)
+
 
 @dataclass(frozen=True)
 class SignInAttempt:
     """The outcome of a sign-in attempt: the user, or why not (never which half was wrong)."""
 
     user: User | None
-    throttled: bool = False
+    retry_after: int = 0  # > 0 when throttled
+
+    @property
+    def throttled(self) -> bool:
+        """True when the throttle refused the attempt without checking it."""
+        return self.retry_after > 0
 
 
-def attempt_sign_in(email: str, password: str, *, ip: str | None, now: datetime | None = None) -> SignInAttempt:
-    """Check credentials unless the account or IP is throttled; audit the outcome.
+def attempt_sign_in(email: str, password: str, *, ip: str | None, form: str = "login") -> SignInAttempt:
+    """Check credentials unless the throttle refuses; audit the outcome.
 
     A failure is committed at once; a success is recorded in the open transaction, for the
     caller to commit with the session it starts.
     """
-    key = account_key(email, get_user_by_email(email))
-    if is_throttled(key, ip, now=now):
-        # Not recorded as another failure: a locked-out attacker must not extend the window forever.
-        log.warning("sign-in refused by throttle for %s from %s", key, ip)
-        return SignInAttempt(None, throttled=True)
-    user = authenticate(email, password)
-    if user is None:
+    key = throttle.account_key(email, get_user_by_email(email))
+    checked = throttled_check(key, ip, lambda: authenticate(email, password), form=form)
+    if checked.retry_after:
+        return SignInAttempt(None, retry_after=checked.retry_after)
+    if checked.value is None:
         record(SIGN_IN_FAILED, actor="anonymous", target=key, ip=ip, **_attempted(email))
         db.session.commit()
         return SignInAttempt(None)
+    user = checked.value
     record(SIGNED_IN, actor=f"user:{user.id}", target=f"user:{user.id}", ip=ip)
     return SignInAttempt(user)
 

@@ -9,6 +9,7 @@ from flask import Blueprint, redirect, render_template, request
 from idp.audit.service import record
 from idp.auth.forms import ConsentForm, LoginForm
 from idp.auth.service import attempt_sign_in
+from idp.auth.throttle import retry_after_header, wait_text
 from idp.clients.models import Client
 from idp.clients.service import get_client
 from idp.db import db
@@ -21,7 +22,7 @@ from idp.sessions.service import start_session
 bp = Blueprint("auth", __name__, template_folder="templates")
 
 GENERIC_FAILURE = "Incorrect email or password."
-THROTTLED = "Too many failed sign-ins. Wait a few minutes and try again."
+THROTTLED = "Too many failed sign-ins. Try again in {wait}."
 # The consent page names each scope in words.
 SCOPE_DESCRIPTIONS = {
     "openid": "Sign you in with your account identifier",
@@ -59,7 +60,7 @@ def login():
     entry = pending.get(form.rid.data)
     if request.method == "GET" and entry:
         form.username.data = pending.parameters(entry).get("login_hint", "")[:320]
-    status, message = 200, None
+    status, message, retry_after = 200, None, 0
     if form.validate_on_submit():
         attempt = attempt_sign_in(form.username.data, form.password.data, ip=request.remote_addr)
         if attempt.user is not None:
@@ -71,11 +72,13 @@ def login():
             if is_local_path(form.next.data):
                 return redirect(form.next.data)
             return render_template("auth/signed_in.html", user=attempt.user)
-        status, message = (429, THROTTLED) if attempt.throttled else (401, GENERIC_FAILURE)
+        status, message = (429, THROTTLED.format(wait=wait_text(attempt.retry_after))) if attempt.throttled else (401, GENERIC_FAILURE)
+        retry_after = attempt.retry_after
     elif request.method == "POST":
         status, message = 400, "Enter your email and password."
     form.password.data = None
-    return render_template("auth/login.html", form=form, client=_pending_client(entry), message=message), status
+    page = render_template("auth/login.html", form=form, client=_pending_client(entry), message=message)
+    return page, status, retry_after_header(retry_after)
 
 
 @bp.route("/consent", methods=["GET", "POST"])

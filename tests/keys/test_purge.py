@@ -22,7 +22,7 @@ from idp.tokens.models import RefreshFamily, RefreshToken, RevokedAccessToken
 SKEW = timedelta(seconds=60)  # CLOCK_SKEW of the test configuration
 S = timedelta(seconds=1)
 ZERO = {"authorization_codes": 0, "refresh_tokens": 0, "refresh_families": 0, "revoked_access_tokens": 0,
-        "sessions": 0, "audit_events": 0, "job_runs": 0, "outbox_messages": 0}
+        "sessions": 0, "audit_events": 0, "job_runs": 0, "outbox_messages": 0, "login_throttles": 0}
 
 
 @pytest.fixture
@@ -232,3 +232,23 @@ def test_purge_is_idempotent_and_quiet_when_nothing_is_due(app_ctx, owner, now):
     events = db.session.scalar(select(func.count()).select_from(AuditEvent))
     assert purge_expired(now=now) == ZERO
     assert db.session.scalar(select(func.count()).select_from(AuditEvent)) == events  # no audit event for nothing
+
+
+def test_throttle_buckets_go_once_quiet_unless_they_remember_a_known_address(app, app_ctx, now):
+    from idp.auth.models import LoginThrottle
+
+    at = int(now.timestamp())
+    quiet, known = at - app.config["LOGIN_THROTTLE_WINDOW"] - 1, at - app.config["LOGIN_THROTTLE_KNOWN_IP_TTL"]
+
+    def bucket(key, *, last_failure_at=0, blocked_until=0, last_success_at=0):
+        db.session.add(LoginThrottle(key=key, kind="account_ip", account="user:1", ip="192.0.2.1", failures=3, backoff=0,
+                                     blocked_until=blocked_until, last_failure_at=last_failure_at, last_success_at=last_success_at))
+
+    bucket("quiet", last_failure_at=quiet)
+    bucket("known-long-ago", last_failure_at=quiet, last_success_at=known - 1)
+    bucket("recent-failure", last_failure_at=at - 5)
+    bucket("backed-off", last_failure_at=quiet, blocked_until=at + 60)
+    bucket("known", last_failure_at=quiet, last_success_at=known + 60)
+    db.session.commit()
+    assert purge_expired(now=now)["login_throttles"] == 2
+    assert set(db.session.scalars(db.select(LoginThrottle.key))) == {"recent-failure", "backed-off", "known"}

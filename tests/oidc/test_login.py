@@ -8,7 +8,8 @@ from sqlalchemy import select, update
 from idp import security
 from idp.clock import utcnow
 from idp.db import db
-from idp.models import AuditEvent, UserSession
+from idp.auth import throttle
+from idp.models import AuditEvent, LoginThrottle, UserSession
 from tests.oidc.conftest import PASSWORD
 from tests.oidc.flow import csrf_token, page_form
 
@@ -136,28 +137,52 @@ def fail(client, email, times, ip="203.0.113.7"):
         assert post_login(client, email, "wrong password", ip=ip).status_code == 401
 
 
-def test_too_many_failures_lock_the_account_even_with_the_right_password(client, user, app):
-    app.config["LOGIN_THROTTLE_PER_ACCOUNT"] = 3
-    fail(client, user.email, 3)
-    response = post_login(client, user.email)
-    assert response.status_code == 429 and b"Too many failed sign-ins" in response.data
-    assert sessions(app) == []
-
-
-def test_unknown_accounts_are_throttled_alike(client, app):
-    app.config["LOGIN_THROTTLE_PER_ACCOUNT"] = 3
-    fail(client, "nobody@example.com", 3)
-    assert post_login(client, "nobody@example.com", PASSWORD).status_code == 429
-
-
-def test_the_lock_lifts_when_the_window_passes(client, user, app):
-    app.config["LOGIN_THROTTLE_PER_ACCOUNT"] = 3
-    fail(client, user.email, 3)
-    assert post_login(client, user.email).status_code == 429
+def end_back_offs(app) -> None:
+    """Let every running back-off end now (the failures stay counted)."""
     with app.app_context():
-        window = app.config["LOGIN_THROTTLE_WINDOW"]
-        db.session.execute(update(AuditEvent).values(occurred_at=utcnow() - timedelta(seconds=window + 1)))
+        db.session.execute(update(LoginThrottle).where(LoginThrottle.blocked_until > 0).values(blocked_until=throttle.now_seconds()))
         db.session.commit()
+
+
+def test_too_many_failures_back_off_the_address_even_with_the_right_password(client, user, app):
+    app.config["LOGIN_THROTTLE_PER_ACCOUNT"] = 2
+    fail(client, user.email, 2)
+    response = post_login(client, user.email)
+    assert response.status_code == 429 and b"Too many failed sign-ins. Try again in" in response.data
+    assert 0 < int(response.headers["Retry-After"]) <= 30  # LOGIN_THROTTLE_BACKOFF_BASE
+    assert sessions(app) == []
+    [refused] = events(app, "auth.throttled")
+    assert (refused.target, refused.ip) == (f"user:{user.id}", "203.0.113.7")
+    assert refused.details == {"form": "login", "bucket": "account_ip", "retry_after": int(response.headers["Retry-After"])}
+    assert len(events(app, "user.sign_in_failed")) == 2  # a refusal is not evaluated, nor counted again
+
+
+def test_unknown_accounts_are_throttled_alike(client, user, app):
+    app.config["LOGIN_THROTTLE_PER_ACCOUNT"] = 2
+
+    def answers(email, ip):
+        return [(r.status_code, "Retry-After" in r.headers) for r in (post_login(client, email, "wrong", ip=ip) for _ in range(3))]
+
+    assert answers(user.email, "198.51.100.1") == answers("nobody@example.com", "198.51.100.2") == [(401, False)] * 2 + [(429, True)]
+
+
+def test_the_back_off_doubles_with_each_failure_and_is_forgotten_after_a_quiet_window(client, user, app):
+    app.config.update(LOGIN_THROTTLE_PER_ACCOUNT=2, LOGIN_THROTTLE_BACKOFF_BASE=10, LOGIN_THROTTLE_BACKOFF_CAP=15)
+    fail(client, user.email, 2)
+    back_offs = []
+    for _ in range(2):
+        assert (refused := post_login(client, user.email)).status_code == 429
+        with app.app_context():
+            back_offs.append(db.session.scalar(select(LoginThrottle.backoff).where(LoginThrottle.kind == "account_ip")))
+        assert 0 < int(refused.headers["Retry-After"]) <= back_offs[-1]
+        end_back_offs(app)
+        fail(client, user.email, 1)  # one guess once a back-off ends, then a longer one
+    assert back_offs == [10, 15]  # doubled, but capped
+    with app.app_context():  # neither a failure nor a back-off for a whole window
+        past = throttle.now_seconds() - app.config["LOGIN_THROTTLE_WINDOW"] - 1
+        db.session.execute(update(LoginThrottle).values(blocked_until=past, last_failure_at=past))
+        db.session.commit()
+    fail(client, user.email, 1)  # counting starts again: one failure is below the limit
     assert post_login(client, user.email).status_code == 200
 
 
@@ -169,9 +194,23 @@ def test_a_success_clears_the_account_count(client, user, app):
     assert post_login(client, user.email).status_code == 200
 
 
+def test_strangers_guessing_from_many_addresses_do_not_lock_the_owner_out_of_a_known_one(client, user, app):
+    app.config.update(LOGIN_THROTTLE_PER_ACCOUNT=2, LOGIN_THROTTLE_PER_ACCOUNT_NEW_IPS=2)
+    assert post_login(client, user.email, ip="192.0.2.10").status_code == 200  # the owner's usual network
+    for n in range(2):
+        fail(client, user.email, 1, ip=f"198.51.100.{n}")
+    refused = post_login(client, user.email, ip="198.51.100.99")  # any new address, even with the password
+    assert refused.status_code == 429
+    assert events(app, "auth.throttled")[-1].details["bucket"] == "account"
+    assert post_login(client, user.email, ip="192.0.2.10").status_code == 200
+
+
 def test_too_many_failures_from_one_ip_lock_that_ip(client, user, make_user, app):
     app.config["LOGIN_THROTTLE_PER_IP"] = 4
-    for n in range(4):
+    for n in range(3):
         fail(client, f"nobody{n}@example.com", 1, ip="198.51.100.9")
+    # A success spends nothing, even when its own count reached the limit (a busy NAT is not locked by its users).
+    assert post_login(client, user.email, ip="198.51.100.9").status_code == 200
+    fail(client, "nobody3@example.com", 1, ip="198.51.100.9")
     assert post_login(client, user.email, ip="198.51.100.9").status_code == 429
     assert post_login(client, user.email, ip="198.51.100.10").status_code == 200
