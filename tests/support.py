@@ -27,6 +27,17 @@ def run_idp(args: list[str], env: dict[str, str], stdin: str | None = None, time
     return subprocess.run([sys.executable, "-m", "idp", *args], env=env, input=stdin, capture_output=True, text=True, timeout=timeout)
 
 
+def stop_process_group(popen: subprocess.Popen) -> None:
+    """SIGTERM a process started with start_new_session, and its group; SIGKILL after 20 s."""
+    if popen.poll() is None:
+        os.killpg(popen.pid, signal.SIGTERM)
+        try:
+            popen.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
+
+
 class Process:
     """A background `idp` process whose output goes to a log file, stopped with SIGTERM."""
 
@@ -39,13 +50,7 @@ class Process:
         return self.log_path.read_text()
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
+        stop_process_group(self.popen)
         self._log.close()
 
     def kill(self) -> None:

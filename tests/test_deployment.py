@@ -4,30 +4,36 @@ The compose file is interpolated the way Compose does it, then validated against
 Compose Specification schema (vendored in tests/data/compose-spec/). Every command the
 deployment runs in the idp image is parsed by the real `idp` click group, so a renamed command
 or option fails here rather than in production. The image's healthcheck command runs for real
-against `idp serve`.
+against `idp serve`, and the wheel the image installs is built from exactly the files the
+Dockerfile copies, installed into a fresh venv from the locked wheels and run.
 """
 
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 import re
+import shutil
 import subprocess
 import sys
+import venv
 from pathlib import Path
 
 import click
 import jsonschema
 import pytest
+import requests
 import yaml
 
 from idp.cli import cli
-from tests.support import free_port, run_idp
+from tests.support import free_port, run_idp, stop_process_group, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 SCHEMA_FILE = ROOT / "tests" / "data" / "compose-spec" / "compose-spec.json"
+DOCKERIGNORE = ROOT / ".dockerignore"
 
 REQUIRED_VARIABLES = ("IDP_ISSUER", "IDP_SECRET_KEY", "IDP_KEY_ENCRYPTION_KEYS", "POSTGRES_PASSWORD", "REDIS_PASSWORD")
 # What an operator's .env holds (placeholders; nothing here is a real secret).
@@ -156,8 +162,8 @@ def parse_idp_command(argv: list[str]) -> tuple[str, dict]:
 # --- Dockerfile -------------------------------------------------------------------------------------
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) of the final stage, continuation lines joined, comments dropped."""
+def dockerfile_instructions(stage: str = "final") -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the final (or "all") stage, continuation lines joined, comments dropped."""
     logical, current = [], ""
     for line in DOCKERFILE.read_text().splitlines():
         stripped = line.strip()
@@ -171,12 +177,51 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
         logical.append(current + stripped)
         current = ""
     instructions = [(text.split(None, 1)[0].upper(), text.split(None, 1)[1] if " " in text else "") for text in logical]
+    if stage == "all":
+        return instructions
     last_from = max(i for i, (name, _) in enumerate(instructions) if name == "FROM")
     return instructions[last_from:]
 
 
 def dockerfile(name: str) -> list[str]:
     return [args for instruction, args in dockerfile_instructions() if instruction == name]
+
+
+def copied_sources() -> list[str]:
+    """What the Dockerfile's COPY lines take from the build context (not from another stage)."""
+    sources = []
+    for instruction, args in dockerfile_instructions("all"):
+        words = args.split()
+        if instruction == "COPY" and not any(word.startswith("--from") for word in words):
+            sources += [word for word in words[:-1] if not word.startswith("--")]
+    return sources
+
+
+def dockerignored(relative: str, patterns: list[str]) -> bool:
+    """True when .dockerignore excludes the path or one of its parents (`**/` matches any depth)."""
+    parts = relative.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pattern in patterns:
+        tail = pattern[3:] if pattern.startswith("**/") else None
+        for prefix in prefixes:
+            if fnmatch.fnmatchcase(prefix, pattern) or (tail and fnmatch.fnmatchcase(prefix.rsplit("/", 1)[-1], tail)):
+                return True
+    return False
+
+
+def build_context(destination: Path) -> list[str]:
+    """Copy exactly the files the Dockerfile's COPY lines name, less .dockerignore; their paths."""
+    patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    copied = []
+    for source in copied_sources():
+        path = ROOT / source
+        for file in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
+            relative = file.relative_to(ROOT).as_posix()
+            if not dockerignored(relative, patterns):
+                (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(file, destination / relative)
+                copied.append(relative)
+    return copied
 
 
 def healthcheck_exec(args: str) -> list[str]:
@@ -306,8 +351,7 @@ def test_dockerfile_is_production_shaped():
     (user,) = dockerfile("USER")
     assert user.split(":")[0] not in {"0", "root"}
     assert dockerfile("EXPOSE") == ["8000"]
-    assert any("pip install" in run for run in dockerfile("RUN"))
-    assert "pip wheel --wheel-dir /wheels ." in DOCKERFILE.read_text()
+    assert any("pip install --no-index" in run for run in dockerfile("RUN"))
     # No secret baked in: secrets are never set by the image, only by the environment at run time.
     for instruction, args in instructions:
         if instruction in {"ENV", "ARG"}:
@@ -347,3 +391,81 @@ def test_migrate_service_init_writes_no_local_secret_with_secrets_in_the_environ
     second = run_idp(["init"], env)
     assert second.returncode == 0 and "already present" in second.stdout
     assert not keys_dir.exists()
+
+
+# --- tests: the image's wheel, built from the image's build context ------------------------------
+
+
+def test_dockerignore_matching():
+    patterns = ["**/__pycache__", "*.egg-info", "tests"]
+    assert dockerignored("idp/oauth/__pycache__/views.cpython-311.pyc", patterns)
+    assert dockerignored("idp.egg-info/PKG-INFO", patterns) and dockerignored("tests/conftest.py", patterns)
+    assert not dockerignored("idp/oauth/views.py", patterns) and not dockerignored("admin_ui/tests.txt", patterns)
+
+
+@pytest.mark.slow
+def test_wheel_from_the_dockerfile_context_installs_and_serves(tmp_path):
+    """What the image runs: the wheel of exactly the copied files, from the locked wheels, no source tree."""
+    context, dist, wheels = tmp_path / "context", tmp_path / "dist", tmp_path / "wheels"
+    copied = build_context(context)
+    assert "requirements.lock" in copied and "pyproject.toml" in copied and not any(path.startswith("tests/") for path in copied)
+    # The Dockerfile's build stage: the locked wheels, hash-checked, then the project (sdist, and
+    # the wheel built from that sdist) with the locked build backend.
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", "--quiet", "--require-hashes", "--no-deps", "--wheel-dir", str(wheels), "-r", str(context / "requirements.lock")], check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(context)], check=True, capture_output=True, timeout=300)
+    (wheel,) = dist.glob("idp-*.whl")
+    assert len(list(dist.glob("idp-*.tar.gz"))) == 1
+    # The run stage: a fresh venv, not editable, from those wheels only.
+    fresh = tmp_path / "venv"
+    venv.create(fresh, with_pip=True)
+    subprocess.run([fresh / "bin" / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-index",
+                    "--find-links", str(wheels), str(wheel)], check=True, timeout=300)
+    port, workdir = free_port(), tmp_path / "run"
+    workdir.mkdir()
+    env = {"PATH": f"{fresh / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "IDP_ISSUER": f"http://127.0.0.1:{port}", "IDP_LOG_LEVEL": "WARNING",
+           "IDP_INSTANCE_DIR": str(workdir / "instance"), "IDP_KEYS_DIR": str(workdir / "keys"), "XDG_RUNTIME_DIR": str(tmp_path)}
+    init = subprocess.run(["idp", "init"], cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
+    assert init.returncode == 0, init.stderr
+    assert "signing keys: 4 created" in init.stdout
+    server = subprocess.Popen(["idp", "serve", "--port", str(port), "--workers", "1"], cwd=workdir, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/readyz"), timeout=60, what="the wheel's idp serve")
+        # A page of each packaged part: templates of idp and of admin_ui, admin_ui's static files.
+        login = requests.get(f"http://127.0.0.1:{port}/admin/login", timeout=10)
+        assert login.status_code == 200 and "csrf_token" in login.text
+        css = re.search(r'href="(/admin/static/[^"]+\.css[^"]*)"', login.text)
+        assert css and requests.get(f"http://127.0.0.1:{port}{css.group(1)}", timeout=10).status_code == 200
+    finally:
+        stop_process_group(server)
+    site = next((fresh / "lib").glob("python3*/site-packages"))
+    assert not list(site.glob("__editable__*")) and (site / "admin_ui" / "__init__.py").exists()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def test_a_lock_out_of_date_with_pyproject_fails_with_one_line(tmp_path):
+    """What `make test`, `make run` and CI run before installing (tools/lockfile.py check)."""
+    for name in ("pyproject.toml", "requirements.lock", "tools/lockfile.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy2(ROOT / name, tmp_path / name)
+    check = [sys.executable, str(tmp_path / "tools" / "lockfile.py"), "check"]
+    current = subprocess.run(check, capture_output=True, text=True, timeout=30)
+    assert current.returncode == 0, current.stderr  # the committed lock matches pyproject.toml
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"requests>=2.32,<3"', '"requests>=2.32,<3",\n    "hypothesis>=6,<7"'))
+    stale = subprocess.run(check, capture_output=True, text=True, timeout=30)
+    assert stale.returncode == 1
+    assert stale.stderr == "error: requirements.lock is out of date with pyproject.toml; run `make lock` and commit requirements.lock\n"
+    # Every pinned requirement carries a hash, and no machine-local index or path is recorded.
+    lock = (ROOT / "requirements.lock").read_text()
+    pins = re.findall(r"^([A-Za-z0-9_.-]+)==\S+ \\\n\s+--hash=sha256:", lock, flags=re.MULTILINE)
+    assert {"flask", "authlib", "gunicorn", "pytest", "setuptools"} <= {pin.lower() for pin in pins}
+    assert len(pins) == len(re.findall(r"^\S+==", lock, flags=re.MULTILINE))
+    assert "--index-url" not in lock and "--find-links" not in lock and "file://" not in lock
