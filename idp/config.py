@@ -68,6 +68,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KEY_ENCRYPTION_KEYS", None, "Comma-separated Fernet keys encrypting private signing keys; the first encrypts, all decrypt. Default: `KEYS_DIR/key-encryption-keys`.", _list),
     Setting("CELERY_BROKER_URL", lambda s: f"sqla+sqlite:///{Path(s['INSTANCE_DIR']).resolve()}/celery-broker.sqlite3", "Celery broker: `redis://...` in production; the default needs no server."),
     Setting("LOG_LEVEL", "INFO", "Python logging level of the web and worker processes."),
+    Setting("TRUSTED_PROXIES", 0, "Reverse-proxy hops in front of the web server whose `X-Forwarded-For`/`-Proto`/`-Host`/`-Port` are believed (0 = ignore those headers).", _int),
     # Tokens (lifetimes in seconds)
     Setting("ACCESS_TOKEN_TTL", 5 * MINUTE, "Lifetime of JWT access tokens (RFC 9068).", _int),
     Setting("ID_TOKEN_TTL", HOUR, "Lifetime of ID tokens.", _int),
