@@ -31,11 +31,14 @@ from tests.support import free_port, run_idp, stop_process_group, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+REPLICAS_FILE = ROOT / "docker-compose.replicas.yml"
+NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "idp.conf.template"
 DOCKERFILE = ROOT / "Dockerfile"
 SCHEMA_FILE = ROOT / "tests" / "data" / "compose-spec" / "compose-spec.json"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
-REQUIRED_VARIABLES = ("IDP_ISSUER", "IDP_SECRET_KEY", "IDP_KEY_ENCRYPTION_KEYS", "POSTGRES_PASSWORD", "REDIS_PASSWORD")
+REQUIRED_VARIABLES = ("IDP_ISSUER", "IDP_SECRET_KEY", "IDP_KEY_ENCRYPTION_KEYS", "POSTGRES_PASSWORD", "REDIS_PASSWORD",
+                      "IDP_SERVER_NAME", "TLS_CERT_DIR")
 # What an operator's .env holds (placeholders; nothing here is a real secret).
 DEPLOY_ENV = {
     "IDP_ISSUER": "https://login.example.com",
@@ -43,6 +46,8 @@ DEPLOY_ENV = {
     "IDP_KEY_ENCRYPTION_KEYS": "A" * 43 + "=",
     "POSTGRES_PASSWORD": "1" * 48,
     "REDIS_PASSWORD": "2" * 48,
+    "IDP_SERVER_NAME": "login.example.com",
+    "TLS_CERT_DIR": "/srv/idp/tls",
 }
 IDP_SERVICES = {"migrate", "web", "worker", "beat"}
 
@@ -113,9 +118,18 @@ class RecordingEnviron(dict):
         return super().get(name, default)
 
 
-def load_compose(environ: dict[str, str] | None = None) -> dict:
-    """docker-compose.yml as Compose sees it with `environ` (YAML anchors and merge keys resolved)."""
+def merge(base, override):
+    """Compose's merge of a later file into an earlier one, for mappings (Compose Specification, "Merge")."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {**base, **{key: merge(base[key], value) if key in base else value for key, value in override.items()}}
+    return override
+
+
+def load_compose(environ: dict[str, str] | None = None, *overlays: Path) -> dict:
+    """docker-compose.yml (then each overlay file) as Compose sees it with `environ` (anchors and merge keys resolved)."""
     raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    for overlay in overlays:
+        raw = merge(raw, yaml.safe_load(overlay.read_text()))
     return interpolate(raw, DEPLOY_ENV if environ is None else environ)
 
 
@@ -256,7 +270,7 @@ def test_schema_rejects_an_invalid_compose_document(validator, compose, breakage
 
 def test_services_volumes_and_start_order(compose):
     services = compose["services"]
-    assert set(services) == {"postgres", "redis", *IDP_SERVICES}
+    assert set(services) == {"postgres", "redis", "proxy", *IDP_SERVICES}
     for name in ("web", "worker", "beat"):
         assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
         assert services[name]["restart"] == "unless-stopped"
@@ -264,9 +278,10 @@ def test_services_volumes_and_start_order(compose):
     assert services["migrate"]["restart"] == "no"
     for name in ("postgres", "redis", "web"):
         assert services[name]["healthcheck"]["test"][0] == "CMD"
-    # State lives in named volumes declared at the top level, never in a host path.
-    mounts = {name: [volume.split(":")[0] for volume in service.get("volumes", [])] for name, service in services.items()}
-    assert mounts["postgres"] == ["postgres-data"] and mounts["redis"] == ["redis-data"]
+    # State lives in named volumes declared at the top level; host paths are read-only configuration.
+    mounts = {name: [volume.split(":")[0] for volume in service.get("volumes", []) if not volume.endswith(":ro")]
+              for name, service in services.items()}
+    assert mounts["postgres"] == ["postgres-data"] and mounts["redis"] == ["redis-data"] and mounts["proxy"] == []
     assert {source for sources in mounts.values() for source in sources} <= set(compose["volumes"])
     assert "deploy" not in services["beat"] and "scale" not in services["beat"]  # exactly one beat
 
@@ -315,6 +330,33 @@ def test_the_issuer_the_file_passes_is_the_operators(compose):
     for name in IDP_SERVICES:
         assert compose["services"][name]["environment"]["IDP_ISSUER"] == DEPLOY_ENV["IDP_ISSUER"]
         assert compose["services"][name]["environment"]["IDP_DATABASE_URL"].startswith("postgresql://idp:")
+
+
+def test_only_the_proxy_is_published_and_serves_the_shipped_nginx_config(compose):
+    services = compose["services"]
+    assert [name for name, service in services.items() if service.get("ports")] == ["proxy"]
+    proxy = services["proxy"]
+    assert proxy["ports"] == ["443:443", "80:80"]
+    assert services["web"]["environment"]["IDP_TRUSTED_PROXIES"] == "1"
+    assert all("IDP_TRUSTED_PROXIES" not in services[name]["environment"] for name in IDP_SERVICES - {"web"})
+    template_mount, tls_mount = proxy["volumes"]
+    assert template_mount == "./deploy/nginx/idp.conf.template:/etc/nginx/templates/idp.conf.template:ro"
+    assert (ROOT / template_mount.split(":")[0]).is_file() and tls_mount == "/srv/idp/tls:/etc/nginx/tls:ro"
+    # Every variable of the template is set for the nginx image's envsubst, to what the app serves.
+    assert set(re.findall(r"\$\{([A-Z_]+)\}", NGINX_TEMPLATE.read_text())) <= set(proxy["environment"])
+    assert proxy["environment"]["IDP_PUBLIC_ORIGIN"] == DEPLOY_ENV["IDP_ISSUER"]
+    assert proxy["environment"]["IDP_UPSTREAM"] == "web:8000"
+    assert proxy["depends_on"]["web"] == {"condition": "service_healthy"}
+
+
+def test_the_replicas_file_runs_three_web_replicas_many_workers_and_one_beat(validator):
+    scaled = load_compose(None, REPLICAS_FILE)
+    assert schema_errors(validator, scaled) == []
+    services = scaled["services"]
+    assert services["web"]["deploy"]["replicas"] == "3" and services["worker"]["deploy"]["replicas"] == "2"
+    assert "deploy" not in services["beat"] and "deploy" not in services["proxy"]
+    assert services["web"]["command"] == load_compose()["services"]["web"]["command"]  # the base file still applies
+    assert load_compose({**DEPLOY_ENV, "WEB_REPLICAS": "5"}, REPLICAS_FILE)["services"]["web"]["deploy"]["replicas"] == "5"
 
 
 # --- tests: commands exist in the CLI ---------------------------------------------------------------
