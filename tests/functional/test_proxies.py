@@ -81,3 +81,25 @@ def test_admin_forms_check_the_origin_too(make_app, make_user):
     form = {"email": admin.email, "password": PASSWORD, "csrf_token": token}
     assert client.post("/admin/login", data=form, headers={"Origin": "https://evil.example"}, **https).status_code == 400
     assert client.post("/admin/login", data=form, headers={"Origin": "https://login.example.com"}, **https).status_code == 303
+
+
+@pytest.mark.slow
+def test_a_real_server_without_trusted_proxies_ignores_spoofed_forwarded_headers(app, start_server, make_user):
+    """gunicorn (forwarded_allow_ips empty) and the app (IDP_TRUSTED_PROXIES=0) both ignore them."""
+    import requests
+    from sqlalchemy import select
+
+    from idp.db import db
+    from idp.models import AuditEvent
+
+    user = make_user()
+    base = start_server()
+    browser = requests.Session()
+    spoof = {"X-Forwarded-For": "203.0.113.9"}
+    form = {"username": user.email, "password": PASSWORD, "csrf_token": csrf_token(browser.get(base + "/login", timeout=30).text)}
+    signed_in = browser.post(base + "/login", data=form, headers=spoof, timeout=30)
+    assert signed_in.status_code == 200 and "Signed in" in signed_in.text
+    account = browser.get(base + "/account", headers=spoof, timeout=30)
+    assert "127.0.0.1" in account.text and "203.0.113.9" not in account.text
+    with app.app_context():
+        assert set(db.session.scalars(select(AuditEvent.ip).where(AuditEvent.action == "user.signed_in"))) == {"127.0.0.1"}
