@@ -6,10 +6,13 @@ FROM python:3.11-slim AS build
 
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY requirements.lock ./
+COPY pyproject.toml requirements.lock ./
+COPY tools/lockfile.py ./tools/
+# A lock out of date with pyproject.toml stops the build with one line (run `make lock`).
+RUN python tools/lockfile.py check
 RUN pip wheel --require-hashes --no-deps --wheel-dir /wheels -r requirements.lock \
     && pip install --no-index --find-links=/wheels setuptools
-COPY pyproject.toml README.md ./
+COPY README.md ./
 COPY idp ./idp
 COPY admin_ui ./admin_ui
 COPY migrations ./migrations

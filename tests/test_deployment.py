@@ -483,6 +483,8 @@ def test_wheel_from_the_dockerfile_context_installs_and_serves(tmp_path):
     context, dist, wheels = tmp_path / "context", tmp_path / "dist", tmp_path / "wheels"
     copied = build_context(context)
     assert "requirements.lock" in copied and "pyproject.toml" in copied and not any(path.startswith("tests/") for path in copied)
+    # The build stage's first step: the lock matches pyproject.toml.
+    subprocess.run([sys.executable, str(context / "tools" / "lockfile.py"), "check"], check=True, timeout=30)
     # The Dockerfile's build stage: the locked wheels, hash-checked, then the project (sdist, and
     # the wheel built from that sdist) with the locked build backend.
     # (Only the runtime part of the lock, to save time: the test extra's wheels stay in the image's
