@@ -12,6 +12,9 @@ from flask import jsonify, request
 from tests.oidc.conftest import PASSWORD
 from tests.oidc.flow import csrf_token
 
+# Nothing here depends on the database: one backend is enough.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
 PEER = "10.9.8.7"  # the connection's own address: the proxy, when there is one
 
 
