@@ -1,15 +1,23 @@
 # The idp image: one image for every process (web, worker, beat, migrate); docker-compose.yml
 # picks the command. No secret is baked in: every one comes from the environment at run time.
 
-# --- build: turn the project (code + packaged migrations) into wheels ----------------------------
+# --- build: every locked dependency (hash-checked) and the project, as wheels --------------------
 FROM python:3.11-slim AS build
 
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml requirements.lock ./
+COPY tools/lockfile.py ./tools/
+# A lock out of date with pyproject.toml stops the build with one line (run `make lock`).
+RUN python tools/lockfile.py check
+RUN pip wheel --require-hashes --no-deps --wheel-dir /wheels -r requirements.lock \
+    && pip install --no-index --find-links=/wheels setuptools
+COPY README.md ./
 COPY idp ./idp
+COPY admin_ui ./admin_ui
 COPY migrations ./migrations
-RUN pip wheel --wheel-dir /wheels .
+# The build backend is the locked one, installed above: nothing is resolved here.
+RUN pip wheel --no-deps --no-build-isolation --no-index --wheel-dir /wheels .
 
 # --- run -----------------------------------------------------------------------------------------
 FROM python:3.11-slim
@@ -24,7 +32,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     IDP_KEYS_DIR=/var/lib/idp/keys \
     XDG_RUNTIME_DIR=/tmp
 
-# Install from the wheels only (no source tree in the image), then drop them.
+# Install from the wheels only (no source tree in the image, no index): idp and exactly the locked
+# versions of its runtime dependencies (the test extra's wheels stay in the build stage).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels idp
 

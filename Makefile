@@ -4,25 +4,40 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
+LOCK_VENV := .venv-lock
 
-.PHONY: run test bench chromium clean
+.PHONY: run test bench chromium clean lock check-lock
 
-$(STAMP): pyproject.toml
+# Every dependency (runtime, test extra, build backend) comes pinned with hashes from
+# requirements.lock; the project itself is then installed editable without resolving anything.
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) tools/lockfile.py check
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-run: $(STAMP)
+# A lock out of date with pyproject.toml stops here with one line saying how to refresh it.
+check-lock:
+	@$(PYTHON) tools/lockfile.py check
+
+# Re-resolve requirements.lock after changing pyproject.toml's dependencies (pins already in the
+# lock are kept; delete the lock first to upgrade everything). pip-tools lives in its own venv.
+lock:
+	test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && \
+		$(LOCK_VENV)/bin/python -m pip install --quiet 'pip-tools>=7.4,<8'; }
+	$(PYTHON) tools/lockfile.py write --pip-compile $(LOCK_VENV)/bin/pip-compile
+
+run: check-lock $(STAMP)
 	$(BIN)/idp dev
 
 # Tests spend much of their time waiting on real servers and workers: three pytest-xdist workers
 # keep two cores busy. Each worker has its own PostgreSQL and Redis database (tests/conftest.py).
 TEST_JOBS ?= 3
 
-test: $(STAMP) chromium
+test: check-lock $(STAMP) chromium
 	$(BIN)/python -m pytest -n $(TEST_JOBS) $(PYTEST_ARGS)
 
 # Browser tests drive Debian's Chromium (never a downloaded browser). As root it is installed
@@ -37,4 +52,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache
+	rm -rf $(VENV) $(LOCK_VENV) instance .pytest_cache

@@ -26,6 +26,7 @@ from admin_ui.forms import LoginForm, ReauthForm
 from admin_ui.signin import attempt, reauthenticate
 from idp.audit.service import record
 from idp.clock import utcnow
+from idp.csrf import check_origin
 from idp.db import db
 from idp.auth.throttle import retry_after_header, wait_text
 from idp.sessions.interface import ADMIN_PREFIX
@@ -111,13 +112,12 @@ def init_app(app: Flask) -> None:
 def check_csrf() -> None:
     """Flask-WTF's token check on every state-changing admin request; CSRFError (400) otherwise.
 
-    CSRFProtect's own check also demands, on https, a Referer from this host; admin pages send
-    `Referrer-Policy: no-referrer`, so browsers send none and every form would fail. The token (kept
-    in the server-side session), the SameSite=Strict admin cookie and its `__Host-` prefix cover what
-    that Referer check guards against.
+    The same Origin check as every other form (idp/csrf.py) comes first. The token (kept in the
+    server-side session), the SameSite=Strict admin cookie and its `__Host-` prefix cover the rest.
     """
     if request.method not in current_app.config["WTF_CSRF_METHODS"]:
         return
+    check_origin()
     try:
         validate_csrf(request.form.get("csrf_token") or request.headers.get("X-CSRFToken"))
     except WTFormsValidationError as error:
@@ -140,14 +140,14 @@ def require_admin():
 
 
 def add_security_headers(response):
-    """Strict CSP, no framing, no sniffing, no referrer, no caching (and HSTS on https) under /admin."""
+    """Strict CSP, no framing, no sniffing, no Referer off-site, no caching (and HSTS on https) under /admin."""
     if not is_admin_path(request.path):
         return response
     headers = response.headers
     headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     headers["X-Frame-Options"] = "DENY"
     headers["X-Content-Type-Options"] = "nosniff"
-    headers["Referrer-Policy"] = "no-referrer"
+    headers["Referrer-Policy"] = "same-origin"
     headers["Cross-Origin-Opener-Policy"] = "same-origin"
     headers["Cache-Control"] = "no-store"
     if current_app.config["ISSUER"].startswith("https://"):

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from flask import Flask
-from flask_wtf import CSRFProtect
 
 from idp import config as settings
 from idp.config import ConfigError
 from idp.outages import IdpFlask, init_outages
+from idp.csrf import OriginCheckingCSRF
 
-csrf = CSRFProtect()
+csrf = OriginCheckingCSRF()
 
 
 def create_app(config: Mapping[str, Any] | None = None, *, require_secrets: bool = True) -> Flask:
@@ -25,6 +25,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secrets: bool
     configure_logging(app)
     configure_extensions(app)
     configure_blueprints(app)
+    configure_proxies(app)
     from idp.errors import register_error_handlers
 
     register_error_handlers(app)
@@ -85,6 +86,13 @@ def configure_extensions(app: Flask) -> None:
     app.extensions["idp.keyring_cache"] = _KeyringCache()
     celery_init_app(app)
     init_oauth(app)
+
+
+def configure_proxies(app: Flask) -> None:
+    """Client address, scheme and host from X-Forwarded-* of IDP_TRUSTED_PROXIES hops only."""
+    from idp.proxies import init_proxies
+
+    init_proxies(app)
 
 
 def configure_blueprints(app: Flask) -> None:

@@ -307,7 +307,8 @@ def serve(host: str | None, port: int | None, workers: int, threads: int) -> Non
             self.cfg.set("threads", threads)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("accesslog", "-")
-            self.cfg.set("forwarded_allow_ips", os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"))
+            # Forwarded headers are believed only as IDP_TRUSTED_PROXIES says (idp/proxies.py).
+            self.cfg.set("forwarded_allow_ips", "")
             if "control_socket_disable" in self.cfg.settings:
                 # gunicorn 25+ opens one control socket per user by default; replicas would share it.
                 self.cfg.set("control_socket_disable", True)

@@ -70,6 +70,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_LEVEL", "INFO", "Python logging level of the web and worker processes."),
     Setting("DATABASE_CONNECT_TIMEOUT", 3, "PostgreSQL: seconds to wait for a connection, a free one in the pool, or the acknowledgement of sent data, before answering 503.", _int),
     Setting("DATABASE_STATEMENT_TIMEOUT", 5, "PostgreSQL: seconds a statement may run before it is cancelled (0 = no limit; migrations never have one).", _int),
+    Setting("TRUSTED_PROXIES", 0, "Reverse-proxy hops in front of the web server whose `X-Forwarded-For`/`-Proto`/`-Host`/`-Port` are believed (0 = ignore those headers).", _int),
     # Tokens (lifetimes in seconds)
     Setting("ACCESS_TOKEN_TTL", 5 * MINUTE, "Lifetime of JWT access tokens (RFC 9068).", _int),
     Setting("ID_TOKEN_TTL", HOUR, "Lifetime of ID tokens.", _int),

@@ -263,6 +263,8 @@ def start_server(app, idp_env, tmp_path) -> Iterator[Callable[..., str]]:
 
     yield start
     for process in started:
+        process.terminate()  # every server shuts down at once
+    for process in started:
         process.stop()
 
 

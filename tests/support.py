@@ -30,6 +30,18 @@ def run_idp(args: list[str], env: dict[str, str], stdin: str | None = None, time
     return subprocess.run([sys.executable, "-m", "idp", *args], env=env, input=stdin, capture_output=True, text=True, timeout=timeout)
 
 
+def stop_process_group(popen: subprocess.Popen, signalled: bool = False) -> None:
+    """SIGTERM a process started with start_new_session, and its group (unless `signalled` already); SIGKILL after 20 s."""
+    if popen.poll() is None:
+        if not signalled:
+            os.killpg(popen.pid, signal.SIGTERM)
+        try:
+            popen.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
+
+
 class Process:
     """A background `idp` process whose output goes to a log file, stopped with SIGTERM."""
 
@@ -41,24 +53,21 @@ class Process:
     def log(self) -> str:
         return self.log_path.read_text()
 
+    def terminate(self) -> None:
+        """SIGTERM the group without waiting (stop several servers at once, then stop() each)."""
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+
     def stop(self, signalled: bool = False) -> None:
         """SIGTERM the process group (unless `signalled` already) and wait; SIGKILL after 20 s."""
-        if self.popen.poll() is None:
-            if not signalled:
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
+        stop_process_group(self.popen, signalled=signalled)
         self._log.close()
 
     @staticmethod
     def stop_all(processes: list["Process"]) -> None:
         """Stop several processes at once: one SIGTERM each, then wait for them all."""
         for process in processes:
-            if process.popen.poll() is None:
-                os.killpg(process.popen.pid, signal.SIGTERM)
+            process.terminate()
         for process in processes:
             process.stop(signalled=True)
 

@@ -4,32 +4,42 @@ The compose file is interpolated the way Compose does it, then validated against
 Compose Specification schema (vendored in tests/data/compose-spec/). Every command the
 deployment runs in the idp image is parsed by the real `idp` click group, so a renamed command
 or option fails here rather than in production. The image's healthcheck command runs for real
-against `idp serve`.
+against `idp serve`, and the wheel the image installs is built from exactly the files the
+Dockerfile copies, installed into a fresh venv from the locked wheels and run.
 """
 
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 import re
+import shutil
 import subprocess
 import sys
+import tomllib
+import venv
 from pathlib import Path
 
 import click
 import jsonschema
 import pytest
+import requests
 import yaml
 
 from idp.cli import cli
-from tests.support import free_port, run_idp
+from tests.support import free_port, run_idp, stop_process_group, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+REPLICAS_FILE = ROOT / "docker-compose.replicas.yml"
+NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "idp.conf.template"
 DOCKERFILE = ROOT / "Dockerfile"
 SCHEMA_FILE = ROOT / "tests" / "data" / "compose-spec" / "compose-spec.json"
+DOCKERIGNORE = ROOT / ".dockerignore"
 
-REQUIRED_VARIABLES = ("IDP_ISSUER", "IDP_SECRET_KEY", "IDP_KEY_ENCRYPTION_KEYS", "POSTGRES_PASSWORD", "REDIS_PASSWORD")
+REQUIRED_VARIABLES = ("IDP_ISSUER", "IDP_SECRET_KEY", "IDP_KEY_ENCRYPTION_KEYS", "POSTGRES_PASSWORD", "REDIS_PASSWORD",
+                      "IDP_SERVER_NAME", "TLS_CERT_DIR")
 # What an operator's .env holds (placeholders; nothing here is a real secret).
 DEPLOY_ENV = {
     "IDP_ISSUER": "https://login.example.com",
@@ -37,6 +47,8 @@ DEPLOY_ENV = {
     "IDP_KEY_ENCRYPTION_KEYS": "A" * 43 + "=",
     "POSTGRES_PASSWORD": "1" * 48,
     "REDIS_PASSWORD": "2" * 48,
+    "IDP_SERVER_NAME": "login.example.com",
+    "TLS_CERT_DIR": "/srv/idp/tls",
 }
 IDP_SERVICES = {"migrate", "web", "worker", "beat"}
 
@@ -107,9 +119,18 @@ class RecordingEnviron(dict):
         return super().get(name, default)
 
 
-def load_compose(environ: dict[str, str] | None = None) -> dict:
-    """docker-compose.yml as Compose sees it with `environ` (YAML anchors and merge keys resolved)."""
+def merge(base, override):
+    """Compose's merge of a later file into an earlier one, for mappings (Compose Specification, "Merge")."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {**base, **{key: merge(base[key], value) if key in base else value for key, value in override.items()}}
+    return override
+
+
+def load_compose(environ: dict[str, str] | None = None, *overlays: Path) -> dict:
+    """docker-compose.yml (then each overlay file) as Compose sees it with `environ` (anchors and merge keys resolved)."""
     raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    for overlay in overlays:
+        raw = merge(raw, yaml.safe_load(overlay.read_text()))
     return interpolate(raw, DEPLOY_ENV if environ is None else environ)
 
 
@@ -156,8 +177,8 @@ def parse_idp_command(argv: list[str]) -> tuple[str, dict]:
 # --- Dockerfile -------------------------------------------------------------------------------------
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) of the final stage, continuation lines joined, comments dropped."""
+def dockerfile_instructions(stage: str = "final") -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the final (or "all") stage, continuation lines joined, comments dropped."""
     logical, current = [], ""
     for line in DOCKERFILE.read_text().splitlines():
         stripped = line.strip()
@@ -171,12 +192,82 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
         logical.append(current + stripped)
         current = ""
     instructions = [(text.split(None, 1)[0].upper(), text.split(None, 1)[1] if " " in text else "") for text in logical]
+    if stage == "all":
+        return instructions
     last_from = max(i for i, (name, _) in enumerate(instructions) if name == "FROM")
     return instructions[last_from:]
 
 
 def dockerfile(name: str) -> list[str]:
     return [args for instruction, args in dockerfile_instructions() if instruction == name]
+
+
+def copied_sources() -> list[str]:
+    """What the Dockerfile's COPY lines take from the build context (not from another stage)."""
+    sources = []
+    for instruction, args in dockerfile_instructions("all"):
+        words = args.split()
+        if instruction == "COPY" and not any(word.startswith("--from") for word in words):
+            sources += [word for word in words[:-1] if not word.startswith("--")]
+    return sources
+
+
+def dockerignored(relative: str, patterns: list[str]) -> bool:
+    """True when .dockerignore excludes the path or one of its parents (`**/` matches any depth)."""
+    parts = relative.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pattern in patterns:
+        tail = pattern[3:] if pattern.startswith("**/") else None
+        for prefix in prefixes:
+            if fnmatch.fnmatchcase(prefix, pattern) or (tail and fnmatch.fnmatchcase(prefix.rsplit("/", 1)[-1], tail)):
+                return True
+    return False
+
+
+def build_context(destination: Path) -> list[str]:
+    """Copy exactly the files the Dockerfile's COPY lines name, less .dockerignore; their paths."""
+    patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    copied = []
+    for source in copied_sources():
+        path = ROOT / source
+        for file in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
+            relative = file.relative_to(ROOT).as_posix()
+            if not dockerignored(relative, patterns):
+                (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(file, destination / relative)
+                copied.append(relative)
+    return copied
+
+
+def runtime_closure(requirements: list[str]) -> set[str]:
+    """Names of `requirements` and everything they pull in (extras and markers honoured), from installed metadata."""
+    from importlib.metadata import distribution
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    todo = [(Requirement(line), ("",)) for line in requirements]
+    while todo:
+        requirement, extras = todo.pop()
+        if requirement.marker and not any(requirement.marker.evaluate({"extra": extra}) for extra in extras):
+            continue
+        key = (canonicalize_name(requirement.name), frozenset(requirement.extras))
+        if key in seen:
+            continue
+        seen.add(key)
+        name = key[0]
+        todo += [(Requirement(line), ("", *requirement.extras)) for line in distribution(name).requires or []]
+    return {name for name, _ in seen}
+
+
+def runtime_part_of_lock(lock: str, requirements: list[str]) -> str:
+    """The lock's entries (pins and hashes) of the runtime closure: what the image's `pip install idp` takes."""
+    from packaging.utils import canonicalize_name
+
+    wanted = runtime_closure(requirements)
+    entries = re.finditer(r"^([A-Za-z0-9_.-]+)==.*?(?=^\S|\Z)", lock, flags=re.MULTILINE | re.DOTALL)
+    return "".join(entry.group(0) for entry in entries if canonicalize_name(entry.group(1)) in wanted)
 
 
 def healthcheck_exec(args: str) -> list[str]:
@@ -211,7 +302,7 @@ def test_schema_rejects_an_invalid_compose_document(validator, compose, breakage
 
 def test_services_volumes_and_start_order(compose):
     services = compose["services"]
-    assert set(services) == {"postgres", "redis", *IDP_SERVICES}
+    assert set(services) == {"postgres", "redis", "proxy", *IDP_SERVICES}
     for name in ("web", "worker", "beat"):
         assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
         assert services[name]["restart"] == "unless-stopped"
@@ -219,9 +310,10 @@ def test_services_volumes_and_start_order(compose):
     assert services["migrate"]["restart"] == "no"
     for name in ("postgres", "redis", "web"):
         assert services[name]["healthcheck"]["test"][0] == "CMD"
-    # State lives in named volumes declared at the top level, never in a host path.
-    mounts = {name: [volume.split(":")[0] for volume in service.get("volumes", [])] for name, service in services.items()}
-    assert mounts["postgres"] == ["postgres-data"] and mounts["redis"] == ["redis-data"]
+    # State lives in named volumes declared at the top level; host paths are read-only configuration.
+    mounts = {name: [volume.split(":")[0] for volume in service.get("volumes", []) if not volume.endswith(":ro")]
+              for name, service in services.items()}
+    assert mounts["postgres"] == ["postgres-data"] and mounts["redis"] == ["redis-data"] and mounts["proxy"] == []
     assert {source for sources in mounts.values() for source in sources} <= set(compose["volumes"])
     assert "deploy" not in services["beat"] and "scale" not in services["beat"]  # exactly one beat
 
@@ -272,6 +364,33 @@ def test_the_issuer_the_file_passes_is_the_operators(compose):
         assert compose["services"][name]["environment"]["IDP_DATABASE_URL"].startswith("postgresql://idp:")
 
 
+def test_only_the_proxy_is_published_and_serves_the_shipped_nginx_config(compose):
+    services = compose["services"]
+    assert [name for name, service in services.items() if service.get("ports")] == ["proxy"]
+    proxy = services["proxy"]
+    assert proxy["ports"] == ["443:443", "80:80"]
+    assert services["web"]["environment"]["IDP_TRUSTED_PROXIES"] == "1"
+    assert all("IDP_TRUSTED_PROXIES" not in services[name]["environment"] for name in IDP_SERVICES - {"web"})
+    template_mount, tls_mount = proxy["volumes"]
+    assert template_mount == "./deploy/nginx/idp.conf.template:/etc/nginx/templates/idp.conf.template:ro"
+    assert (ROOT / template_mount.split(":")[0]).is_file() and tls_mount == "/srv/idp/tls:/etc/nginx/tls:ro"
+    # Every variable of the template is set for the nginx image's envsubst, to what the app serves.
+    assert set(re.findall(r"\$\{([A-Z_]+)\}", NGINX_TEMPLATE.read_text())) <= set(proxy["environment"])
+    assert proxy["environment"]["IDP_PUBLIC_ORIGIN"] == DEPLOY_ENV["IDP_ISSUER"]
+    assert proxy["environment"]["IDP_UPSTREAM"] == "web:8000"
+    assert proxy["depends_on"]["web"] == {"condition": "service_healthy"}
+
+
+def test_the_replicas_file_runs_three_web_replicas_many_workers_and_one_beat(validator):
+    scaled = load_compose(None, REPLICAS_FILE)
+    assert schema_errors(validator, scaled) == []
+    services = scaled["services"]
+    assert services["web"]["deploy"]["replicas"] == "3" and services["worker"]["deploy"]["replicas"] == "2"
+    assert "deploy" not in services["beat"] and "deploy" not in services["proxy"]
+    assert services["web"]["command"] == load_compose()["services"]["web"]["command"]  # the base file still applies
+    assert load_compose({**DEPLOY_ENV, "WEB_REPLICAS": "5"}, REPLICAS_FILE)["services"]["web"]["deploy"]["replicas"] == "5"
+
+
 # --- tests: commands exist in the CLI ---------------------------------------------------------------
 
 
@@ -306,8 +425,7 @@ def test_dockerfile_is_production_shaped():
     (user,) = dockerfile("USER")
     assert user.split(":")[0] not in {"0", "root"}
     assert dockerfile("EXPOSE") == ["8000"]
-    assert any("pip install" in run for run in dockerfile("RUN"))
-    assert "pip wheel --wheel-dir /wheels ." in DOCKERFILE.read_text()
+    assert any("pip install --no-index" in run for run in dockerfile("RUN"))
     # No secret baked in: secrets are never set by the image, only by the environment at run time.
     for instruction, args in instructions:
         if instruction in {"ENV", "ARG"}:
@@ -347,3 +465,89 @@ def test_migrate_service_init_writes_no_local_secret_with_secrets_in_the_environ
     second = run_idp(["init"], env)
     assert second.returncode == 0 and "already present" in second.stdout
     assert not keys_dir.exists()
+
+
+# --- tests: the image's wheel, built from the image's build context ------------------------------
+
+
+def test_dockerignore_matching():
+    patterns = ["**/__pycache__", "*.egg-info", "tests"]
+    assert dockerignored("idp/oauth/__pycache__/views.cpython-311.pyc", patterns)
+    assert dockerignored("idp.egg-info/PKG-INFO", patterns) and dockerignored("tests/conftest.py", patterns)
+    assert not dockerignored("idp/oauth/views.py", patterns) and not dockerignored("admin_ui/tests.txt", patterns)
+
+
+@pytest.mark.slow
+def test_wheel_from_the_dockerfile_context_installs_and_serves(tmp_path):
+    """What the image runs: the wheel of exactly the copied files, from the locked wheels, no source tree."""
+    context, dist, wheels = tmp_path / "context", tmp_path / "dist", tmp_path / "wheels"
+    copied = build_context(context)
+    assert "requirements.lock" in copied and "pyproject.toml" in copied and not any(path.startswith("tests/") for path in copied)
+    # The build stage's first step: the lock matches pyproject.toml.
+    subprocess.run([sys.executable, str(context / "tools" / "lockfile.py"), "check"], check=True, timeout=30)
+    # The Dockerfile's build stage: the locked wheels, hash-checked, then the project (sdist, and
+    # the wheel built from that sdist) with the locked build backend.
+    # (Only the runtime part of the lock, to save time: the test extra's wheels stay in the image's
+    # build stage anyway.)
+    runtime = tmp_path / "runtime.lock"
+    runtime.write_text(runtime_part_of_lock((context / "requirements.lock").read_text(),
+                                            tomllib.loads((context / "pyproject.toml").read_text())["project"]["dependencies"]))
+    assert "gunicorn==" in runtime.read_text() and "playwright==" not in runtime.read_text()
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", "--quiet", "--require-hashes", "--no-deps", "--wheel-dir", str(wheels), "-r", str(runtime)], check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(context)], check=True, capture_output=True, timeout=300)
+    (wheel,) = dist.glob("idp-*.whl")
+    assert len(list(dist.glob("idp-*.tar.gz"))) == 1
+    # The run stage: a fresh venv, not editable, from those wheels only.
+    fresh = tmp_path / "venv"
+    venv.create(fresh, with_pip=False)  # this pip installs into it (--python): no ensurepip, no bytecode, faster
+    subprocess.run([*pip, "--python", str(fresh / "bin" / "python"), "install", "--quiet", "--no-compile", "--no-index",
+                    "--find-links", str(wheels), str(wheel)], check=True, timeout=300)
+    port, workdir = free_port(), tmp_path / "run"
+    workdir.mkdir()
+    env = {"PATH": f"{fresh / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "IDP_ISSUER": f"http://127.0.0.1:{port}", "IDP_LOG_LEVEL": "WARNING",
+           "IDP_INSTANCE_DIR": str(workdir / "instance"), "IDP_KEYS_DIR": str(workdir / "keys"), "XDG_RUNTIME_DIR": str(tmp_path)}
+    init = subprocess.run(["idp", "init"], cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
+    assert init.returncode == 0, init.stderr
+    assert "signing keys: 4 created" in init.stdout
+    server = subprocess.Popen(["idp", "serve", "--port", str(port), "--workers", "1"], cwd=workdir, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/readyz"), timeout=60, what="the wheel's idp serve")
+        # A page of each packaged part: templates of idp and of admin_ui, admin_ui's static files.
+        login = requests.get(f"http://127.0.0.1:{port}/admin/login", timeout=10)
+        assert login.status_code == 200 and "csrf_token" in login.text
+        css = re.search(r'href="(/admin/static/[^"]+\.css[^"]*)"', login.text)
+        assert css and requests.get(f"http://127.0.0.1:{port}{css.group(1)}", timeout=10).status_code == 200
+    finally:
+        stop_process_group(server)
+    site = next((fresh / "lib").glob("python3*/site-packages"))
+    assert not list(site.glob("__editable__*")) and (site / "admin_ui" / "__init__.py").exists()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def test_a_lock_out_of_date_with_pyproject_fails_with_one_line(tmp_path):
+    """What `make test`, `make run` and CI run before installing (tools/lockfile.py check)."""
+    for name in ("pyproject.toml", "requirements.lock", "tools/lockfile.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy2(ROOT / name, tmp_path / name)
+    check = [sys.executable, str(tmp_path / "tools" / "lockfile.py"), "check"]
+    current = subprocess.run(check, capture_output=True, text=True, timeout=30)
+    assert current.returncode == 0, current.stderr  # the committed lock matches pyproject.toml
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"requests>=2.32,<3"', '"requests>=2.32,<3",\n    "hypothesis>=6,<7"'))
+    stale = subprocess.run(check, capture_output=True, text=True, timeout=30)
+    assert stale.returncode == 1
+    assert stale.stderr == "error: requirements.lock is out of date with pyproject.toml; run `make lock` and commit requirements.lock\n"
+    # Every pinned requirement carries a hash, and no machine-local index or path is recorded.
+    lock = (ROOT / "requirements.lock").read_text()
+    pins = re.findall(r"^([A-Za-z0-9_.-]+)==\S+ \\\n\s+--hash=sha256:", lock, flags=re.MULTILINE)
+    assert {"flask", "authlib", "gunicorn", "pytest", "setuptools"} <= {pin.lower() for pin in pins}
+    assert len(pins) == len(re.findall(r"^\S+==", lock, flags=re.MULTILINE))
+    assert "--index-url" not in lock and "--find-links" not in lock and "file://" not in lock

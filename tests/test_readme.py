@@ -60,7 +60,7 @@ def test_every_setting_is_in_the_configuration_table_and_nothing_else():
 
 @pytest.mark.parametrize(
     "phrase",
-    ["docker compose up -d", "--scale web=", "--scale worker=", "exactly one", "IDP_ISSUER", "https", "TLS", ".env.example",
+    ["docker compose up -d", "Running N replicas", "IDP_TRUSTED_PROXIES", "TLS_CERT_DIR", "exactly one", "IDP_ISSUER", "https", "TLS", ".env.example",
      "IDP_SECRET_KEY", "IDP_KEY_ENCRYPTION_KEYS", "POSTGRES_PASSWORD", "REDIS_PASSWORD"],
 )
 def test_production_deployment_section_covers(phrase):
@@ -74,3 +74,9 @@ def test_deployment_section_names_every_compose_service():
     text = section("Production deployment")
     for name in services:
         assert f"`{name}`" in text, name
+
+
+@pytest.mark.parametrize("phrase", ["docker-compose.replicas.yml", "WEB_REPLICAS", "Exactly one beat", "Many workers", "restart proxy",
+                                    "IDP_TRUSTED_PROXIES", "IDP_SECRET_KEY", "must agree"])
+def test_running_n_replicas_section_covers(phrase):
+    assert phrase in section("Running N replicas")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import weakref
 
-from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
+from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
 from flask import Blueprint, Flask
@@ -97,12 +97,9 @@ class IntrospectionEndpoint(PresentedTokenParams, _IntrospectionEndpoint):
 
 def endpoint_response(name: str):
     """Authlib's response for endpoint `name`, errors included."""
-    try:
-        return authorization.create_endpoint_response(name)
-    except OAuth2Error as error:
-        # Raised while Authlib builds its request, before its own error handling: e.g.
-        # `insecure_transport` for plain http to a non-loopback host (RFC 6749 3.1: TLS required).
-        return authorization.handle_error_response(None, error)
+    # Plain http to a non-loopback host raises InsecureTransportError before Authlib's own error
+    # handling; the app's handler answers it like every endpoint (idp.oauth.server.insecure_transport).
+    return authorization.create_endpoint_response(name)
 
 
 @bp.post(REVOCATION_PATH)

@@ -7,6 +7,7 @@ register themselves on `authorization` from their own modules; `init_oauth` wire
 from __future__ import annotations
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749.errors import InsecureTransportError, InvalidRequestError
 from flask import Flask
 
 from idp.clients.service import SCOPES, get_client
@@ -20,11 +21,21 @@ def save_token(token: dict, request) -> None:
     (as digests, in their family) by the grant at the moment it issues them."""
 
 
+def insecure_transport(error: InsecureTransportError):
+    """Plain http to a non-loopback host: 400 `invalid_request` (RFC 6749 3.1, 3.2 require TLS), never a 500.
+
+    Authlib raises this while it builds its request, before its own error handling, from any
+    endpoint; behind a TLS proxy it means IDP_TRUSTED_PROXIES does not count that proxy.
+    """
+    return authorization.handle_error_response(None, InvalidRequestError("This endpoint is served over https only."))
+
+
 def init_oauth(app: Flask) -> None:
     """Bind the authorization server to `app`."""
     from idp.oauth.endpoints import register_endpoints  # late import: the endpoints import `authorization`
 
     register_endpoints(app, authorization)
+    app.register_error_handler(InsecureTransportError, insecure_transport)
     app.config.setdefault("OAUTH2_SCOPES_SUPPORTED", list(SCOPES))
     authorization.init_app(app, query_client=get_client, save_token=save_token)
     register_grants(authorization)

@@ -123,11 +123,11 @@ def hint_matches_session(claims: dict) -> bool:
 
 @bp.after_request
 def page_headers(response):
-    """Sign-out pages are never cached, framed (clickjacking the button) or leaked by Referer."""
+    """Sign-out pages are never cached, framed (clickjacking the button) or leaked by Referer off-site."""
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Referrer-Policy"] = "same-origin"
     return response
 
 

@@ -243,9 +243,11 @@ def test_revocation_over_http_on_a_real_server(app, start_server, user, rp, othe
     assert unauthenticated.status_code == 401 and unauthenticated.json()["error"] == "invalid_client"
 
 
-@pytest.mark.parametrize("path", ["/revoke", "/introspect", "/userinfo"])
+@pytest.mark.parametrize("path", ["/token", "/revoke", "/introspect", "/userinfo"])
 def test_plain_http_to_a_public_host_is_an_oauth_error_not_500(app, client, user, rp, path):
     """RFC 6749 3.1 wants TLS: Authlib refuses plain http off loopback, before its own error handling."""
-    response = client.post(path, data={"token": "x"}, headers=basic(rp[0].client_id, rp[1]), base_url="http://idp.example.com")
+    response = client.post(path, data={"token": "x", "grant_type": "client_credentials"}, headers=basic(rp[0].client_id, rp[1]),
+                           base_url="http://idp.example.com")
     assert response.status_code == 400
-    assert response.get_json()["error"] == "insecure_transport"
+    assert response.get_json() == {"error": "invalid_request", "error_description": "This endpoint is served over https only."}
+    assert response.headers["Cache-Control"] == "no-store"
