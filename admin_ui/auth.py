@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from functools import wraps
-from urllib.parse import urlsplit
 
 from flask import Flask, current_app, flash, redirect, render_template, request, url_for
 from flask_login import LoginManager, UserMixin, current_user
@@ -27,6 +26,7 @@ from admin_ui.signin import attempt, reauth_failed
 from idp.audit.service import record
 from idp.clock import utcnow
 from idp.db import db
+from idp.input_guard import split_local_path
 from idp.security import verify_password
 from idp.sessions.interface import ADMIN_PREFIX
 from idp.sessions.service import current_session_row, end_current_session, start_session
@@ -88,10 +88,8 @@ def send_to_sign_in():
 
 def safe_next(target: str | None) -> str | None:
     """A same-site /admin path to return to after signing in, or None; never another host."""
-    if not target:
-        return None
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not is_admin_path(parts.path) or parts.path.startswith("//") or "\\" in target:
+    parts = split_local_path(target)
+    if parts is None or not is_admin_path(parts.path):
         return None
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     return None if path in {f"{ADMIN_PREFIX}/login", f"{ADMIN_PREFIX}/logout"} else path
