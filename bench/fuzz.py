@@ -186,9 +186,9 @@ def _body(rng: random.Random, known: Known, headers: dict[str, str]) -> tuple[by
     payload = _encode_pairs(_pairs(rng, known), rng).encode()
     if kind == "chunked":
         return None, f"{len(payload):x}\r\n".encode() + payload + b"\r\n0\r\n\r\n"
-    return None, rng.choice([b"zz\r\n" + payload + b"\r\n0\r\n\r\n", b"ffffffffffffffffff\r\nab\r\n0\r\n\r\n",
-                             f"{len(payload) + 5:x}\r\n".encode() + payload + b"\r\n0\r\n\r\n", b"3\r\nabcdef\r\n0\r\n\r\n",
-                             b"-1\r\nab\r\n0\r\n\r\n", b"5\r\nab"])
+    # Broken but complete: a truncated body would only make the server wait for the rest, like a slow client.
+    return None, rng.choice([b"zz\r\n" + payload + b"\r\n0\r\n\r\n", b"3\r\nabcdef\r\n0\r\n\r\n", b"-1\r\nab\r\n0\r\n\r\n",
+                             b"3;x\x00=\r\nabc\r\n0\r\n\r\n", b"0x3\r\nabc\r\n0\r\n\r\n", b"3\r\nabc\r\n0\r\nX-Trailer\r\n\r\n"])
 
 
 def _header_text(value: str) -> str:
@@ -296,13 +296,18 @@ def run(base_url: str, requests: Iterable[FuzzRequest], concurrency: int, max_se
         connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
         while (request := take()) is not None:
             try:
-                tally.record(request, send(connection, request))
+                try:
+                    tally.record(request, send(connection, request))
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                    # A kept-alive connection the server had closed meanwhile: once more on a new one.
+                    connection.close()
+                    tally.record(request, send(connection, request))
             except socket.timeout:
                 with tally.lock:
                     tally.timeouts += 1
                 connection.close()
             except (OSError, http.client.HTTPException) as error:
-                # The server may close the connection after refusing a broken message (a bad chunk).
+                # Refused on a fresh connection too: the server dropped it without an answer.
                 with tally.lock:
                     tally.transport_errors[type(error).__name__] += 1
                 connection.close()
@@ -363,7 +368,7 @@ def fuzz(target: Target, count: int, seed_value: int, concurrency: int, max_seco
     elapsed = time.monotonic() - started
     after = row_counts(app)
     report(tally, before, after, elapsed, seed_value, out)
-    return 1 if tally.server_errors or tally.timeouts else 0
+    return 1 if tally.server_errors or tally.timeouts or tally.transport_errors else 0
 
 
 def report(tally: Tally, before: dict[str, int], after: dict[str, int], elapsed: float, seed_value: int, out) -> None:
@@ -376,7 +381,7 @@ def report(tally: Tally, before: dict[str, int], after: dict[str, int], elapsed:
     for line in tally.server_errors[:50]:
         print(f"  {line}", file=out)
     transport = ", ".join(f"{name} {n}" for name, n in sorted(tally.transport_errors.items())) or "none"
-    print(f"timeouts: {tally.timeouts}; connections closed by the server: {transport}", file=out)
+    print(f"timeouts: {tally.timeouts}; dropped without an answer: {transport}", file=out)
     print(f"{'table':<28}{'before':>10}{'after':>10}{'delta':>10}", file=out)
     for name in sorted(before):
         delta = after.get(name, 0) - before[name]

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 from urllib.parse import SplitResult, urlsplit
 
 from flask import Flask, request
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.routing import IntegerConverter
 
@@ -100,9 +101,9 @@ def read_body() -> None:
         request.get_data(cache=True, parse_form_data=False)
     except HTTPException:
         raise
-    except (OSError, ValueError):
-        # gunicorn's InvalidChunkSize and NoMoreData are IOErrors, werkzeug's dechunker raises
-        # ValueError/OSError: the client sent a broken message, which says nothing about us.
+    except (ParseException, OSError, ValueError):
+        # gunicorn's InvalidChunkSize, ChunkMissingTerminator, ... (ParseException) and NoMoreData
+        # (IOError), werkzeug's dechunker (OSError): the client sent a broken message.
         raise MalformedRequest("The request body is malformed.") from None
 
 
