@@ -5,7 +5,8 @@ text cannot hold one; SQLite would store it and truncate it elsewhere) and lone 
 (not encodable as UTF-8, so no driver can send them). Route integers are bounded to what an
 `INTEGER` column holds, so an out-of-range id is a 404 rather than an overflow in the driver. The
 body is read here once, so a malformed one (a broken chunked encoding, a client that hangs up) is
-a 400 before any view parses it, never an unhandled error with a traceback.
+a 400 before any view parses it, never an unhandled error with a traceback; multipart bodies,
+which nothing here takes, are refused unparsed.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def read_body() -> None:
 
 
 def refuse_unstorable_input() -> None:
-    """Refuse (400) any request carrying text the database cannot store, before it reaches a view."""
+    """Refuse (400) what no view should see: a multipart or unreadable body, text no database can store."""
     if request.mimetype == "multipart/form-data":
         # No page or endpoint takes uploads (RFC 6749 bodies are form-encoded), and werkzeug leaves
         # the spooled file of a truncated part open: refuse multipart before anything parses it.
