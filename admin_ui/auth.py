@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from functools import wraps
-from urllib.parse import urlsplit
 
 from flask import Flask, current_app, flash, redirect, render_template, request, url_for
 from flask_login import LoginManager, UserMixin, current_user
@@ -29,6 +28,7 @@ from idp.clock import utcnow
 from idp.csrf import check_origin
 from idp.db import db
 from idp.auth.throttle import retry_after_header, wait_text
+from idp.input_guard import split_local_path
 from idp.sessions.interface import ADMIN_PREFIX
 from idp.sessions.service import current_session_row, end_current_session, start_session
 from idp.users.models import User
@@ -89,10 +89,8 @@ def send_to_sign_in():
 
 def safe_next(target: str | None) -> str | None:
     """A same-site /admin path to return to after signing in, or None; never another host."""
-    if not target:
-        return None
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not is_admin_path(parts.path) or parts.path.startswith("//") or "\\" in target:
+    parts = split_local_path(target)
+    if parts is None or not is_admin_path(parts.path):
         return None
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     return None if path in {f"{ADMIN_PREFIX}/login", f"{ADMIN_PREFIX}/logout"} else path

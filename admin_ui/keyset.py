@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
-from sqlalchemy import Select, and_, or_
+from sqlalchemy import BigInteger, Select, and_, or_
 from werkzeug.exceptions import BadRequest
 
 from idp.db import db
+from idp.input_guard import is_storable
 
 MAX_CURSOR_LENGTH = 512
 
@@ -54,10 +55,19 @@ def decode_cursor(raw: str, columns: Sequence) -> tuple:
             expected = column.type.python_type
             if not isinstance(value, expected) or isinstance(value, bool):
                 raise ValueError("wrong type")
+            if isinstance(value, int) and not -_integer_limit(column) <= value < _integer_limit(column):
+                raise ValueError("out of range")  # would overflow the driver (OverflowError, NumericValueOutOfRange)
+            if isinstance(value, str) and not is_storable(value):
+                raise ValueError("unstorable text")
             values.append(value)
         return tuple(values)
     except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
         raise BadRequest("The page link is malformed; start again from the first page.") from None
+
+
+def _integer_limit(column) -> int:
+    """2**63 for a BIGINT column, 2**31 for any other integer column (PostgreSQL's INTEGER)."""
+    return 2**63 if isinstance(column.type, BigInteger) else 2**31
 
 
 def _beyond(columns: Sequence, values: tuple, descending: bool):

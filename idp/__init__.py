@@ -23,6 +23,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secrets: bool
     app.config.update(values)
     configure_secrets(app, required=require_secrets)
     configure_logging(app)
+    configure_input_guard(app)
     configure_extensions(app)
     configure_blueprints(app)
     configure_proxies(app)
@@ -59,6 +60,13 @@ def configure_secrets(app: Flask, *, required: bool) -> None:
 def configure_logging(app: Flask) -> None:
     """Log to stderr at the configured level (gunicorn and Celery add their own handlers)."""
     logging.basicConfig(level=app.config["LOG_LEVEL"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def configure_input_guard(app: Flask) -> None:
+    """Bounded route integers and the check refusing unstorable text, before anything else runs."""
+    from idp.input_guard import init_input_guard
+
+    init_input_guard(app)
 
 
 def configure_extensions(app: Flask) -> None:

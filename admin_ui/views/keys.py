@@ -11,7 +11,7 @@ from admin_ui.queries import keys_by_algorithm
 from admin_ui.views.common import actor
 from idp.errors import ValidationError
 from idp.keyring.models import KeyState, SigningKey
-from idp.keyring.rotation import policy, revoke_key, rotate_now
+from idp.keyring.rotation import RotationConflict, policy, revoke_key, rotate_now
 from idp.keyring.service import ALGORITHMS, list_keys
 from idp.clock import utcnow
 from idp.db import db
@@ -35,7 +35,7 @@ def keys_rotate():
     if form.validate_on_submit():
         try:
             promoted = rotate_now(actor=actor(), alg=form.alg.data or None, force=form.force.data)
-        except ValidationError as error:
+        except (ValidationError, RotationConflict) as error:
             form.form_errors.append(str(error))
             status = 400
         else:
@@ -57,7 +57,8 @@ def key_revoke(kid: str):
     if request.method == "POST":
         try:
             revoke_key(kid, actor=actor())
-        except ValidationError as error:
+        except (ValidationError, RotationConflict) as error:
+            # A raced change (another admin or the scheduled rotation) rolled back: say so and let them retry.
             flash(str(error).capitalize() + ".", "error")
         else:
             flash(f"Revoked {key.alg} key {kid}; it is gone from the JWKS.", "success")

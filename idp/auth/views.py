@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from flask import Blueprint, redirect, render_template, request
 
 from idp.audit.service import record
@@ -14,6 +12,7 @@ from idp.clients.models import Client
 from idp.clients.service import get_client
 from idp.db import db
 from idp.errors import render_error_page
+from idp.input_guard import split_local_path
 from idp.oauth import pending
 from idp.oauth.consents import grant_consent
 from idp.oauth.views import AUTHORIZE_PATH, signed_in_principal
@@ -43,10 +42,7 @@ def protect_pages(response):
 
 def is_local_path(target: str | None) -> bool:
     """Only a path on this server may follow a sign-in (no open redirect via `next`)."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return False
-    parts = urlsplit(target)
-    return not parts.scheme and not parts.netloc
+    return split_local_path(target) is not None
 
 
 def _pending_client(entry: dict | None) -> Client | None:

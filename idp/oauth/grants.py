@@ -390,7 +390,7 @@ def authenticate_client_secret_basic_safely(query_client, request):
     """Authlib's client_secret_basic, treating undecodable credentials as absent (no 500)."""
     try:
         return authenticate_client_secret_basic(query_client, request)
-    except UnicodeDecodeError:
+    except ValueError:  # UnicodeDecodeError, or base64 of non-ASCII text ("Basic é")
         return None
 
 

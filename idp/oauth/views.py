@@ -100,7 +100,7 @@ def authorize():
     try:
         grant = authorization.get_consent_grant(end_user=principal)
     except OAuth2Error as error:
-        return _authorization_error(error)
+        return _refuse(error, principal, parameters)
     except ValueError:
         # Authlib refuses to put some characters of hostile input into an error description.
         return _error_page("invalid_request", "The authorization request is malformed.")
@@ -110,7 +110,7 @@ def authorize():
     except OAuth2Error as error:
         error.redirect_uri = grant.redirect_uri
         error.state = grant.request.payload.state
-        return _authorization_error(error)
+        return _refuse(error, principal, parameters)
 
 
 def _answer(grant, principal: Principal | None, parameters, rid: str, entry: dict, fresh: bool) -> Response:
@@ -163,6 +163,21 @@ def _hinted_subject(id_token_hint: str | None, client_id: str) -> str | None:
         return verify_id_token_hint(id_token_hint, client_id=client_id)["sub"]
     except InvalidTokenError:
         raise InvalidRequestError("id_token_hint is not an ID token this provider issued to this client, or is too old.") from None
+
+
+def _refuse(error: OAuth2Error, principal: Principal | None, parameters: list[tuple[str, str]]) -> Response:
+    """Answer a refused request; an anonymous browser signs in before its error goes to the client.
+
+    RFC 9700 4.11.2: a request with a sound client and redirect_uri but bad other parameters may
+    be an attacker's, who would have the server bounce the victim to the redirect_uri unasked; so
+    the user authenticates first, and the request, validated again afterwards, is then refused.
+    With prompt=none there is no one to ask: the error is redirected at once (OIDC Core 3.1.2.6).
+    """
+    if error.redirect_uri and principal is None and "none" not in requested_prompts(request.values):
+        return redirect(url_for("auth.login", rid=pending.remember(parameters)))
+    if error.redirect_uri:
+        pending.forget(pending.request_id(parameters))
+    return _authorization_error(error)
 
 
 def _authorization_error(error: OAuth2Error) -> Response:

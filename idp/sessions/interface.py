@@ -16,6 +16,7 @@ from werkzeug.datastructures import CallbackDict
 from idp.clock import utcnow
 from idp.db import db
 from idp.outages import database_lost
+from idp.input_guard import is_storable
 from idp.security import digest
 from idp.sessions.models import UserSession
 from idp.users.models import User
@@ -105,7 +106,8 @@ class ServerSessionInterface(SessionInterface):
     def open_session(self, app: Flask, request: Request) -> ServerSession:
         kind = session_kind(request)
         value = request.cookies.get(cookie_name(app, kind))
-        if value and len(value) <= 128:
+        # An unstorable cookie is treated as none here; the input guard then refuses the request.
+        if value and len(value) <= 128 and is_storable(value):
             row = load_row(app, kind, value)
             if row is not None:
                 return ServerSession(kind, row, value)

@@ -165,6 +165,9 @@ def _check_claims(claims: dict, now: datetime) -> None:
         raise InvalidTokenError("expired")
     if claims["iat"] > stamp + skew:
         raise InvalidTokenError("issued in the future")
+    # RFC 7519 4.1.5: not to be accepted before `nbf` (we never set it, but a token may carry it).
+    if "nbf" in claims and (not isinstance(claims["nbf"], int) or claims["nbf"] > stamp + skew):
+        raise InvalidTokenError("not yet valid")
     for name in ("sub", "jti", "client_id"):
         if not isinstance(claims.get(name), str):
             raise InvalidTokenError(f"missing {name}")

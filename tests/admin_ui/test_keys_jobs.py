@@ -125,3 +125,38 @@ def test_run_now_with_the_broker_down_says_so(make_app, admin):
     response = browser.post("/admin/jobs/rotate_keys/run", page="/admin/jobs")
     assert response.status_code == 303
     assert "Could not start rotate_keys" in browser.get("/admin/jobs").get_data(as_text=True)
+
+
+def test_a_revocation_raced_by_another_publisher_is_a_message_on_the_page(app, signed_in, key_rows):
+    """The scheduled rotation publishes a missing next key while the admin revokes the active one: no 500."""
+    from sqlalchemy import create_engine, event
+
+    upcoming = next(row for row in key_rows if row["alg"] == "RS256" and row["state"] is KeyState.NEXT)
+    with app.app_context():
+        active = db.session.scalar(db.select(SigningKey.kid).where(SigningKey.alg == "RS256", SigningKey.state == KeyState.ACTIVE))
+        db.session.execute(db.delete(SigningKey).where(SigningKey.kid == upcoming["kid"]))
+        db.session.commit()
+        engine = db.engine
+    page = signed_in.token(f"/admin/keys/{active}/revoke")
+    other = create_engine(app.config["DATABASE_URL"])
+    published = []
+
+    def publish_meanwhile(conn, cursor, statement, *args):
+        # Between the revocation's read of the keyring and its first write, another process commits
+        # a next key; the revocation's own new next key then collides with it in the unique index.
+        if not published and statement.lstrip().upper().startswith("UPDATE SIGNING_KEYS"):
+            published.append(True)
+            with other.begin() as connection:
+                connection.execute(SigningKey.__table__.insert(), [upcoming])
+
+    event.listen(engine, "before_cursor_execute", publish_meanwhile)
+    try:
+        response = signed_in.client.post(f"/admin/keys/{active}/revoke", data={"csrf_token": page})
+    finally:
+        event.remove(engine, "before_cursor_execute", publish_meanwhile)
+        other.dispose()
+    assert published and response.status_code == 303
+    html = signed_in.get("/admin/keys").get_data(as_text=True)
+    assert "Another rotation changed the keyring at the same moment; nothing was changed, try again." in html
+    after = keys_by_state(app, "RS256")
+    assert after["active"] == [active] and after["next"] == [upcoming["kid"]] and "revoked" not in after

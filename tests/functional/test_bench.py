@@ -78,3 +78,20 @@ def test_the_benchmark_server_runs_on_postgresql_only():
     with pytest.raises(BenchError, match="PostgreSQL"):
         with running_server("sqlite:////tmp/bench.sqlite3", workers=1, threads=1):
             pass
+
+
+def test_the_fuzz_of_a_running_server_reports_no_5xx_and_every_tables_rows(live_server, idp_env, tmp_path):
+    """`python -m bench.fuzz`, a few hundred requests: zero 5xx, no traceback in the server's log, rows per table."""
+    from idp.models import Base
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.fuzz", "--base-url", live_server, "-n", "300", "-c", "4", "--seed", "9", "--max-seconds", "120"],
+        env={**idp_env, "IDP_ISSUER": live_server}, capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "sent 300 requests" in done.stdout and "\n5xx: 0\n" in done.stdout and "timeouts: 0;" in done.stdout
+    for table in Base.metadata.tables:
+        assert f"\n{table} " in done.stdout, table
+    port = live_server.rsplit(":", 1)[1]
+    log = (tmp_path / f"serve-{port}.log").read_text()
+    assert "Traceback" not in log and " ERROR " not in log, log[-3000:]

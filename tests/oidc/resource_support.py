@@ -236,6 +236,8 @@ def hostile_tokens(app, user: User, client: Client, recorder_url: str) -> dict[s
         "x5c header": sign(app, {"typ": "at+jwt", "x5c": ["MIIB"]}, claims),
         "ID token": id_token(app, user, client.client_id),
         "expired": access_token(app, user, client, now=now - timedelta(minutes=20)),
+        # RFC 7519 4.1.5: valid only from `nbf`, ten minutes away (beyond the clock skew).
+        "not yet valid": sign(app, {"typ": "at+jwt"}, {**claims, "nbf": int(now.timestamp()) + 600}),
         "wrong issuer": sign(app, {"typ": "at+jwt"}, {**claims, "iss": "https://evil.example.com"}),
         "wrong audience": sign(app, {"typ": "at+jwt"}, {**claims, "aud": "https://other.example.com"}),
         "tampered payload": f"{good.split('.')[0]}.{b64({**claims, 'scope': 'openid profile email admin'})}.{good.split('.')[2]}",

@@ -9,6 +9,7 @@ from sqlalchemy import func, select, update
 from idp.clock import utcnow
 from idp.db import db
 from idp.models import AuthorizationCode, UserSession
+from tests.admin_ui.conftest import make_session
 from tests.oidc.conftest import REDIRECT_URI, claims_of, query_of
 from tests.oidc.flow import pkce_pair
 from tests.oidc.resource_support import sign
@@ -147,15 +148,28 @@ def test_repeated_client_or_redirect_parameters_get_a_page(oidc, rp, name, app):
 
 
 def test_control_characters_get_a_page(oidc, rp):
-    response, _, _ = oidc.authorize(rp, state="a\x00b")
+    response, _, _ = oidc.authorize(rp, state="a\x01b")
     assert_error_page(response, "invalid_request")
+    # A NUL byte is refused before any view, like everywhere else (idp.input_guard).
+    response, _, _ = oidc.authorize(rp, state="a\x00b")
+    assert_error_page(response, "400 Invalid Request")
 
 
 # --- errors that go back to the client --------------------------------------------------------------
 
 
+@pytest.fixture
+def signed_in(app, oidc, user):
+    """The browser already has an SSO session, so errors go straight back to the client.
+
+    (An anonymous browser signs in first, RFC 9700 4.11.2: see the tests after these.)
+    """
+    cookie, _ = make_session(app, user.id)
+    oidc.client.set_cookie("idp_session", cookie)
+
+
 @pytest.mark.parametrize("name", ["state", "scope", "nonce", "prompt", "code_challenge", "max_age", "id_token_hint"])
-def test_repeated_parameters_are_refused(oidc, rp, name):
+def test_repeated_parameters_are_refused(oidc, rp, name, signed_in):
     response, params, _ = oidc.authorize(rp, max_age="60", prompt="login", id_token_hint="x")
     params[name] = [params[name], params[name]]
     response = oidc.client.get("/authorize?" + urlencode(params, doseq=True))
@@ -167,25 +181,25 @@ def test_repeated_parameters_are_refused(oidc, rp, name):
 
 
 @pytest.mark.parametrize("response_type", ["token", "id_token", "code id_token", "code token", None])
-def test_only_response_type_code(oidc, rp, response_type):
+def test_only_response_type_code(oidc, rp, response_type, signed_in):
     response, _, _ = oidc.authorize(rp, response_type=response_type)
     assert_redirected_error(response, "unsupported_response_type")
 
 
-def test_hostile_response_type_never_fails(oidc, rp):
+def test_hostile_response_type_never_fails(oidc, rp, signed_in):
     response, _, _ = oidc.authorize(rp, response_type='co"de\\')
     assert response.status_code in (302, 400)
     if response.status_code == 302:
         assert_redirected_error(response, "unsupported_response_type")
 
 
-def test_client_without_the_code_grant_is_unauthorized(oidc, register):
+def test_client_without_the_code_grant_is_unauthorized(oidc, register, signed_in):
     machine = register(grant_types=["client_credentials"], redirect_uris=[REDIRECT_URI])
     response, _, _ = oidc.authorize(machine)
     assert_redirected_error(response, "unauthorized_client")
 
 
-def test_unknown_scope_is_invalid_scope(oidc, rp):
+def test_unknown_scope_is_invalid_scope(oidc, rp, signed_in):
     response, _, _ = oidc.authorize(rp, scope="openid admin")
     assert_redirected_error(response, "invalid_scope")
 
@@ -201,43 +215,62 @@ def test_scopes_the_client_did_not_register_are_dropped(oidc, register, user, ap
     "name, error",
     [("request", "request_not_supported"), ("request_uri", "request_uri_not_supported"), ("registration", "registration_not_supported")],
 )
-def test_request_objects_are_not_supported(oidc, rp, name, error):
+def test_request_objects_are_not_supported(oidc, rp, name, error, signed_in):
     response, _, _ = oidc.authorize(rp, **{name: "eyJhbGciOiJub25lIn0.e30."})
     assert_redirected_error(response, error)
 
 
 @pytest.mark.parametrize("mode", ["fragment", "form_post", "web_message"])
-def test_only_the_query_response_mode(oidc, rp, mode):
+def test_only_the_query_response_mode(oidc, rp, mode, signed_in):
     response, _, _ = oidc.authorize(rp, response_mode=mode)
     assert_redirected_error(response, "invalid_request")
 
 
-def test_oversized_parameter_is_refused(oidc, rp):
+def test_oversized_parameter_is_refused(oidc, rp, signed_in):
     response, _, _ = oidc.authorize(rp, nonce="n" * 5000)
     assert_redirected_error(response, "invalid_request")
 
 
 @pytest.mark.parametrize("prompt", ["select_account", "bogus", "none login", "none consent"])
-def test_unsupported_or_contradictory_prompts_are_refused(oidc, rp, prompt):
+def test_unsupported_or_contradictory_prompts_are_refused(oidc, rp, prompt, signed_in):
     response, _, _ = oidc.authorize(rp, prompt=prompt)
     assert_redirected_error(response, "invalid_request")
 
 
 @pytest.mark.parametrize("max_age", ["-1", "abc", "1.5", "", "99999999999999999999"])
-def test_malformed_max_age_is_refused(oidc, rp, max_age):
+def test_malformed_max_age_is_refused(oidc, rp, max_age, signed_in):
     response, _, _ = oidc.authorize(rp, max_age=max_age)
     assert_redirected_error(response, "invalid_request")
+
+
+def test_an_anonymous_request_with_bad_parameters_signs_in_before_the_error_goes_back(oidc, rp, public_rp, user, app):
+    """RFC 9700 4.11.2: a sound client and redirect_uri with a bad scope or plain PKCE do not bounce a stranger back."""
+    verifier, _ = pkce_pair()
+    for registered, bad, error in ((rp, {"scope": "openid admin"}, "invalid_scope"),
+                                   (public_rp, {"code_challenge": verifier, "code_challenge_method": "plain"}, "invalid_request")):
+        oidc.client.delete_cookie("idp_session")
+        response, _, _ = oidc.authorize(registered, **bad)
+        assert response.status_code == 302 and response.location.startswith("/login?rid="), response.location
+        assert_redirected_error(oidc.follow(oidc.login(response.location, user.email)), error,
+                                redirect_uri=registered.redirect_uri)
+    assert codes(app) == 0
+
+
+def test_with_prompt_none_the_error_of_an_anonymous_request_is_redirected_at_once(oidc, rp):
+    """OIDC Core 3.1.2.6: prompt=none shows nothing, so the error goes back to the client without a sign-in."""
+    response, _, _ = oidc.authorize(rp, prompt="none", scope="openid admin")
+    assert_redirected_error(response, "invalid_scope")
 
 
 # --- PKCE (RFC 7636, S256 only) ---------------------------------------------------------------------
 
 
-def test_public_client_must_send_a_code_challenge(oidc, public_rp):
+def test_public_client_must_send_a_code_challenge(oidc, public_rp, signed_in):
     response, _, _ = oidc.authorize(public_rp, code_challenge=None, code_challenge_method=None)
     assert_redirected_error(response, "invalid_request")
 
 
-def test_confidential_client_must_send_a_code_challenge_by_default(oidc, rp):
+def test_confidential_client_must_send_a_code_challenge_by_default(oidc, rp, signed_in):
     response, _, _ = oidc.authorize(rp, code_challenge=None, code_challenge_method=None)
     assert_redirected_error(response, "invalid_request")
 
@@ -248,19 +281,19 @@ def test_a_relaxed_confidential_client_may_omit_pkce(oidc, register, user):
     assert oidc.redeem(relaxed, result, code_verifier=None).status_code == 200
 
 
-def test_plain_is_refused(oidc, public_rp):
+def test_plain_is_refused(oidc, public_rp, signed_in):
     verifier, _ = pkce_pair()
     response, _, _ = oidc.authorize(public_rp, code_challenge=verifier, code_challenge_method="plain")
     assert_redirected_error(response, "invalid_request")
 
 
-def test_a_challenge_without_method_is_refused_as_it_would_mean_plain(oidc, public_rp):
+def test_a_challenge_without_method_is_refused_as_it_would_mean_plain(oidc, public_rp, signed_in):
     response, _, _ = oidc.authorize(public_rp, code_challenge_method=None)
     assert_redirected_error(response, "invalid_request")
 
 
 @pytest.mark.parametrize("challenge", ["short", "x" * 129, "a" * 42 + "!", ""])
-def test_malformed_challenge_is_refused(oidc, public_rp, challenge):
+def test_malformed_challenge_is_refused(oidc, public_rp, challenge, signed_in):
     response, _, _ = oidc.authorize(public_rp, code_challenge=challenge)
     assert_redirected_error(response, "invalid_request")
 

@@ -50,6 +50,7 @@ def test_unknown_client_in_basic_is_401(oidc):
         "Basic " + base64.b64encode(b"\x00:\x00").decode(),
         "Bearer something",
         "Basic " + "A" * 10000,
+        "Basic \xc3\xa9",  # "é" in UTF-8, as a server hands non-ASCII header bytes over (latin-1)
     ],
 )
 def test_malformed_basic_credentials_are_invalid_client_not_500(oidc, header):

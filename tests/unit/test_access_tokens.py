@@ -54,6 +54,15 @@ def test_expired_and_future_tokens_are_refused(app_ctx, user):
         verify_access_token(future)
 
 
+def test_nbf_is_checked_with_the_clock_skew(app_ctx, user):
+    now, skew = int(utcnow().timestamp()), app_ctx.config["CLOCK_SKEW"]
+    header = {"typ": "at+jwt", "alg": "RS256", "kid": signing_key("RS256")[0]}
+    assert verify_access_token(forge(header, {**good_claims(user), "nbf": now + skew - 5}))["sub"] == user.subject
+    for nbf in (now + skew + 30, "soon"):
+        with pytest.raises(InvalidTokenError, match="not yet valid"):
+            verify_access_token(forge(header, {**good_claims(user), "nbf": nbf}))
+
+
 def forge(header: dict, claims: dict, key=None) -> str:
     token = jwt.JWT(header=header, claims=claims)
     token.make_signed_token(key or signing_key("RS256")[1])
