@@ -36,7 +36,7 @@ login_manager = LoginManager()
 login_manager.session_protection = None  # the session is a server-side row already bound at sign-in
 
 # Reachable without signing in.
-PUBLIC_ENDPOINTS = {"admin.login", "admin.static", "admin.logout"}
+PUBLIC_ENDPOINTS = {"admin.login_page", "admin.login", "admin.static", "admin.logout"}
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -167,6 +167,7 @@ def recent_auth_required(view):
 
     A sensitive action's confirmation page (GET) and the action itself (POST) share one URL, so
     after re-authenticating the admin lands back on the confirmation page, never on a replayed POST.
+    Decorate both the page and the action.
     """
 
     @wraps(view)
@@ -190,36 +191,41 @@ def admin_error(error: HTTPException):
 # --- views ------------------------------------------------------------------------------------------
 
 
-@bp.route("/login", methods=["GET", "POST"])
-def login():
-    """Sign in with email and password; only admins get in, and failures are throttled."""
+def render_login(form: LoginForm, status: int = 200):
+    return render_template("admin/login.html", form=form, signed_out=request.args.get("signed_out")), status
+
+
+@bp.get("/login")
+def login_page():
+    """The sign-in form (an admin already signed in goes on)."""
     if current_user.is_authenticated and current_user.user.is_admin:
         return redirect(safe_next(request.args.get("next")) or url_for("admin.dashboard"))
+    return render_login(LoginForm())
+
+
+@bp.post("/login")
+def login():
+    """Sign in with email and password; only admins get in, and failures are throttled."""
     form = LoginForm()
-    status = 200
-    if form.validate_on_submit():
-        outcome = attempt(form.email.data, form.password.data, ip=request.remote_addr, now=utcnow())
-        if outcome.user is not None:
-            start_session(outcome.user)
-            db.session.commit()
-            flash(f"Signed in as {outcome.user.email}.", "success")
-            return redirect(safe_next(request.args.get("next")) or url_for("admin.dashboard"), 303)
-        if outcome.refusal == "throttled":
-            minutes = current_app.config["LOGIN_THROTTLE_WINDOW"] // 60
-            form.form_errors.append(f"Too many failed sign-ins. Try again in up to {minutes} minutes.")
-            status = 429
-        elif outcome.refusal == "not_admin":
-            form.form_errors.append("This account does not have admin rights.")
-            status = 403
-        else:
-            form.form_errors.append("Wrong email or password.")
-            status = 401
-    elif request.method == "POST":
-        status = 400
-    response = current_app.make_response((render_template("admin/login.html", form=form, signed_out=request.args.get("signed_out")), status))
-    if status == 429:
+    if not form.validate_on_submit():
+        return render_login(form, 400)
+    outcome = attempt(form.email.data, form.password.data, ip=request.remote_addr, now=utcnow())
+    if outcome.user is not None:
+        start_session(outcome.user)
+        db.session.commit()
+        flash(f"Signed in as {outcome.user.email}.", "success")
+        return redirect(safe_next(request.args.get("next")) or url_for("admin.dashboard"), 303)
+    if outcome.refusal == "throttled":
+        minutes = current_app.config["LOGIN_THROTTLE_WINDOW"] // 60
+        form.form_errors.append(f"Too many failed sign-ins. Try again in up to {minutes} minutes.")
+        response = current_app.make_response(render_login(form, 429))
         response.headers["Retry-After"] = str(current_app.config["LOGIN_THROTTLE_WINDOW"])
-    return response
+        return response
+    if outcome.refusal == "not_admin":
+        form.form_errors.append("This account does not have admin rights.")
+        return render_login(form, 403)
+    form.form_errors.append("Wrong email or password.")
+    return render_login(form, 401)
 
 
 @bp.post("/logout")
@@ -230,27 +236,33 @@ def logout():
     return redirect(url_for("admin.login", signed_out=1), 303)
 
 
-@bp.route("/reauth", methods=["GET", "POST"])
+def reauth_target() -> str:
+    return safe_next(request.args.get("next")) or url_for("admin.dashboard")
+
+
+@bp.get("/reauth")
+def reauth_page():
+    """The form to confirm the password before a sensitive action."""
+    return render_template("admin/reauth.html", form=ReauthForm(), target=reauth_target())
+
+
+@bp.post("/reauth")
 def reauth():
     """Confirm the password before a sensitive action; valid for ADMIN_REAUTH_MAX_AGE."""
     form = ReauthForm()
-    target = safe_next(request.args.get("next")) or url_for("admin.dashboard")
-    status = 200
-    if form.validate_on_submit():
-        user = current_user.user
-        ok, _ = verify_password(user.password_hash, form.password.data)
-        if ok:
-            current_session_row().auth_time = utcnow()
-            record("admin.reauthenticated", actor=current_user.actor, target=f"user:{user.id}", ip=request.remote_addr)
-            db.session.commit()
-            return redirect(target, 303)
-        if reauth_failed(user, ip=request.remote_addr, now=utcnow()):
-            # A stolen session cookie must not become an unthrottled password oracle.
-            end_current_session(reason="reauth_failed")
-            return redirect(url_for("admin.login", signed_out="reauth"), 303)
+    if not form.validate_on_submit():
+        return render_template("admin/reauth.html", form=form, target=reauth_target()), 400
+    user = current_user.user
+    ok, _ = verify_password(user.password_hash, form.password.data)
+    if ok:
+        current_session_row().auth_time = utcnow()
+        record("admin.reauthenticated", actor=current_user.actor, target=f"user:{user.id}", ip=request.remote_addr)
         db.session.commit()
-        form.password.errors.append("Wrong password.")
-        status = 401
-    elif request.method == "POST":
-        status = 400
-    return render_template("admin/reauth.html", form=form, target=target), status
+        return redirect(reauth_target(), 303)
+    if reauth_failed(user, ip=request.remote_addr, now=utcnow()):
+        # A stolen session cookie must not become an unthrottled password oracle.
+        end_current_session(reason="reauth_failed")
+        return redirect(url_for("admin.login", signed_out="reauth"), 303)
+    db.session.commit()
+    form.password.errors.append("Wrong password.")
+    return render_template("admin/reauth.html", form=form, target=reauth_target()), 401

@@ -11,6 +11,7 @@ from flask_wtf import CSRFProtect
 
 from idp import config as settings
 from idp.config import ConfigError
+from idp.routing import check_methods
 
 csrf = CSRFProtect()
 
@@ -27,6 +28,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secrets: bool
     from idp.errors import register_error_handlers
 
     register_error_handlers(app)
+    check_methods(app)
     return app
 
 

@@ -52,50 +52,85 @@ def _pending_client(entry: dict | None) -> Client | None:
     return get_client(pending.parameters(entry).get("client_id", "")) if entry else None
 
 
-@bp.route("/login", methods=["GET", "POST"])
-def login():
-    """Sign in with email and password, then continue the waiting authorization request."""
-    form = LoginForm(rid=request.args.get("rid", ""), next=request.args.get("next", ""))
-    entry = pending.get(form.rid.data)
-    if request.method == "GET" and entry:
-        form.username.data = pending.parameters(entry).get("login_hint", "")[:320]
-    status, message = 200, None
-    if form.validate_on_submit():
-        attempt = attempt_sign_in(form.username.data, form.password.data, ip=request.remote_addr)
-        if attempt.user is not None:
-            row = start_session(attempt.user, data=pending.carried())
-            db.session.commit()
-            if entry:
-                pending.note(form.rid.data, login_sid=row.sid)
-                return redirect(pending.resume_url(entry, AUTHORIZE_PATH))
-            if is_local_path(form.next.data):
-                return redirect(form.next.data)
-            return render_template("auth/signed_in.html", user=attempt.user)
-        status, message = (429, THROTTLED) if attempt.throttled else (401, GENERIC_FAILURE)
-    elif request.method == "POST":
-        status, message = 400, "Enter your email and password."
+def login_form() -> LoginForm:
+    return LoginForm(rid=request.args.get("rid", ""), next=request.args.get("next", ""))
+
+
+def render_login(form: LoginForm, entry: dict | None, status: int = 200, message: str | None = None):
     form.password.data = None
     return render_template("auth/login.html", form=form, client=_pending_client(entry), message=message), status
 
 
-@bp.route("/consent", methods=["GET", "POST"])
-def consent():
-    """Ask the signed-in user to allow or deny the client the requested scopes."""
+@bp.get("/login")
+def login_page():
+    """The sign-in form, naming the application that asks when a request is waiting."""
+    form = login_form()
+    entry = pending.get(form.rid.data)
+    if entry:
+        form.username.data = pending.parameters(entry).get("login_hint", "")[:320]
+    return render_login(form, entry)
+
+
+@bp.post("/login")
+def login():
+    """Sign in with email and password, then continue the waiting authorization request."""
+    form = login_form()
+    entry = pending.get(form.rid.data)
+    if not form.validate_on_submit():
+        return render_login(form, entry, 400, "Enter your email and password.")
+    attempt = attempt_sign_in(form.username.data, form.password.data, ip=request.remote_addr)
+    if attempt.user is None:
+        return render_login(form, entry, *((429, THROTTLED) if attempt.throttled else (401, GENERIC_FAILURE)))
+    row = start_session(attempt.user, data=pending.carried())
+    db.session.commit()
+    if entry:
+        pending.note(form.rid.data, login_sid=row.sid)
+        return redirect(pending.resume_url(entry, AUTHORIZE_PATH))
+    if is_local_path(form.next.data):
+        return redirect(form.next.data)
+    return render_template("auth/signed_in.html", user=attempt.user)
+
+
+def consent_context():
+    """(form, pending entry, principal, client) of a consent request, or an error page when it is gone."""
     form = ConsentForm(rid=request.args.get("rid", ""))
     entry = pending.get(form.rid.data)
     principal = signed_in_principal()
     client = _pending_client(entry)
     if entry is None or principal is None or client is None:
-        return render_error_page(400, "Sign-in request expired", "This sign-in request is no longer waiting. Start again from the application.")
+        return None, render_error_page(400, "Sign-in request expired", "This sign-in request is no longer waiting. Start again from the application.")
     scope = client.get_allowed_scope(pending.parameters(entry).get("scope", ""))
-    if form.validate_on_submit():
-        if form.decision.data == "allow":
-            grant_consent(principal.user, client, scope)
-        else:
-            record("consent.denied", actor=f"user:{principal.user.id}", target=f"client:{client.client_id}", scope=scope)
-            db.session.commit()
-        pending.note(form.rid.data, consent=form.decision.data, consent_sid=principal.sid)
-        return redirect(pending.resume_url(entry, AUTHORIZE_PATH))
-    status = 400 if request.method == "POST" else 200
+    return (form, entry, principal, client, scope), None
+
+
+def render_consent(form: ConsentForm, principal, client: Client, scope: str, status: int = 200):
     scopes = [(name, SCOPE_DESCRIPTIONS.get(name, name)) for name in scope.split()]
     return render_template("auth/consent.html", form=form, client=client, user=principal.user, scopes=scopes), status
+
+
+@bp.get("/consent")
+def consent_page():
+    """Ask the signed-in user to allow or deny the client the requested scopes."""
+    context, error = consent_context()
+    if error is not None:
+        return error
+    form, _, principal, client, scope = context
+    return render_consent(form, principal, client, scope)
+
+
+@bp.post("/consent")
+def consent():
+    """Record the user's Allow or Deny, then continue the waiting authorization request."""
+    context, error = consent_context()
+    if error is not None:
+        return error
+    form, entry, principal, client, scope = context
+    if not form.validate_on_submit():
+        return render_consent(form, principal, client, scope, 400)
+    if form.decision.data == "allow":
+        grant_consent(principal.user, client, scope)
+    else:
+        record("consent.denied", actor=f"user:{principal.user.id}", target=f"client:{client.client_id}", scope=scope)
+        db.session.commit()
+    pending.note(form.rid.data, consent=form.decision.data, consent_sid=principal.sid)
+    return redirect(pending.resume_url(entry, AUTHORIZE_PATH))

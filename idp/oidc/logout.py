@@ -26,6 +26,7 @@ from idp.audit.service import record
 from idp.db import db
 from idp.errors import render_error_page
 from idp.oauth.server import authorization
+from idp.routing import spec_defined_methods
 from idp.sessions.service import current_session_row, end_current_session
 from idp.tokens.access import InvalidTokenError
 from idp.tokens.hints import hinted_client_id, verify_id_token_hint
@@ -132,6 +133,7 @@ def page_headers(response):
 
 
 @bp.route(LOGOUT_PATH, methods=["GET", "POST"])
+@spec_defined_methods("OIDC RP-Initiated Logout 1.0 section 2: GET and POST")
 def end_session():
     """RP-Initiated Logout 1.0 section 2: sign out at once with a matching hint, else after confirming."""
     try:
