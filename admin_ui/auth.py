@@ -119,7 +119,8 @@ def check_csrf() -> None:
     if request.method not in current_app.config["WTF_CSRF_METHODS"]:
         return
     try:
-        validate_csrf(request.form.get("csrf_token") or request.headers.get("X-CSRFToken"))
+        validate_csrf(request.form.get("csrf_token") or request.headers.get("X-CSRFToken"),
+                      time_limit=current_app.config["ADMIN_SESSION_IDLE_TTL"])
     except WTFormsValidationError as error:
         raise CSRFError(error.args[0]) from None
 

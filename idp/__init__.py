@@ -79,7 +79,8 @@ def configure_extensions(app: Flask) -> None:
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
     db.init_app(app)
     app.session_interface = ServerSessionInterface()
-    app.config.update(SESSION_COOKIE_HTTPONLY=True, WTF_CSRF_TIME_LIMIT=None, MAX_CONTENT_LENGTH=1024 * 1024)
+    # A CSRF token expires with the session's idle timeout (the admin UI checks its own, shorter one).
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, WTF_CSRF_TIME_LIMIT=app.config["SSO_SESSION_IDLE_TTL"], MAX_CONTENT_LENGTH=1024 * 1024)
     csrf.init_app(app)
     init_cors(app)
     app.extensions["idp.keyring_cache"] = _KeyringCache()
