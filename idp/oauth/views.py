@@ -92,6 +92,8 @@ def authorize():
     parameters = pending.known_parameters(request.values)
     if any(_has_control_characters(value) for _, value in parameters):
         return _error_page("invalid_request", "A parameter contains control characters.")
+    if pending.too_large(parameters):
+        return _error_page("invalid_request", "The authorization request is too large.")
     rid = pending.request_id(parameters)
     entry = pending.get(rid) or {}
     principal = signed_in_principal()

@@ -16,6 +16,7 @@ from flask import Flask, Request, Response
 from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
+from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.datastructures import CallbackDict
 
 from idp.clock import utcnow
@@ -164,8 +165,10 @@ class ServerSessionInterface(SessionInterface):
             row.data = dict(session)
         if session.modified or now - row.last_seen_at >= LAST_SEEN_RESOLUTION:
             row.last_seen_at = now
-        if row in db.session.new or db.session.is_modified(row):
-            db.session.commit()
+        if (row in db.session.new or db.session.is_modified(row)) and not self._committed():
+            # The row was deleted while this request ran (a logout, a revocation): a clean sign-out.
+            self._delete_cookie(app, response, name, session.kind)
+            return
         response.set_cookie(
             name,
             session.cookie_value,
@@ -176,6 +179,16 @@ class ServerSessionInterface(SessionInterface):
             samesite=self._samesite(session.kind),
         )
         response.vary.add("Cookie")
+
+    @staticmethod
+    def _committed() -> bool:
+        """Commit the session's changes; False (rolled back) if its row is gone, updating no row."""
+        try:
+            db.session.commit()
+        except StaleDataError:
+            db.session.rollback()
+            return False
+        return True
 
     def _set_anonymous_cookie(self, app: Flask, response: Response, session: ServerSession) -> None:
         name = anonymous_cookie_name(app, session.kind)
