@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from flask import request
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import func, select
 
 from idp.db import db
@@ -161,3 +163,35 @@ def test_raced_session_writes_and_a_logout_never_fail(app, make_user, make_clien
     assert statuses[10] == 200
     with app.app_context():  # (requests after the logout start anonymous sessions of their own)
         assert db.session.scalar(select(func.count()).where(UserSession.user_id == user.id)) == 0
+
+
+def aged_token(app, raw: str, age: int) -> str:
+    """A Flask-WTF form token for the session's raw token, signed `age` seconds ago."""
+
+    class Aged(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - age
+
+    return URLSafeTimedSerializer(app.secret_key, salt="wtf-csrf-token", signer=Aged).dumps(raw)
+
+
+def raw_csrf_token(app, kind: str) -> str:
+    with app.app_context():
+        return db.session.scalar(select(UserSession.data).where(UserSession.kind == kind))["csrf_token"]
+
+
+def test_csrf_tokens_expire_with_the_session_idle_timeout(app, make_user):
+    user = make_user(email="alice@example.com", password=PASSWORD, is_admin=True)
+    sso_idle, admin_idle = app.config["SSO_SESSION_IDLE_TTL"], app.config["ADMIN_SESSION_IDLE_TTL"]
+    browser = signed_in_browser(app, user)
+    admin_page = browser.get("/admin/login").get_data(as_text=True)
+    browser.post("/admin/login", data={"email": user.email, "password": PASSWORD, "csrf_token": csrf_token(admin_page)})
+
+    admin_raw = raw_csrf_token(app, "admin")
+    refused = browser.post(f"/admin/users/{user.id}/sign-out", data={"csrf_token": aged_token(app, admin_raw, admin_idle + 5)})
+    assert refused.status_code == 400 and "expired" in refused.get_data(as_text=True)
+    sso_raw = raw_csrf_token(app, "sso")
+    assert browser.post("/account/sign-out-everywhere", data={"csrf_token": aged_token(app, sso_raw, sso_idle + 5)}).status_code == 400
+    assert row_counts(app)["sessions"] == 2  # nothing happened
+    assert browser.post("/account/sign-out-everywhere", data={"csrf_token": aged_token(app, sso_raw, sso_idle - 60)}).status_code == 200
+    assert row_counts(app)["sessions"] == 0
