@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from flask import Blueprint, redirect, render_template, request
@@ -15,6 +16,7 @@ from idp.db import db
 from idp.errors import render_error_page
 from idp.oauth import pending
 from idp.oauth.consents import grant_consent
+from idp.oauth.grants import Principal
 from idp.oauth.views import AUTHORIZE_PATH, signed_in_principal
 from idp.sessions.service import start_session
 
@@ -91,46 +93,56 @@ def login():
     return render_template("auth/signed_in.html", user=attempt.user)
 
 
-def consent_context():
-    """(form, pending entry, principal, client) of a consent request, or an error page when it is gone."""
+@dataclass(frozen=True)
+class ConsentRequest:
+    """A pending authorization request waiting for the signed-in user's Allow or Deny."""
+
+    form: ConsentForm
+    entry: dict
+    principal: Principal
+    client: Client
+    scope: str
+
+    def render(self, status: int = 200):
+        scopes = [(name, SCOPE_DESCRIPTIONS.get(name, name)) for name in self.scope.split()]
+        return render_template("auth/consent.html", form=self.form, client=self.client, user=self.principal.user, scopes=scopes), status
+
+
+def consent_request() -> ConsentRequest | None:
+    """The request named by `rid`, if it is still waiting in this signed-in browser."""
     form = ConsentForm(rid=request.args.get("rid", ""))
     entry = pending.get(form.rid.data)
     principal = signed_in_principal()
     client = _pending_client(entry)
     if entry is None or principal is None or client is None:
-        return None, render_error_page(400, "Sign-in request expired", "This sign-in request is no longer waiting. Start again from the application.")
-    scope = client.get_allowed_scope(pending.parameters(entry).get("scope", ""))
-    return (form, entry, principal, client, scope), None
+        return None
+    return ConsentRequest(form, entry, principal, client, client.get_allowed_scope(pending.parameters(entry).get("scope", "")))
 
 
-def render_consent(form: ConsentForm, principal, client: Client, scope: str, status: int = 200):
-    scopes = [(name, SCOPE_DESCRIPTIONS.get(name, name)) for name in scope.split()]
-    return render_template("auth/consent.html", form=form, client=client, user=principal.user, scopes=scopes), status
+def expired_request():
+    return render_error_page(400, "Sign-in request expired", "This sign-in request is no longer waiting. Start again from the application.")
 
 
 @bp.get("/consent")
 def consent_page():
     """Ask the signed-in user to allow or deny the client the requested scopes."""
-    context, error = consent_context()
-    if error is not None:
-        return error
-    form, _, principal, client, scope = context
-    return render_consent(form, principal, client, scope)
+    asked = consent_request()
+    return asked.render() if asked else expired_request()
 
 
 @bp.post("/consent")
 def consent():
     """Record the user's Allow or Deny, then continue the waiting authorization request."""
-    context, error = consent_context()
-    if error is not None:
-        return error
-    form, entry, principal, client, scope = context
-    if not form.validate_on_submit():
-        return render_consent(form, principal, client, scope, 400)
-    if form.decision.data == "allow":
-        grant_consent(principal.user, client, scope)
+    asked = consent_request()
+    if asked is None:
+        return expired_request()
+    if not asked.form.validate_on_submit():
+        return asked.render(400)
+    user, client, decision = asked.principal.user, asked.client, asked.form.decision.data
+    if decision == "allow":
+        grant_consent(user, client, asked.scope)
     else:
-        record("consent.denied", actor=f"user:{principal.user.id}", target=f"client:{client.client_id}", scope=scope)
+        record("consent.denied", actor=f"user:{user.id}", target=f"client:{client.client_id}", scope=asked.scope)
         db.session.commit()
-    pending.note(form.rid.data, consent=form.decision.data, consent_sid=principal.sid)
-    return redirect(pending.resume_url(entry, AUTHORIZE_PATH))
+    pending.note(asked.form.rid.data, consent=decision, consent_sid=asked.principal.sid)
+    return redirect(pending.resume_url(asked.entry, AUTHORIZE_PATH))
