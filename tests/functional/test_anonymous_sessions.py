@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from idp.db import db
 from idp.models import Base, UserSession
 from idp.oauth import pending
+from tests.admin_ui.conftest import make_session
 from tests.oidc.flow import csrf_token, pkce_pair
 
 PASSWORD = "correct horse battery"
@@ -61,21 +62,6 @@ def test_on_https_the_anonymous_cookie_is_secure_and_host_prefixed(make_app, app
     secure.get("/login", base_url="https://idp.example.com")
     cookie = secure.get_cookie("__Host-idp_session_anon", domain="idp.example.com")
     assert cookie.secure and cookie.http_only and cookie.same_site == "Lax" and cookie.path == "/"
-    assert row_counts(app)["sessions"] == 0
-
-
-def test_sign_in_from_the_anonymous_form_carries_its_csrf_token_into_the_new_session(app, client, make_user):
-    user = make_user(email="alice@example.com", password=PASSWORD)
-    token = csrf_token(client.get("/login").get_data(as_text=True))
-    assert row_counts(app)["sessions"] == 0
-    signed_in = client.post("/login", data={"username": user.email, "password": PASSWORD, "csrf_token": token})
-    assert signed_in.status_code == 200 and "Signed in" in signed_in.get_data(as_text=True)
-    with app.app_context():
-        [row] = db.session.scalars(select(UserSession))
-        assert row.user_id == user.id and row.data.get("csrf_token")
-    assert client.get_cookie("idp_session_anon") is None
-    # A form rendered before the sign-in still posts in the new session.
-    assert client.post("/account/sign-out-everywhere", data={"csrf_token": token}).status_code == 200
     assert row_counts(app)["sessions"] == 0
 
 
@@ -181,18 +167,28 @@ def raw_csrf_token(app, kind: str) -> str:
         return db.session.scalar(select(UserSession.data).where(UserSession.kind == kind))["csrf_token"]
 
 
-def test_csrf_tokens_expire_with_the_session_idle_timeout(app, make_user):
+def test_sign_in_carries_the_anonymous_csrf_token_and_tokens_expire_with_the_idle_timeout(app, make_user):
     user = make_user(email="alice@example.com", password=PASSWORD, is_admin=True)
     sso_idle, admin_idle = app.config["SSO_SESSION_IDLE_TTL"], app.config["ADMIN_SESSION_IDLE_TTL"]
-    browser = signed_in_browser(app, user)
+    browser = app.test_client()
+    token = csrf_token(browser.get("/login").get_data(as_text=True))
+    assert row_counts(app)["sessions"] == 0
+    signed_in = browser.post("/login", data={"username": user.email, "password": PASSWORD, "csrf_token": token})
+    assert signed_in.status_code == 200 and "Signed in" in signed_in.get_data(as_text=True)
+    sso_raw = raw_csrf_token(app, "sso")
+    assert browser.get_cookie("idp_session_anon") is None
+    _, other_sid = make_session(app, user.id)  # the same user on another device
     admin_page = browser.get("/admin/login").get_data(as_text=True)
     browser.post("/admin/login", data={"email": user.email, "password": PASSWORD, "csrf_token": csrf_token(admin_page)})
 
     admin_raw = raw_csrf_token(app, "admin")
     refused = browser.post(f"/admin/users/{user.id}/sign-out", data={"csrf_token": aged_token(app, admin_raw, admin_idle + 5)})
     assert refused.status_code == 400 and "expired" in refused.get_data(as_text=True)
-    sso_raw = raw_csrf_token(app, "sso")
     assert browser.post("/account/sign-out-everywhere", data={"csrf_token": aged_token(app, sso_raw, sso_idle + 5)}).status_code == 400
-    assert row_counts(app)["sessions"] == 2  # nothing happened
+    assert row_counts(app)["sessions"] == 3  # nothing happened
+    # The anonymous form's token was carried into the new session: it still posts.
+    assert browser.post(f"/account/sessions/{other_sid}/sign-out", data={"csrf_token": token}).status_code == 302
+    assert row_counts(app)["sessions"] == 2
     assert browser.post("/account/sign-out-everywhere", data={"csrf_token": aged_token(app, sso_raw, sso_idle - 60)}).status_code == 200
     assert row_counts(app)["sessions"] == 0
+

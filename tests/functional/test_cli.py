@@ -96,15 +96,6 @@ def test_clients_create_bad_input_is_one_line_exit_2_nothing_written(app, idp_en
     assert count(app, Client) == 0
 
 
-def test_clients_create_refuses_a_loopback_backchannel_uri_on_a_production_issuer(app, idp_env):
-    env = {**idp_env, "IDP_ISSUER": "https://idp.example.com"}
-    args = ["clients", "create", "--name", "RP", "--redirect-uri", "https://rp.example.com/cb", "--backchannel-logout-uri"]
-    result = run_idp([*args, "https://127.0.0.1:9000/bc"], env)
-    assert result.returncode == 2
-    assert len(result.stderr.strip().splitlines()) == 1 and "must not be a loopback address" in result.stderr
-    assert count(app, Client) == 0
-
-
 def test_bad_configuration_is_one_line_exit_2(idp_env):
     result = run_idp(["users", "list"], {**idp_env, "IDP_ISSUER": "http://idp.example.com"})
     assert result.returncode == 2
