@@ -37,7 +37,7 @@ login_manager = LoginManager()
 login_manager.session_protection = None  # the session is a server-side row already bound at sign-in
 
 # Reachable without signing in.
-PUBLIC_ENDPOINTS = {"admin.login", "admin.static", "admin.logout"}
+PUBLIC_ENDPOINTS = {"admin.login_page", "admin.login", "admin.static", "admin.logout"}
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -117,7 +117,8 @@ def check_csrf() -> None:
         return
     check_origin()
     try:
-        validate_csrf(request.form.get("csrf_token") or request.headers.get("X-CSRFToken"))
+        validate_csrf(request.form.get("csrf_token") or request.headers.get("X-CSRFToken"),
+                      time_limit=current_app.config["ADMIN_SESSION_IDLE_TTL"])
     except WTFormsValidationError as error:
         raise CSRFError(error.args[0]) from None
 
@@ -165,6 +166,7 @@ def recent_auth_required(view):
 
     A sensitive action's confirmation page (GET) and the action itself (POST) share one URL, so
     after re-authenticating the admin lands back on the confirmation page, never on a replayed POST.
+    Decorate both the page and the action.
     """
 
     @wraps(view)
@@ -188,33 +190,40 @@ def admin_error(error: HTTPException):
 # --- views ------------------------------------------------------------------------------------------
 
 
-@bp.route("/login", methods=["GET", "POST"])
-def login():
-    """Sign in with email and password; only admins get in, and failures are throttled."""
-    if current_user.is_authenticated and current_user.user.is_admin:
-        return redirect(safe_next(request.args.get("next")) or url_for("admin.dashboard"))
-    form = LoginForm()
-    status, retry_after = 200, 0
-    if form.validate_on_submit():
-        outcome = attempt(form.email.data, form.password.data, ip=request.remote_addr)
-        if outcome.user is not None:
-            start_session(outcome.user)
-            db.session.commit()
-            flash(f"Signed in as {outcome.user.email}.", "success")
-            return redirect(safe_next(request.args.get("next")) or url_for("admin.dashboard"), 303)
-        if outcome.refusal == "throttled":
-            form.form_errors.append(f"Too many failed sign-ins. Try again in {wait_text(outcome.retry_after)}.")
-            status, retry_after = 429, outcome.retry_after
-        elif outcome.refusal == "not_admin":
-            form.form_errors.append("This account does not have admin rights.")
-            status = 403
-        else:
-            form.form_errors.append("Wrong email or password.")
-            status = 401
-    elif request.method == "POST":
-        status = 400
+def render_login(form: LoginForm, status: int = 200, retry_after: int = 0):
+    """The admin sign-in page with the given status (and `Retry-After` when throttled)."""
     page = render_template("admin/login.html", form=form, signed_out=request.args.get("signed_out"))
     return page, status, retry_after_header(retry_after)
+
+
+@bp.get("/login")
+def login_page():
+    """The sign-in form (an admin already signed in goes on)."""
+    if current_user.is_authenticated and current_user.user.is_admin:
+        return redirect(safe_next(request.args.get("next")) or url_for("admin.dashboard"))
+    return render_login(LoginForm())
+
+
+@bp.post("/login")
+def login():
+    """Sign in with email and password; only admins get in, and failures are throttled."""
+    form = LoginForm()
+    if not form.validate_on_submit():
+        return render_login(form, 400)
+    outcome = attempt(form.email.data, form.password.data, ip=request.remote_addr)
+    if outcome.user is not None:
+        start_session(outcome.user)
+        db.session.commit()
+        flash(f"Signed in as {outcome.user.email}.", "success")
+        return redirect(safe_next(request.args.get("next")) or url_for("admin.dashboard"), 303)
+    if outcome.refusal == "throttled":
+        form.form_errors.append(f"Too many failed sign-ins. Try again in {wait_text(outcome.retry_after)}.")
+        return render_login(form, 429, outcome.retry_after)
+    if outcome.refusal == "not_admin":
+        form.form_errors.append("This account does not have admin rights.")
+        return render_login(form, 403)
+    form.form_errors.append("Wrong email or password.")
+    return render_login(form, 401)
 
 
 @bp.post("/logout")
@@ -225,26 +234,33 @@ def logout():
     return redirect(url_for("admin.login", signed_out=1), 303)
 
 
-@bp.route("/reauth", methods=["GET", "POST"])
+def reauth_target() -> str:
+    """Where a confirmed password leads: the `next` path on this server, or the dashboard."""
+    return safe_next(request.args.get("next")) or url_for("admin.dashboard")
+
+
+@bp.get("/reauth")
+def reauth_page():
+    """The form to confirm the password before a sensitive action."""
+    return render_template("admin/reauth.html", form=ReauthForm(), target=reauth_target())
+
+
+@bp.post("/reauth")
 def reauth():
     """Confirm the password before a sensitive action; valid for ADMIN_REAUTH_MAX_AGE."""
     form = ReauthForm()
-    target = safe_next(request.args.get("next")) or url_for("admin.dashboard")
-    status = 200
-    if form.validate_on_submit():
-        user = current_user.user
-        checked = reauthenticate(user, form.password.data, ip=request.remote_addr)
-        if checked.value:
-            current_session_row().auth_time = utcnow()
-            record("admin.reauthenticated", actor=current_user.actor, target=f"user:{user.id}", ip=request.remote_addr)
-            db.session.commit()
-            return redirect(target, 303)
-        if checked.retry_after:
-            # A stolen session cookie must not become a password oracle: once throttled, it is signed out.
-            end_current_session(reason="reauth_failed")
-            return redirect(url_for("admin.login", signed_out="reauth"), 303)
-        form.password.errors.append("Wrong password.")
-        status = 401
-    elif request.method == "POST":
-        status = 400
-    return render_template("admin/reauth.html", form=form, target=target), status
+    if not form.validate_on_submit():
+        return render_template("admin/reauth.html", form=form, target=reauth_target()), 400
+    user = current_user.user
+    checked = reauthenticate(user, form.password.data, ip=request.remote_addr)
+    if checked.value:
+        current_session_row().auth_time = utcnow()
+        record("admin.reauthenticated", actor=current_user.actor, target=f"user:{user.id}", ip=request.remote_addr)
+        db.session.commit()
+        return redirect(reauth_target(), 303)
+    if checked.retry_after:
+        # A stolen session cookie must not become a password oracle: once throttled, it is signed out.
+        end_current_session(reason="reauth_failed")
+        return redirect(url_for("admin.login", signed_out="reauth"), 303)
+    form.password.errors.append("Wrong password.")
+    return render_template("admin/reauth.html", form=form, target=reauth_target()), 401

@@ -12,6 +12,7 @@ from idp import config as settings
 from idp.config import ConfigError
 from idp.outages import IdpFlask, init_outages
 from idp.csrf import OriginCheckingCSRF
+from idp.routing import check_methods
 
 csrf = OriginCheckingCSRF()
 
@@ -30,6 +31,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secrets: bool
     from idp.errors import register_error_handlers
 
     register_error_handlers(app)
+    check_methods(app)
     return app
 
 
@@ -88,7 +90,8 @@ def configure_extensions(app: Flask) -> None:
     db.init_app(app)
     init_outages(app)
     app.session_interface = ServerSessionInterface()
-    app.config.update(SESSION_COOKIE_HTTPONLY=True, WTF_CSRF_TIME_LIMIT=None, MAX_CONTENT_LENGTH=1024 * 1024)
+    # A CSRF token expires with the session's idle timeout (the admin UI checks its own, shorter one).
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, WTF_CSRF_TIME_LIMIT=app.config["SSO_SESSION_IDLE_TTL"], MAX_CONTENT_LENGTH=1024 * 1024)
     csrf.init_app(app)
     init_cors(app)
     app.extensions["idp.keyring_cache"] = _KeyringCache()

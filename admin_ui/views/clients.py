@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, url_for
 
 from admin_ui import bp
 from admin_ui.auth import recent_auth_required
@@ -47,7 +47,7 @@ def show_error(form: ClientForm, error: ValidationError) -> None:
 
 
 def confirm_page(client: Client, *, title: str, message: str, button: str):
-    """The confirmation page of a client action (GET); the POST to the same URL does it."""
+    """The confirmation page of a client action (GET, renders only); the POST to the same URL does it."""
     return render_template("admin/confirm.html", form=ConfirmForm(), title=title, message=message, button=button,
                            danger=True, cancel=url_for("admin.client_detail", client_id=client.client_id))
 
@@ -65,7 +65,13 @@ def clients():
     return render_template("admin/clients/list.html", page=clients_page(**cursor_args()))
 
 
-@bp.route("/clients/new", methods=["GET", "POST"])
+@bp.get("/clients/new")
+def client_new_page():
+    """The form to register a client."""
+    return render_template("admin/clients/form.html", form=ClientForm(), client=None)
+
+
+@bp.post("/clients/new")
 def client_new():
     """Register a client; a confidential client's secret is shown on the next page, once."""
     form = ClientForm()
@@ -82,8 +88,7 @@ def client_new():
                 return redirect(url_for("admin.client_detail", client_id=client.client_id), 303)
             # Rendered, not redirected: the secret is never stored anywhere, not even in the session.
             return render_template("admin/clients/secret.html", client=client, secret=secret)
-    failed = request.method == "POST"
-    return render_template("admin/clients/form.html", form=form, client=None), 400 if failed else 200
+    return render_template("admin/clients/form.html", form=form, client=None), 400
 
 
 @bp.get("/clients/<client_id>")
@@ -93,11 +98,11 @@ def client_detail(client_id: str):
     return render_template("admin/clients/detail.html", client=client, events=recent_events_for(f"client:{client.client_id}"))
 
 
-@bp.route("/clients/<client_id>/edit", methods=["GET", "POST"])
-def client_edit(client_id: str):
-    """Change a client's settings (its type stays)."""
+@bp.get("/clients/<client_id>/edit")
+def client_edit_page(client_id: str):
+    """The form to change a client's settings, filled with the current ones."""
     client = client_or_404(client_id)
-    form = ClientForm(data=None if request.method == "POST" else {
+    form = ClientForm(data={
         "name": client.name,
         "client_type": "public" if client.is_public else "confidential",
         "redirect_uris": "\n".join(client.redirect_uris),
@@ -110,6 +115,14 @@ def client_edit(client_id: str):
         "backchannel_logout_uri": client.backchannel_logout_uri or "",
         "id_token_signed_response_alg": client.id_token_signed_response_alg,
     })
+    return render_template("admin/clients/form.html", form=form, client=client)
+
+
+@bp.post("/clients/<client_id>/edit")
+def client_edit(client_id: str):
+    """Change a client's settings (its type stays)."""
+    client = client_or_404(client_id)
+    form = ClientForm()
     if form.validate_on_submit() and require_a_grant(form):
         try:
             changed = update_client(client, actor=actor(), **settings_from(form, public=client.is_public))
@@ -120,38 +133,53 @@ def client_edit(client_id: str):
             db.session.commit()
             flash(f"Saved {client.name}." if changed else "Nothing changed.", "success")
             return redirect(url_for("admin.client_detail", client_id=client.client_id), 303)
-    failed = request.method == "POST"
-    return render_template("admin/clients/form.html", form=form, client=client), 400 if failed else 200
+    return render_template("admin/clients/form.html", form=form, client=client), 400
 
 
-@bp.route("/clients/<client_id>/rotate-secret", methods=["GET", "POST"])
-@recent_auth_required
-def client_rotate_secret(client_id: str):
-    """Replace a confidential client's secret (recent password required); the new one is shown once."""
+def confidential_or_404(client_id: str) -> Client:
     client = client_or_404(client_id)
     if client.is_public:
         abort(404)
-    if request.method == "GET":
-        return confirm_page(
-            client, title=f"Rotate the secret of {client.name}?", button="Rotate secret",
-            message="The current secret stops working at once: the client fails to get tokens until it is given the new "
-                    "secret, which is shown on the next page only once. Tokens already issued keep working.",
-        )
+    return client
+
+
+@bp.get("/clients/<client_id>/rotate-secret")
+@recent_auth_required
+def client_rotate_secret_page(client_id: str):
+    """Confirm rotating a confidential client's secret (recent password required)."""
+    client = confidential_or_404(client_id)
+    return confirm_page(
+        client, title=f"Rotate the secret of {client.name}?", button="Rotate secret",
+        message="The current secret stops working at once: the client fails to get tokens until it is given the new "
+                "secret, which is shown on the next page only once. Tokens already issued keep working.",
+    )
+
+
+@bp.post("/clients/<client_id>/rotate-secret")
+@recent_auth_required
+def client_rotate_secret(client_id: str):
+    """Replace a confidential client's secret (recent password required); the new one is shown once."""
+    client = confidential_or_404(client_id)
     secret = rotate_client_secret(client, actor=actor())
     flash(f"Rotated the secret of {client.name}.", "success")
     return render_template("admin/clients/secret.html", client=client, secret=secret)
 
 
-@bp.route("/clients/<client_id>/delete", methods=["GET", "POST"])
-def client_delete(client_id: str):
-    """Delete a client (confirm first) with its consents, codes and refresh tokens."""
+@bp.get("/clients/<client_id>/delete")
+def client_delete_page(client_id: str):
+    """Confirm deleting a client."""
     client = client_or_404(client_id)
-    if request.method == "GET":
-        return confirm_page(
-            client, title=f"Delete {client.name}?", button="Delete client",
-            message="Its users can no longer sign in to it, every refresh token it holds stops working and remembered "
-                    "consents are forgotten. Access tokens already issued stay valid until they expire. This cannot be undone.",
-        )
+    return confirm_page(
+        client, title=f"Delete {client.name}?", button="Delete client",
+        message="Its users can no longer sign in to it, every refresh token it holds stops working and remembered "
+                "consents are forgotten. Access tokens already issued stay valid until they expire. This cannot be undone.",
+    )
+
+
+@bp.post("/clients/<client_id>/delete")
+def client_delete(client_id: str):
+    """Delete a client with its consents, codes and refresh tokens."""
+    client = client_or_404(client_id)
     name = client.name
     delete_client(client, actor=actor())
     db.session.commit()

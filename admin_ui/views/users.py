@@ -39,7 +39,13 @@ def users():
     return render_template("admin/users/list.html", page=page, filters=filters)
 
 
-@bp.route("/users/new", methods=["GET", "POST"])
+@bp.get("/users/new")
+def user_new_page():
+    """The form to create an account."""
+    return render_template("admin/users/new.html", form=UserCreateForm())
+
+
+@bp.post("/users/new")
 def user_new():
     """Create an account."""
     form = UserCreateForm()
@@ -52,7 +58,7 @@ def user_new():
         else:
             flash(f"Created {user.email}.", "success")
             return redirect(url_for("admin.user_detail", user_id=user.id), 303)
-    return render_template("admin/users/new.html", form=form), 400 if form.errors or form.form_errors else 200
+    return render_template("admin/users/new.html", form=form), 400
 
 
 @bp.get("/users/<int:user_id>")
@@ -70,7 +76,14 @@ def user_detail(user_id: int):
     )
 
 
-@bp.route("/users/<int:user_id>/edit", methods=["GET", "POST"])
+@bp.get("/users/<int:user_id>/edit")
+def user_edit_page(user_id: int):
+    """The form to change email and display name."""
+    user = get_or_404(User, user_id)
+    return render_template("admin/users/edit.html", form=UserEditForm(obj=user), user=user)
+
+
+@bp.post("/users/<int:user_id>/edit")
 def user_edit(user_id: int):
     """Change email and display name."""
     user = get_or_404(User, user_id)
@@ -85,10 +98,17 @@ def user_edit(user_id: int):
             db.session.commit()
             flash(f"Saved {user.email}.", "success")
             return redirect(url_for("admin.user_detail", user_id=user.id), 303)
-    return render_template("admin/users/edit.html", form=form, user=user), 400 if form.errors or form.form_errors else 200
+    return render_template("admin/users/edit.html", form=form, user=user), 400
 
 
-@bp.route("/users/<int:user_id>/password", methods=["GET", "POST"])
+@bp.get("/users/<int:user_id>/password")
+def user_password_page(user_id: int):
+    """The form to set a new password."""
+    user = get_or_404(User, user_id)
+    return render_template("admin/users/password.html", form=PasswordForm(), user=user)
+
+
+@bp.post("/users/<int:user_id>/password")
 def user_password(user_id: int):
     """Set a new password; the user's sessions and tokens end."""
     user = get_or_404(User, user_id)
@@ -99,19 +119,23 @@ def user_password(user_id: int):
             return redirect(url_for("admin.login", signed_out="password"), 303)  # this session ended too
         flash(f"Password set for {user.email}; their sessions and tokens have ended.", "success")
         return redirect(url_for("admin.user_detail", user_id=user.id), 303)
-    return render_template("admin/users/password.html", form=form, user=user), 400 if form.errors else 200
+    return render_template("admin/users/password.html", form=form, user=user), 400
 
 
-def confirmed(user: User, *, title: str, message: str, button: str, act, then: str | None = None):
-    """A user action behind a confirmation page: GET shows it, POST to the same URL runs `act`.
+# Each user action is a GET confirmation page that only renders and a POST on the same URL that acts.
+def confirm_page(user: User, *, title: str, message: str, button: str):
+    """The confirmation page of a user action; its form POSTs to the same URL."""
+    return render_template("admin/confirm.html", form=ConfirmForm(), title=title, message=message,
+                           button=button, danger=True, cancel=url_for("admin.user_detail", user_id=user.id))
+
+
+def run_action(user: User, act, *, then: str | None = None):
+    """Run a confirmed user action (POST only) and go to `then` (default: the user's page).
 
     `act()` returns the flash message; a ValidationError from it (e.g. locking yourself out) is
-    shown instead and nothing changes. `then` is where to go afterwards (default: the user's page).
+    shown instead and nothing changes.
     """
     back = url_for("admin.user_detail", user_id=user.id)
-    if request.method == "GET":
-        return render_template("admin/confirm.html", form=ConfirmForm(), title=title, message=message,
-                               button=button, danger=True, cancel=back)
     try:
         flash(act(), "success")
     except ValidationError as error:
@@ -121,23 +145,39 @@ def confirmed(user: User, *, title: str, message: str, button: str, act, then: s
     return redirect(then or back, 303)
 
 
-@bp.route("/users/<int:user_id>/disable", methods=["GET", "POST"])
+@bp.get("/users/<int:user_id>/disable")
+def user_disable_page(user_id: int):
+    """Confirm disabling an account."""
+    user = get_or_404(User, user_id)
+    return confirm_page(user, title=f"Disable {user.email}?", button="Disable account",
+                        message="They are signed out everywhere at once, every refresh token they hold stops working, "
+                                "and they cannot sign in until an admin enables the account again.")
+
+
+@bp.post("/users/<int:user_id>/disable")
 def user_disable(user_id: int):
-    """Disable an account (confirm first): it cannot sign in, and its sessions and tokens end."""
+    """Disable an account: it cannot sign in, and its sessions and tokens end."""
     user = get_or_404(User, user_id)
 
     def act():
         actions.disable(user, actor=actor())
         return f"Disabled {user.email}."
 
-    return confirmed(user, title=f"Disable {user.email}?", button="Disable account", act=act,
-                     message="They are signed out everywhere at once, every refresh token they hold stops working, "
-                             "and they cannot sign in until an admin enables the account again.")
+    return run_action(user, act)
 
 
-@bp.route("/users/<int:user_id>/delete", methods=["GET", "POST"])
+@bp.get("/users/<int:user_id>/delete")
+def user_delete_page(user_id: int):
+    """Confirm deleting an account."""
+    user = get_or_404(User, user_id)
+    return confirm_page(user, title=f"Delete {user.email}?", button="Delete account",
+                        message="The account, its sessions, remembered consents and refresh tokens are deleted, and "
+                                "relying parties are told it signed out. The audit log keeps its events. This cannot be undone.")
+
+
+@bp.post("/users/<int:user_id>/delete")
 def user_delete(user_id: int):
-    """Delete an account (confirm first) with its sessions, consents and refresh tokens."""
+    """Delete an account with its sessions, consents and refresh tokens."""
     user = get_or_404(User, user_id)
     email = user.email
 
@@ -145,9 +185,7 @@ def user_delete(user_id: int):
         actions.delete(user, actor=actor())
         return f"Deleted {email}."
 
-    return confirmed(user, title=f"Delete {email}?", button="Delete account", act=act, then=url_for("admin.users"),
-                     message="The account, its sessions, remembered consents and refresh tokens are deleted, and "
-                             "relying parties are told it signed out. The audit log keeps its events. This cannot be undone.")
+    return run_action(user, act, then=url_for("admin.users"))
 
 
 @bp.post("/users/<int:user_id>/enable")
@@ -159,37 +197,61 @@ def user_enable(user_id: int):
     return redirect(url_for("admin.user_detail", user_id=user.id), 303)
 
 
-@bp.route("/users/<int:user_id>/grant-admin", methods=["GET", "POST"])
+@bp.get("/users/<int:user_id>/grant-admin")
+@recent_auth_required
+def user_grant_admin_page(user_id: int):
+    """Confirm granting admin rights (recent password required)."""
+    user = get_or_404(User, user_id)
+    return confirm_page(user, title=f"Make {user.email} an admin?", button="Grant admin rights",
+                        message="They will be able to do everything you can here: manage users, clients, sessions and "
+                                "signing keys. Their current sessions end, so they sign in again with the new rights.")
+
+
+@bp.post("/users/<int:user_id>/grant-admin")
 @recent_auth_required
 def user_grant_admin(user_id: int):
-    """Grant admin rights (recent password required; confirm first)."""
+    """Grant admin rights (recent password required)."""
     user = get_or_404(User, user_id)
 
     def act():
         actions.set_admin(user, True, actor=actor())
         return f"{user.email} is now an admin."
 
-    return confirmed(user, title=f"Make {user.email} an admin?", button="Grant admin rights", act=act,
-                     message="They will be able to do everything you can here: manage users, clients, sessions and "
-                             "signing keys. Their current sessions end, so they sign in again with the new rights.")
+    return run_action(user, act)
 
 
-@bp.route("/users/<int:user_id>/revoke-admin", methods=["GET", "POST"])
+@bp.get("/users/<int:user_id>/revoke-admin")
+def user_revoke_admin_page(user_id: int):
+    """Confirm revoking admin rights."""
+    user = get_or_404(User, user_id)
+    return confirm_page(user, title=f"Revoke admin rights of {user.email}?", button="Revoke admin rights",
+                        message="Their admin sessions end at once; their end-user account stays as it is.")
+
+
+@bp.post("/users/<int:user_id>/revoke-admin")
 def user_revoke_admin(user_id: int):
-    """Revoke admin rights (confirm first); never your own."""
+    """Revoke admin rights; never your own."""
     user = get_or_404(User, user_id)
 
     def act():
         actions.set_admin(user, False, actor=actor())
         return f"{user.email} is no longer an admin."
 
-    return confirmed(user, title=f"Revoke admin rights of {user.email}?", button="Revoke admin rights", act=act,
-                     message="Their admin sessions end at once; their end-user account stays as it is.")
+    return run_action(user, act)
 
 
-@bp.route("/users/<int:user_id>/sign-out", methods=["GET", "POST"])
+@bp.get("/users/<int:user_id>/sign-out")
+def user_sign_out_page(user_id: int):
+    """Confirm signing a user out everywhere."""
+    user = get_or_404(User, user_id)
+    return confirm_page(user, title=f"Sign {user.email} out everywhere?", button="Sign out everywhere",
+                        message="Every browser session ends, every refresh token stops working and access tokens are "
+                                "refused wherever the token version is checked. They can sign in again.")
+
+
+@bp.post("/users/<int:user_id>/sign-out")
 def user_sign_out(user_id: int):
-    """Sign a user out everywhere (confirm first): every session and token they hold ends."""
+    """Sign a user out everywhere: every session and token they hold ends."""
     user = get_or_404(User, user_id)
     own = user.id == current_user.user.id
 
@@ -198,10 +260,7 @@ def user_sign_out(user_id: int):
         return f"Signed {user.email} out everywhere ({ended} session{'s' if ended != 1 else ''} ended)."
 
     # Signing yourself out everywhere ends this session too: go to the sign-in page.
-    return confirmed(user, title=f"Sign {user.email} out everywhere?", button="Sign out everywhere", act=act,
-                     then=url_for("admin.login", signed_out=1) if own else None,
-                     message="Every browser session ends, every refresh token stops working and access tokens are "
-                             "refused wherever the token version is checked. They can sign in again.")
+    return run_action(user, act, then=url_for("admin.login", signed_out=1) if own else None)
 
 
 @bp.post("/users/<int:user_id>/grants/<client_id>/revoke")

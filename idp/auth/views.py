@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from flask import Blueprint, redirect, render_template, request
 
 from idp.audit.service import record
@@ -15,6 +17,7 @@ from idp.errors import render_error_page
 from idp.input_guard import split_local_path
 from idp.oauth import pending
 from idp.oauth.consents import grant_consent
+from idp.oauth.grants import Principal
 from idp.oauth.views import AUTHORIZE_PATH, signed_in_principal
 from idp.sessions.service import start_session
 
@@ -49,52 +52,99 @@ def _pending_client(entry: dict | None) -> Client | None:
     return get_client(pending.parameters(entry).get("client_id", "")) if entry else None
 
 
-@bp.route("/login", methods=["GET", "POST"])
-def login():
-    """Sign in with email and password, then continue the waiting authorization request."""
-    form = LoginForm(rid=request.args.get("rid", ""), next=request.args.get("next", ""))
-    entry = pending.get(form.rid.data)
-    if request.method == "GET" and entry:
-        form.username.data = pending.parameters(entry).get("login_hint", "")[:320]
-    status, message, retry_after = 200, None, 0
-    if form.validate_on_submit():
-        attempt = attempt_sign_in(form.username.data, form.password.data, ip=request.remote_addr)
-        if attempt.user is not None:
-            row = start_session(attempt.user, data=pending.carried())
-            db.session.commit()
-            if entry:
-                pending.note(form.rid.data, login_sid=row.sid)
-                return redirect(pending.resume_url(entry, AUTHORIZE_PATH))
-            if is_local_path(form.next.data):
-                return redirect(form.next.data)
-            return render_template("auth/signed_in.html", user=attempt.user)
-        status, message = (429, THROTTLED.format(wait=wait_text(attempt.retry_after))) if attempt.throttled else (401, GENERIC_FAILURE)
-        retry_after = attempt.retry_after
-    elif request.method == "POST":
-        status, message = 400, "Enter your email and password."
+def login_form() -> LoginForm:
+    """The sign-in form, bound to the waiting request (`rid`) and where to go after (`next`)."""
+    return LoginForm(rid=request.args.get("rid", ""), next=request.args.get("next", ""))
+
+
+def render_login(form: LoginForm, entry: dict | None, status: int = 200, message: str | None = None, retry_after: int = 0):
     form.password.data = None
     page = render_template("auth/login.html", form=form, client=_pending_client(entry), message=message)
     return page, status, retry_after_header(retry_after)
 
 
-@bp.route("/consent", methods=["GET", "POST"])
-def consent():
-    """Ask the signed-in user to allow or deny the client the requested scopes."""
+@bp.get("/login")
+def login_page():
+    """The sign-in form, naming the application that asks when a request is waiting."""
+    form = login_form()
+    entry = pending.get(form.rid.data)
+    if entry:
+        form.username.data = pending.parameters(entry).get("login_hint", "")[:320]
+    return render_login(form, entry)
+
+
+@bp.post("/login")
+def login():
+    """Sign in with email and password, then continue the waiting authorization request."""
+    form = login_form()
+    entry = pending.get(form.rid.data)
+    if not form.validate_on_submit():
+        return render_login(form, entry, 400, "Enter your email and password.")
+    attempt = attempt_sign_in(form.username.data, form.password.data, ip=request.remote_addr)
+    if attempt.user is None:
+        if attempt.throttled:
+            return render_login(form, entry, 429, THROTTLED.format(wait=wait_text(attempt.retry_after)), attempt.retry_after)
+        return render_login(form, entry, 401, GENERIC_FAILURE)
+    row = start_session(attempt.user, data=pending.carried())
+    db.session.commit()
+    if entry:
+        pending.note(form.rid.data, login_sid=row.sid)
+        return redirect(pending.resume_url(entry, AUTHORIZE_PATH))
+    if is_local_path(form.next.data):
+        return redirect(form.next.data)
+    return render_template("auth/signed_in.html", user=attempt.user)
+
+
+@dataclass(frozen=True)
+class ConsentRequest:
+    """A pending authorization request waiting for the signed-in user's Allow or Deny."""
+
+    form: ConsentForm
+    entry: dict
+    principal: Principal
+    client: Client
+    scope: str
+
+    def render(self, status: int = 200):
+        scopes = [(name, SCOPE_DESCRIPTIONS.get(name, name)) for name in self.scope.split()]
+        return render_template("auth/consent.html", form=self.form, client=self.client, user=self.principal.user, scopes=scopes), status
+
+
+def consent_request() -> ConsentRequest | None:
+    """The request named by `rid`, if it is still waiting in this signed-in browser."""
     form = ConsentForm(rid=request.args.get("rid", ""))
     entry = pending.get(form.rid.data)
     principal = signed_in_principal()
     client = _pending_client(entry)
     if entry is None or principal is None or client is None:
-        return render_error_page(400, "Sign-in request expired", "This sign-in request is no longer waiting. Start again from the application.")
-    scope = client.get_allowed_scope(pending.parameters(entry).get("scope", ""))
-    if form.validate_on_submit():
-        if form.decision.data == "allow":
-            grant_consent(principal.user, client, scope)
-        else:
-            record("consent.denied", actor=f"user:{principal.user.id}", target=f"client:{client.client_id}", scope=scope)
-            db.session.commit()
-        pending.note(form.rid.data, consent=form.decision.data, consent_sid=principal.sid)
-        return redirect(pending.resume_url(entry, AUTHORIZE_PATH))
-    status = 400 if request.method == "POST" else 200
-    scopes = [(name, SCOPE_DESCRIPTIONS.get(name, name)) for name in scope.split()]
-    return render_template("auth/consent.html", form=form, client=client, user=principal.user, scopes=scopes), status
+        return None
+    return ConsentRequest(form, entry, principal, client, client.get_allowed_scope(pending.parameters(entry).get("scope", "")))
+
+
+def expired_request():
+    return render_error_page(400, "Sign-in request expired", "This sign-in request is no longer waiting. Start again from the application.")
+
+
+@bp.get("/consent")
+def consent_page():
+    """Ask the signed-in user to allow or deny the client the requested scopes."""
+    asked = consent_request()
+    return asked.render() if asked else expired_request()
+
+
+@bp.post("/consent")
+def consent():
+    """Record the user's Allow or Deny, then continue the waiting authorization request."""
+    asked = consent_request()
+    if asked is None:
+        return expired_request()
+    if not asked.form.validate_on_submit():
+        return asked.render(400)
+    user, client, decision = asked.principal.user, asked.client, asked.form.decision.data
+    if decision == "allow":
+        grant_consent(user, client, asked.scope)
+    else:
+        record("consent.denied", actor=f"user:{user.id}", target=f"client:{client.client_id}", scope=asked.scope)
+        db.session.commit()
+    pending.note(asked.form.rid.data, consent=decision, consent_sid=asked.principal.sid)
+    return redirect(pending.resume_url(asked.entry, AUTHORIZE_PATH))

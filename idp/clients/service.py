@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from flask import current_app
 from sqlalchemy import select
 
 from idp.audit.service import record
@@ -46,10 +47,20 @@ def validate_redirect_uri(uri: str, field: str = "redirect_uri") -> str:
 
 
 def validate_https_url(uri: str, field: str) -> str:
-    """An absolute https URL (http on loopback) without fragment, e.g. a back-channel logout URI."""
+    """An absolute https URL without fragment, e.g. a back-channel logout URI; loopback only for a loopback issuer.
+
+    The worker POSTs to this URL: on a production issuer a loopback target would let an admin (or a
+    stolen admin session) aim the IdP at services listening on its own host.
+    """
     uri = validate_redirect_uri(uri, field)
-    if urlsplit(uri).scheme not in {"http", "https"}:
+    parts = urlsplit(uri)
+    if parts.scheme not in {"http", "https"}:
         raise ValidationError(f"{field} {uri!r} must be an https URL", field=field)
+    if not is_loopback_host(urlsplit(current_app.config["ISSUER"]).hostname):
+        if parts.scheme != "https":
+            raise ValidationError(f"{field} {uri!r} must use https", field=field)
+        if is_loopback_host(parts.hostname):
+            raise ValidationError(f"{field} {uri!r} must not be a loopback address", field=field)
     return uri
 
 

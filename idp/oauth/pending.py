@@ -9,6 +9,7 @@ with the session `sid` it happened in, so it counts only for that browser and th
 
 from __future__ import annotations
 
+import json
 import time
 from urllib.parse import urlencode
 
@@ -18,7 +19,11 @@ from werkzeug.datastructures import MultiDict
 from idp.security import digest
 
 SESSION_KEY = "authz"
-MAX_PENDING = 8  # a browser with more requests in flight loses the oldest
+# One browser's requests in flight are bounded in number and size (the session row carries them);
+# beyond either bound the oldest are dropped. A single request larger than MAX_REQUEST_BYTES is refused.
+MAX_PENDING = 8
+MAX_PENDING_BYTES = 64 * 1024
+MAX_REQUEST_BYTES = 16 * 1024  # each parameter is at most 4096 characters (grants.MAX_PARAMETER_LENGTH)
 # The parameters /authorize acts on (RFC 6749 4.1.1, RFC 7636 4.3, OIDC Core 3.1.2.1 and 6).
 # Others are ignored, and so are not carried from page to page.
 KNOWN_PARAMETERS = (
@@ -31,6 +36,11 @@ KNOWN_PARAMETERS = (
 def known_parameters(values: MultiDict) -> list[tuple[str, str]]:
     """The request's known parameters as (name, value) pairs, in a canonical order."""
     return sorted((name, value) for name in KNOWN_PARAMETERS for value in values.getlist(name))
+
+
+def too_large(parameters: list[tuple[str, str]]) -> bool:
+    """Whether a request is too large to be kept while the user signs in."""
+    return len(urlencode(parameters)) > MAX_REQUEST_BYTES
 
 
 def request_id(parameters: list[tuple[str, str]]) -> str:
@@ -56,7 +66,7 @@ def remember(parameters: list[tuple[str, str]]) -> str:
     entry = dict(pending.pop(rid, None) or {})
     entry.update(params=[list(pair) for pair in parameters], at=time.time())
     pending[rid] = entry
-    while len(pending) > MAX_PENDING:
+    while len(pending) > MAX_PENDING or (len(pending) > 1 and len(json.dumps(pending)) > MAX_PENDING_BYTES):
         pending.pop(min(pending, key=lambda key: pending[key].get("at", 0)))
     session[SESSION_KEY] = pending
     return rid

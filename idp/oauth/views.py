@@ -30,6 +30,7 @@ from idp.oauth.grants import (
 )
 from idp.oauth.server import authorization
 from idp.oidc.discovery import add_metadata
+from idp.routing import spec_defined_methods
 from idp.oidc.claims import CLAIMS_SUPPORTED as USER_CLAIMS
 from idp.tokens.hints import verify_id_token_hint
 from idp.sessions.service import current_session_row
@@ -84,12 +85,15 @@ def signed_in_principal() -> Principal | None:
 
 
 @bp.route(AUTHORIZE_PATH, methods=["GET", "POST"])
+@spec_defined_methods("RFC 6749 4.1.1, OIDC Core 3.1.2.1: GET and POST")
 @csrf.exempt  # a relying party's form may POST here (OIDC Core 3.1.2.1); nothing changes state without a signed-in user
 def authorize():
     """The authorization endpoint: code flow with PKCE, prompt, max_age, id_token_hint (OIDC Core 3.1.2)."""
     parameters = pending.known_parameters(request.values)
     if any(_has_control_characters(value) for _, value in parameters):
         return _error_page("invalid_request", "A parameter contains control characters.")
+    if pending.too_large(parameters):
+        return _error_page("invalid_request", "The authorization request is too large.")
     rid = pending.request_id(parameters)
     entry = pending.get(rid) or {}
     principal = signed_in_principal()

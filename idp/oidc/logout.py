@@ -10,7 +10,9 @@ What a logout request must satisfy (section 2, 3, 4):
 
 A valid hint for the browser's own session (same `sub` and `sid`) signs out at once; otherwise
 (no hint, or a hint for another session) the user confirms on a CSRF-protected page first
-(section 6: a logout without a valid hint is a denial-of-service vector).
+(section 6: a logout without a valid hint is a denial-of-service vector). A POSTed hint never
+moves into a URL: a cross-site POST (which carries no SameSite=Lax cookie) is redirected to the
+confirmation page without it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from idp.audit.service import record
 from idp.db import db
 from idp.errors import render_error_page
 from idp.oauth.server import authorization
+from idp.routing import spec_defined_methods
 from idp.sessions.service import current_session_row, end_current_session
 from idp.tokens.access import InvalidTokenError
 from idp.tokens.hints import hinted_client_id, verify_id_token_hint
@@ -132,6 +135,7 @@ def page_headers(response):
 
 
 @bp.route(LOGOUT_PATH, methods=["GET", "POST"])
+@spec_defined_methods("OIDC RP-Initiated Logout 1.0 section 2: GET and POST")
 def end_session():
     """RP-Initiated Logout 1.0 section 2: sign out at once with a matching hint, else after confirming."""
     try:
@@ -142,9 +146,13 @@ def end_session():
     params = {name: value for name in LOGOUT_PARAMS if (value := logout.request.payload.data.get(name))}
     if request.method == "POST":
         if "confirm" not in request.form:
+            if current_session_row() is not None and logout.id_token_claims is not None and hint_matches_session(logout.id_token_claims):
+                return finish(logout)
             # The RP's own POST: SameSite=Lax keeps our session cookie off a cross-site POST, so
-            # answer with a top-level GET of the same request, which the cookie does come with.
-            return redirect(url_for(".end_session", **params), 303)
+            # answer with a top-level GET, which the cookie does come with. The ID token stays out
+            # of that URL (and so out of history and access logs): the hint is replaced by the
+            # client it names, and without a hint the user confirms (section 2).
+            return redirect(url_for(".end_session", **without_hint(params, logout.client)), 303)
         if not LogoutForm().validate_on_submit():
             return render_error_page(400, "Sign-out not confirmed", "The sign-out form has expired. Go back and try again.")
         logout.confirmed = True
@@ -153,6 +161,14 @@ def end_session():
         return finish(logout)
     form = LogoutForm(formdata=None, data={name: params.get(name, "") for name in LogoutForm.carried})
     return render_template("logout/confirm.html", form=form, client=logout.client)
+
+
+def without_hint(params: dict, client) -> dict:
+    """The logout parameters with `id_token_hint` replaced by the `client_id` it named."""
+    kept = {name: value for name, value in params.items() if name != "id_token_hint"}
+    if client is not None:
+        kept["client_id"] = client.get_client_id()
+    return kept
 
 
 def finish(logout):

@@ -19,6 +19,7 @@ from idp.cors import any_origin
 from idp.oauth.endpoints import endpoint_response
 from idp.oauth.presented import PresentedAccessToken
 from idp.oidc.claims import claims_for
+from idp.routing import spec_defined_methods
 from idp.tokens.access import InvalidTokenError as TokenRefused
 from idp.tokens.access import check_access_token_state, verify_access_token
 
@@ -114,6 +115,7 @@ class UserInfoEndpoint(_UserInfoEndpoint):
 
 
 @bp.route(USERINFO_PATH, methods=["GET", "POST"])
+@spec_defined_methods("OIDC Core 5.3.1: GET and POST; it only reads")
 @any_origin  # a bearer token, never a cookie
 def userinfo():
     """OpenID Connect Core 5.3 UserInfo."""

@@ -2,6 +2,10 @@
 
 Two kinds share the mechanism: end-user SSO sessions (SameSite=Lax, so a relying party's redirect
 to /authorize carries it) and admin UI sessions under /admin (their own cookie, SameSite=Strict).
+
+A visitor without a row costs no database write until there is something to remember (a pending
+authorization request, a sign-in): while the session holds nothing but the CSRF token of an
+anonymous form, that token lives in a signed cookie of its own, with the same flags.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ from datetime import timedelta
 
 from flask import Flask, Request, Response
 from flask.sessions import SessionInterface, SessionMixin
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
+from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.datastructures import CallbackDict
 
 from idp.clock import utcnow
@@ -25,21 +31,24 @@ ADMIN_PREFIX = "/admin"
 # Writing last_seen_at on every request would turn every page view into a write; idle timeouts
 # are enforced to within this many seconds instead.
 LAST_SEEN_RESOLUTION = timedelta(seconds=60)
+# Keys an anonymous session may hold in its signed cookie instead of a row: Flask-WTF's raw CSRF token.
+COOKIE_ONLY_KEYS = frozenset({"csrf_token"})
 
 
 class ServerSession(CallbackDict, SessionMixin):
     """The session dict of one request, tied to at most one `UserSession` row."""
 
-    def __init__(self, kind: str, row: UserSession | None = None, cookie_value: str | None = None):
+    def __init__(self, kind: str, row: UserSession | None = None, cookie_value: str | None = None, data: dict | None = None):
         def on_update(session: ServerSession) -> None:
             session.modified = True
 
-        super().__init__(dict(row.data) if row else {}, on_update)
+        super().__init__(dict(row.data) if row else dict(data or {}), on_update)
         self.kind = kind
         self.row = row
         self.cookie_value = cookie_value
         self.modified = False
         self.ended = False  # the row was deleted: clear the cookie
+        self.anonymous_cookie = False  # the request brought an anonymous (cookie-only) session
 
     @property
     def user_id(self) -> int | None:
@@ -56,6 +65,26 @@ def cookie_name(app: Flask, kind: str) -> str:
     """`__Host-` prefixed names on https (RFC 6265bis 4.1.3.2): Secure, Path=/, no Domain."""
     base = "idp_admin" if kind == "admin" else "idp_session"
     return f"__Host-{base}" if secure_cookies(app) else base
+
+
+def anonymous_cookie_name(app: Flask, kind: str) -> str:
+    """The cookie of a session without a row (its CSRF token only)."""
+    return cookie_name(app, kind) + "_anon"
+
+
+def anonymous_serializer(app: Flask) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(app.secret_key, salt="idp.anonymous-session")
+
+
+def load_anonymous(app: Flask, kind: str, value: str | None) -> dict:
+    """The data of a signed anonymous-session cookie still within the idle TTL, or {}."""
+    if not value or len(value) > 512:
+        return {}
+    try:
+        data = anonymous_serializer(app).loads(value, max_age=idle_ttl(app, kind).total_seconds())
+    except BadSignature:
+        return {}
+    return {key: data[key] for key in COOKIE_ONLY_KEYS & set(data)} if isinstance(data, dict) else {}
 
 
 def secure_cookies(app: Flask) -> bool:
@@ -110,11 +139,13 @@ class ServerSessionInterface(SessionInterface):
         if value and len(value) <= 128 and is_storable(value):
             row = load_row(app, kind, value)
             if row is not None:
-                return ServerSession(kind, row, value)
-            session = ServerSession(kind)
-            session.ended = True  # a cookie for a session that is gone: clear it
-            return session
-        return ServerSession(kind)
+                session = ServerSession(kind, row, value)
+                session.anonymous_cookie = anonymous_cookie_name(app, kind) in request.cookies
+                return session
+        session = ServerSession(kind, data=load_anonymous(app, kind, request.cookies.get(anonymous_cookie_name(app, kind))))
+        session.anonymous_cookie = anonymous_cookie_name(app, kind) in request.cookies
+        session.ended = bool(value)  # a cookie for a session that is gone: clear it
+        return session
 
     def save_session(self, app: Flask, session: ServerSession, response: Response) -> None:  # type: ignore[override]
         from idp.sessions.service import new_row  # late import: service imports this module
@@ -124,18 +155,25 @@ class ServerSessionInterface(SessionInterface):
         name = cookie_name(app, session.kind)
         now = utcnow()
         if session.row is None:
-            if not session.modified or not dict(session):
-                if session.ended:
-                    response.delete_cookie(name, path="/", secure=secure_cookies(app), httponly=True, samesite=self._samesite(session.kind))
+            if session.ended:
+                self._delete_cookie(app, response, name, session.kind)
+            if not (set(session) - COOKIE_ONLY_KEYS):
+                # Nothing worth a row yet: an anonymous form's CSRF token rides in a signed cookie.
+                if session.modified:
+                    self._set_anonymous_cookie(app, response, session)
                 return
             session.cookie_value, session.row = new_row(app, session.kind)
+        if session.anonymous_cookie:
+            self._delete_cookie(app, response, anonymous_cookie_name(app, session.kind), session.kind)
         row = session.row
         if session.modified:
             row.data = dict(session)
         if session.modified or now - row.last_seen_at >= LAST_SEEN_RESOLUTION:
             row.last_seen_at = now
-        if row in db.session.new or db.session.is_modified(row):
-            db.session.commit()
+        if (row in db.session.new or db.session.is_modified(row)) and not self._committed():
+            # The row was deleted while this request ran (a logout, a revocation): a clean sign-out.
+            self._delete_cookie(app, response, name, session.kind)
+            return
         response.set_cookie(
             name,
             session.cookie_value,
@@ -146,6 +184,28 @@ class ServerSessionInterface(SessionInterface):
             samesite=self._samesite(session.kind),
         )
         response.vary.add("Cookie")
+
+    @staticmethod
+    def _committed() -> bool:
+        """Commit the session's changes; False (rolled back) if its row is gone, updating no row."""
+        try:
+            db.session.commit()
+        except StaleDataError:
+            db.session.rollback()
+            return False
+        return True
+
+    def _set_anonymous_cookie(self, app: Flask, response: Response, session: ServerSession) -> None:
+        name = anonymous_cookie_name(app, session.kind)
+        if not dict(session):
+            self._delete_cookie(app, response, name, session.kind)
+            return
+        response.set_cookie(name, anonymous_serializer(app).dumps(dict(session)), path="/", secure=secure_cookies(app),
+                            httponly=True, samesite=self._samesite(session.kind))
+        response.vary.add("Cookie")
+
+    def _delete_cookie(self, app: Flask, response: Response, name: str, kind: str) -> None:
+        response.delete_cookie(name, path="/", secure=secure_cookies(app), httponly=True, samesite=self._samesite(kind))
 
     @staticmethod
     def _samesite(kind: str) -> str:

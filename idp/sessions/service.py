@@ -47,6 +47,10 @@ def start_session(user: User, *, data: dict | None = None) -> UserSession:
     """Sign `user` in on this request's session kind, under a new id (no fixation); caller commits."""
     current: ServerSession = session._get_current_object()  # type: ignore[attr-defined]
     keep = dict(data or {})
+    # The CSRF token of the form that signed in (an anonymous one: from its cookie) stays valid.
+    token_key = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+    if token_key in current:
+        keep.setdefault(token_key, current[token_key])
     if current.row is not None and not inspect(current.row).was_deleted:  # e.g. a password change ended it
         db.session.delete(current.row)
     value, row = new_row(current_app, current.kind, user)

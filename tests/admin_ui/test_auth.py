@@ -28,11 +28,15 @@ def urls(user_id: int, client_id: str) -> list[str]:
 
 def test_sign_in_starts_a_fresh_admin_session(app, browser, admin):
     browser.get("/admin/login")
-    anonymous = browser.client.get_cookie("idp_admin").value  # the CSRF token lives in an anonymous row
+    # The anonymous form's CSRF token lives in a signed cookie, not in a row.
+    assert browser.client.get_cookie("idp_admin") is None and admin_session_rows(app) == []
+    anonymous = browser.client.get_cookie("idp_admin_anon")
+    assert anonymous.http_only and anonymous.same_site == "Strict"
     response = browser.sign_in(admin.email)
     assert response.status_code == 303 and response.headers["Location"] == "/admin/"
     cookie = browser.client.get_cookie("idp_admin")
-    assert cookie.value != anonymous and cookie.http_only and cookie.same_site == "Strict"
+    assert cookie.http_only and cookie.same_site == "Strict"
+    assert browser.client.get_cookie("idp_admin_anon") is None
     rows = admin_session_rows(app)
     assert [(row.user_id, row.id_digest) for row in rows] == [(admin.id, digest(cookie.value))]
     assert {"user.signed_in", "session.started"} <= set(audit_actions(app, actor=f"user:{admin.id}"))
@@ -58,7 +62,7 @@ def test_wrong_password_and_unknown_email_get_the_same_answer(app, browser, admi
     for response in (wrong, unknown):
         assert response.status_code == 401
         assert "Wrong email or password." in response.get_data(as_text=True)
-    assert admin_session_rows(app)[0].user_id is None  # still anonymous
+    assert admin_session_rows(app) == []  # still anonymous: no row
     # Counted like end-user sign-ins, so both forms spend one budget.
     assert audit_actions(app, action="user.sign_in_failed") == ["user.sign_in_failed"] * 2
     assert audit_actions(app, action="user.sign_in_failed", target=f"user:{admin.id}") == ["user.sign_in_failed"]

@@ -256,3 +256,59 @@ def test_keyboard_users_reach_the_content_and_every_field(start_server, new_page
     assert page.evaluate("document.activeElement.id") == "main"
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.closest('main') !== null")
+
+
+ATTACK_PAGE = """<!doctype html><title>cat pictures</title><script>
+const base = %(base)r, user = %(user)d, blind = {mode: 'no-cors', credentials: 'include'};
+const form = () => new URLSearchParams({confirmed: 'yes'});
+Promise.allSettled([
+  fetch(`${base}/admin/users/${user}/delete`, {...blind, method: 'HEAD'}),
+  fetch(`${base}/admin/users/${user}/disable`, {...blind, method: 'HEAD'}),
+  fetch(`${base}/admin/users/${user}/sign-out`, {...blind, method: 'HEAD'}),
+  fetch(`${base}/admin/users/${user}/delete`, {...blind, method: 'GET'}),
+  fetch(`${base}/admin/users/${user}/delete`, {...blind, method: 'POST', body: form()}),
+]).then(() => { document.title = 'done'; });
+</script>"""
+
+
+def test_a_same_site_page_cannot_act_with_the_admin_cookie_by_head_get_or_post(app, start_server, new_page, admin, make_user, tmp_path):
+    """The issue's attack: a page on another port of the same host fetches the admin actions blind, with credentials."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    victim = make_user(email="victim@example.com")
+    base = start_server()
+    page = new_page()
+    sign_in(page, base, admin.email)
+
+    class Attacker(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = (ATTACK_PAGE % {"base": base, "user": victim.id}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    attacker = ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
+    Thread(target=attacker.serve_forever, daemon=True).start()
+    try:
+        page.goto(f"http://127.0.0.1:{attacker.server_port}/")
+        page.wait_for_function("document.title === 'done'")
+    finally:
+        attacker.shutdown()
+        attacker.server_close()
+
+    # The admin cookie went along (SameSite=Strict does not stop a same-site page): the HEAD reached the
+    # confirmation page as the admin (200, not a redirect to sign in), and only rendered it.
+    log = (tmp_path / f"serve-{base.rsplit(':', 1)[1]}.log").read_text()
+    assert re.search(rf'"HEAD /admin/users/{victim.id}/delete[^"]*" 200 ', log), log
+    assert re.search(rf'"POST /admin/users/{victim.id}/delete[^"]*" 400 ', log), log  # no CSRF token
+    with app.app_context():
+        user = db.session.get(User, victim.id)
+        assert user is not None and user.disabled_at is None and user.token_version == victim.token_version
+    page.goto(base + "/admin/")
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()  # and the admin is still signed in

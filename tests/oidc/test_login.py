@@ -49,11 +49,13 @@ def test_without_csrf_token_nothing_happens(client, user, app):
 
 
 def test_success_starts_a_new_session_and_audits_with_ip(client, user, app):
-    login_page(client)  # an anonymous session now holds the CSRF token
-    before = client.get_cookie("idp_session").value
+    login_page(client)  # the anonymous form's CSRF token is in a signed cookie: no row yet
+    assert client.get_cookie("idp_session") is None and sessions(app) == []
+    anonymous = client.get_cookie("idp_session_anon")
+    assert anonymous.http_only and anonymous.same_site == "Lax"
     response = post_login(client, user.email)
     assert response.status_code == 200 and b"Signed in" in response.data
-    assert client.get_cookie("idp_session").value != before
+    assert client.get_cookie("idp_session") is not None and client.get_cookie("idp_session_anon") is None
     [row] = sessions(app)
     assert row.user_id == user.id
     [event] = events(app, "user.signed_in")

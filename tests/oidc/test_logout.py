@@ -126,18 +126,30 @@ def test_valid_hint_without_a_session_just_redirects(app, client, user, rp):
     assert response.status_code == 302 and response.headers["Location"] == POST_LOGOUT_URI + "?state=s"
 
 
-def test_rp_post_becomes_a_get_so_the_lax_cookie_comes_along(app, client, user, rp):
-    """A cross-site POST carries no SameSite=Lax cookie; a 303 turns it into a top-level GET."""
+def test_rp_post_with_the_cookie_signs_out_at_once(app, client, user, rp):
+    sid = start_sso_session(app, client, user)
+    hint = id_token(app, user, rp[0].client_id, sid=sid)
+    response = client.post("/logout", data={"id_token_hint": hint, "post_logout_redirect_uri": POST_LOGOUT_URI, "state": "abc"})
+    assert response.status_code == 302 and response.headers["Location"] == POST_LOGOUT_URI + "?state=abc"
+    assert not session_exists(app, sid)
+
+
+def test_rp_post_without_the_cookie_becomes_a_get_without_the_id_token(app, client, user, rp):
+    """A cross-site POST carries no SameSite=Lax cookie; a 303 turns it into a top-level GET, which
+    the cookie comes with, but the ID token stays out of that URL: the user confirms instead."""
     sid = start_sso_session(app, client, user)
     hint = id_token(app, user, rp[0].client_id, sid=sid)
     params = {"id_token_hint": hint, "post_logout_redirect_uri": POST_LOGOUT_URI, "state": "abc"}
-    response = client.post("/logout", data=params)
-    assert response.status_code == 303
+    response = app.test_client(use_cookies=False).post("/logout", data=params)
+    assert response.status_code == 303 and hint not in response.headers["Location"]
     assert session_exists(app, sid)
     location = urlsplit(response.headers["Location"])
-    assert location.path == "/logout" and parse_qs(location.query) == {key: [value] for key, value in params.items()}
-    followed = client.get(response.headers["Location"])
-    assert followed.status_code == 302 and followed.headers["Location"] == POST_LOGOUT_URI + "?state=abc"
+    assert location.path == "/logout" and parse_qs(location.query) == {
+        "client_id": [rp[0].client_id], "post_logout_redirect_uri": [POST_LOGOUT_URI], "state": ["abc"]}
+    page = assert_confirmation_page(client.get(response.headers["Location"]))
+    assert session_exists(app, sid)
+    confirmed = client.post("/logout", data={**hidden_fields(page), "confirm": "Sign out"})
+    assert confirmed.status_code == 302 and confirmed.headers["Location"] == POST_LOGOUT_URI + "?state=abc"
     assert not session_exists(app, sid)
 
 
@@ -282,8 +294,8 @@ def test_unknown_methods_are_405(client, method):
 @pytest.mark.slow
 def test_logout_in_a_real_browser_from_a_cross_site_relying_party(app, start_server, make_client, user, browser_context):
     """The RP (on `localhost`) posts its logout form to the IdP (on `127.0.0.1`, another site): the
-    SameSite=Lax cookie stays off that POST, and the 303 to a GET brings it back, so the session
-    really ends. Then a hint-less logout is confirmed by clicking "Sign out"."""
+    SameSite=Lax cookie stays off that POST, and the 303 to a GET (without the ID token) brings it
+    back to the confirmation page, so the session really ends. Then a hint-less logout likewise."""
     from idp.db import db
     from idp.models import User
     from idp.sessions.service import new_row
@@ -316,6 +328,10 @@ def test_logout_in_a_real_browser_from_a_cross_site_relying_party(app, start_ser
         page = browser_context.new_page()
         page.goto(rp_origin + "/start")
         page.click("#logout")
+        # The hint does not travel into the GET's URL, so the user confirms.
+        assert page.locator("h1").inner_text() == "Sign out?" and hint not in page.url
+        assert session_exists(app, sid)
+        page.get_by_role("button", name="Sign out").click()
         page.wait_for_url(signed_out + "?state=from-the-rp")
         assert not session_exists(app, sid)
 

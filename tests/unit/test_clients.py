@@ -91,3 +91,31 @@ def test_rotate_secret_invalidates_old_one(app_ctx):
     client, old = service.create_client("RP", redirect_uris=["https://rp.example.com/cb"])
     new = service.rotate_client_secret(client)
     assert service.verify_client_secret(client, new) and not service.verify_client_secret(client, old)
+
+
+REFUSED_BACKCHANNEL_URIS = [
+    ("http://rp.example.com/bc", "use https"),
+    ("http://127.0.0.1:9000/bc", "must use https"),
+    ("https://127.0.0.1:9000/bc", "must not be a loopback address"),
+    ("https://localhost/bc", "must not be a loopback address"),
+    ("https://[::1]/bc", "must not be a loopback address"),
+    ("https://admin.localhost/bc", "must not be a loopback address"),
+]
+
+
+def test_backchannel_logout_uri_on_a_production_issuer_is_https_and_not_loopback(app, make_app):
+    production = make_app(ISSUER="https://idp.example.com")  # `app` cleans the database afterwards
+    with production.app_context():
+        client, _ = service.create_client("RP", redirect_uris=["https://rp.example.com/cb"], backchannel_logout_uri="https://rp.example.com/bc")
+        for uri, message in REFUSED_BACKCHANNEL_URIS:
+            with pytest.raises(ValidationError, match=message):
+                service.create_client("RP", redirect_uris=["https://rp.example.com/cb"], backchannel_logout_uri=uri)
+            with pytest.raises(ValidationError, match=message):
+                service.update_client(client, actor="test", backchannel_logout_uri=uri)
+            db.session.rollback()
+        assert [row.backchannel_logout_uri for row in db.session.scalars(select(Client))] == ["https://rp.example.com/bc"]
+
+
+def test_backchannel_logout_uri_may_be_loopback_http_for_a_loopback_issuer(app_ctx):
+    client, _ = service.create_client("RP", redirect_uris=["https://rp.example.com/cb"], backchannel_logout_uri="http://127.0.0.1:9000/bc")
+    assert client.backchannel_logout_uri == "http://127.0.0.1:9000/bc"
