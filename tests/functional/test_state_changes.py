@@ -48,6 +48,7 @@ ACTING = {
     "admin.key_revoke": ("/admin/keys/{kid}/revoke", {}, "admin"),
     "admin.keys_rotate": ("/admin/keys/rotate", {"alg": "ES256", "force": "y"}, "admin"),
     "admin.job_run": ("/admin/jobs/purge/run", {}, "admin"),
+    "admin.throttle_clear": ("/admin/throttles/clear", {"key": "ip:127.0.0.1"}, "admin"),
     "auth.consent": ("{consent_url}", {"decision": "allow", "rid": "{rid}"}, "user"),
     "account.revoke_application": ("/account/applications/{client_id}/revoke", {}, "user"),
     "admin.client_delete": ("/admin/clients/{client_id}/delete", {}, "admin"),
@@ -102,6 +103,8 @@ def scenario(app, client, make_user, make_client):
     make_grant(app, target.id, registered.id, sid=target_sid)
     make_grant(app, admin.id, registered.id)
     _, own_other_sid = make_session(app, admin.id)
+    wrong = {"username": target.email, "password": "not-the-password"}  # a throttle bucket for "Clear" to lift
+    assert client.post("/login", data={**wrong, "csrf_token": csrf_token(client.get("/login").get_data(as_text=True))}).status_code == 401
     for url, data in (("/admin/login", {"email": admin.email, "password": PASSWORD}), ("/login", {"username": admin.email, "password": PASSWORD})):
         token = csrf_token(client.get(url).get_data(as_text=True))
         assert client.post(url, data={**data, "csrf_token": token}).status_code in (200, 302, 303)
