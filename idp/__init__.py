@@ -83,6 +83,9 @@ def configure_extensions(app: Flask) -> None:
     app.extensions["idp.keyring_cache"] = _KeyringCache()
     celery_init_app(app)
     init_oauth(app)
+    from idp.oidc.discovery import add_metadata
+
+    add_metadata(app, backchannel.backchannel_metadata)
 
 
 def configure_blueprints(app: Flask) -> None:
