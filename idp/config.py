@@ -74,7 +74,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AUTHORIZATION_CODE_TTL", 10 * MINUTE, "Lifetime of authorization codes (at most 600, RFC 6749 4.1.2).", _int),
     Setting("REFRESH_TOKEN_IDLE_TTL", 14 * DAY, "A refresh token unused this long expires.", _int),
     Setting("REFRESH_TOKEN_ABSOLUTE_TTL", 90 * DAY, "A refresh-token family expires this long after the grant, however used.", _int),
-    Setting("REFRESH_TOKEN_REUSE_GRACE", 0, "Seconds a just-rotated refresh token may be replayed without revoking its family (0 = strict).", _int),
+    Setting("REFRESH_TOKEN_REUSE_GRACE", 0, "Seconds after its rotation a refresh token may be redeemed again while its successor is unused; the unused successor is then spent (0 = strict: any replay revokes the family).", _int),
     Setting("CLOCK_SKEW", MINUTE, "Leeway allowed for clock differences when checking `exp`/`iat`.", _int),
     # Sessions (lifetimes in seconds)
     Setting("SSO_SESSION_IDLE_TTL", 8 * HOUR, "An end-user SSO session unused this long ends.", _int),
