@@ -308,7 +308,8 @@ def serve(host: str | None, port: int | None, workers: int, threads: int) -> Non
             self.cfg.set("bind", f"{host or default_host}:{port or default_port}")
             self.cfg.set("workers", workers)
             self.cfg.set("threads", threads)
-            self.cfg.set("worker_class", "gthread")
+            # gthread, but a thread only ever takes a complete request head: slow clients cannot starve it.
+            self.cfg.set("worker_class", "idp.serving.HeadBufferingWorker")
             self.cfg.set("accesslog", "-")
             self.cfg.set("forwarded_allow_ips", os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"))
             if "control_socket_disable" in self.cfg.settings:
