@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from functools import wraps
@@ -298,10 +301,29 @@ def default_bind() -> tuple[str, int]:
 @click.option("--threads", default=4, show_default=True, type=int)
 def serve(host: str | None, port: int | None, workers: int, threads: int) -> None:
     """Run the web app under gunicorn."""
+    # Before anything imports prometheus-client, which picks its storage then: every gunicorn
+    # worker writes its counts under this folder and `/metrics` sums them. Ours alone, and
+    # removed when the server stops.
+    metrics_dir, owner = tempfile.mkdtemp(prefix="idp-metrics-"), os.getpid()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # A stop before gunicorn installs its own handlers still goes through `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        run_gunicorn(host, port, workers, threads)
+    finally:
+        # gunicorn's workers are forks that leave through here too: only the master removes it.
+        if os.getpid() == owner:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def run_gunicorn(host: str | None, port: int | None, workers: int, threads: int) -> None:
+    """Serve the app under gunicorn until it is stopped."""
     from gunicorn.app.base import BaseApplication
 
     default_host, default_port = default_bind()
     app = create_app()  # fail fast on bad configuration, before gunicorn forks
+    if app.config["METRICS"]:
+        logging.getLogger("idp.serve").info("metrics of every worker are summed from %s", os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
     class Server(BaseApplication):
         def load_config(self):
@@ -311,6 +333,7 @@ def serve(host: str | None, port: int | None, workers: int, threads: int) -> Non
             # gthread, but a thread only ever takes a complete request head: slow clients cannot starve it.
             self.cfg.set("worker_class", "idp.serving.HeadBufferingWorker")
             self.cfg.set("accesslog", "-")
+            self.cfg.set("logger_class", "idp.logs.GunicornLogger")
             self.cfg.set("forwarded_allow_ips", os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"))
             if "control_socket_disable" in self.cfg.settings:
                 # gunicorn 25+ opens one control socket per user by default; replicas would share it.

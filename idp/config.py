@@ -68,6 +68,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KEY_ENCRYPTION_KEYS", None, "Comma-separated Fernet keys encrypting private signing keys; the first encrypts, all decrypt. Default: `KEYS_DIR/key-encryption-keys`.", _list),
     Setting("CELERY_BROKER_URL", lambda s: f"sqla+sqlite:///{Path(s['INSTANCE_DIR']).resolve()}/celery-broker.sqlite3", "Celery broker: `redis://...` in production; the default needs no server."),
     Setting("LOG_LEVEL", "INFO", "Python logging level of the web and worker processes."),
+    # Observability
+    Setting("METRICS", lambda s: is_loopback_host(urlsplit(s["ISSUER"]).hostname), "Serve Prometheus metrics at `/metrics` (default: on for a loopback issuer, off otherwise).", _bool),
+    Setting("METRICS_ALLOWED_NETWORKS", lambda s: ["127.0.0.0/8", "::1/128"], "Comma-separated networks (CIDR) whose clients may read `/metrics`; others get 403.", _list),
     # Tokens (lifetimes in seconds)
     Setting("ACCESS_TOKEN_TTL", 5 * MINUTE, "Lifetime of JWT access tokens (RFC 9068).", _int),
     Setting("ID_TOKEN_TTL", HOUR, "Lifetime of ID tokens.", _int),
@@ -171,6 +174,11 @@ def _validate(values: dict[str, Any]) -> None:
         raise ConfigError("IDP_ADMIN_PAGE_SIZE must be between 1 and 500")
     if values["LOG_LEVEL"].upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError(f"IDP_LOG_LEVEL={values['LOG_LEVEL']!r} is not a logging level")
+    for network in values["METRICS_ALLOWED_NETWORKS"]:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"IDP_METRICS_ALLOWED_NETWORKS holds {network!r}, which is not a network") from None
     for key in values["KEY_ENCRYPTION_KEYS"] or []:
         try:
             Fernet(key)

@@ -10,6 +10,7 @@ from idp.audit.service import record
 from idp.auth.throttle import SIGN_IN_FAILED, SIGNED_IN, account_key, is_throttled
 from idp.db import db
 from idp.errors import ValidationError
+from idp.metrics import LOGIN_FAILURES, LOGIN_THROTTLED
 from idp.users.models import User
 from idp.users.service import authenticate, get_user_by_email, normalize_email
 
@@ -34,10 +35,12 @@ def attempt_sign_in(email: str, password: str, *, ip: str | None, now: datetime 
     if is_throttled(key, ip, now=now):
         # Not recorded as another failure: a locked-out attacker must not extend the window forever.
         log.warning("sign-in refused by throttle for %s from %s", key, ip)
+        LOGIN_THROTTLED.inc()
         return SignInAttempt(None, throttled=True)
     user = authenticate(email, password)
     if user is None:
         record(SIGN_IN_FAILED, actor="anonymous", target=key, ip=ip, **_attempted(email))
+        LOGIN_FAILURES.inc()
         db.session.commit()
         return SignInAttempt(None)
     record(SIGNED_IN, actor=f"user:{user.id}", target=f"user:{user.id}", ip=ip)

@@ -26,6 +26,7 @@ from idp.clients.models import Client
 from idp.clock import utcnow
 from idp.db import db
 from idp.errors import IdpError
+from idp.metrics import REFRESH_GRACE, REFRESH_REUSE
 from idp.security import REFRESH_TOKEN_PREFIX, digest, random_token
 from idp.tokens.access import IssuedAccessToken, revoke_access_token
 from idp.tokens.models import RefreshFamily, RefreshToken
@@ -220,6 +221,7 @@ def _redeem_in_grace(token_id: int, family_id: int, now: datetime) -> None:
             _on_reuse(family_id)  # the successor was refreshed: the family moved on
         raise InvalidRefreshToken("reused")
     record("refresh_token.grace_redeemed", actor="system", target=f"refresh_family:{family_id}")
+    REFRESH_GRACE.inc()
 
 
 def _on_reuse(family_id: int) -> None:
@@ -227,6 +229,7 @@ def _on_reuse(family_id: int) -> None:
     family = db.session.get(RefreshFamily, family_id)
     if family is not None and family.revoked_at is None:
         revoke_family(family, reason="reuse", actor="system")
+        REFRESH_REUSE.inc()
         record("refresh_token.reuse_detected", actor="system", target=f"refresh_family:{family.id}", client=family.client_id, user=family.user_id)
         db.session.commit()
 
