@@ -3,14 +3,15 @@
 gunicorn's gthread worker hands a connection to a thread as soon as its first bytes arrive, and
 the thread then blocks until the whole head is in: 8 clients that send half a request head and
 stop hold all 2 x 4 threads, and /healthz goes unanswered (issue 9). Here the worker's event loop
-reads the head without blocking, buffering it per connection, and only a complete head (or one
-past the size limit, which the parser then refuses) goes to a thread. A slow client costs a
+reads the head without blocking, buffering it per connection, and only a complete head goes to a
+thread (one past HEAD_LIMIT is refused with 431). A slow client costs a
 buffer, never a thread, and is dropped after HEAD_TIMEOUT. Figures: bench/slow_clients.py, README.
 """
 
 from __future__ import annotations
 
 import selectors
+import socket
 import time
 from functools import partial
 
@@ -18,15 +19,17 @@ from gunicorn.workers.gthread import ThreadWorker
 
 # A request head must be complete this many seconds after its first byte was awaited.
 HEAD_TIMEOUT = 10.0
-# A head larger than this goes to the parser as it is: gunicorn's own limits (limit_request_line,
-# limit_request_fields, limit_request_field_size) refuse it with a 4xx.
+# A head still unfinished at this size is refused with 431 (RFC 6585 section 5) and the connection
+# closed; browsers and proxies send far less (nginx buffers at most 4 x 8 KiB of headers).
 HEAD_LIMIT = 64 * 1024
+REFUSED_LINGER = 2.0
+TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 READ_SIZE = 16 * 1024
 
 
 def head_complete(buffer: bytearray) -> bool:
     """True once the buffer holds the blank line that ends an HTTP/1.x head (RFC 9112 section 2.1)."""
-    return b"\r\n\r\n" in buffer or b"\n\n" in buffer or len(buffer) > HEAD_LIMIT
+    return b"\r\n\r\n" in buffer or b"\n\n" in buffer
 
 
 class HeadBufferingWorker(ThreadWorker):
@@ -35,6 +38,7 @@ class HeadBufferingWorker(ThreadWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.reading_heads: dict = {}  # connection -> (buffer, deadline)
+        self.refused: set = set()  # connections answered 431, drained until the client closes
 
     def enqueue_req(self, conn) -> None:
         """Give the connection to a thread once its head is buffered; until then, read it here."""
@@ -58,8 +62,12 @@ class HeadBufferingWorker(ThreadWorker):
         if not chunk:
             self.drop(conn)
             return
+        if conn in self.refused:
+            return  # discarded until the client closes: closing on unread data would RST over the 431 (RFC 9112 9.6)
         buffer += chunk
-        if head_complete(buffer):
+        if len(buffer) > HEAD_LIMIT and not head_complete(buffer):
+            self.refuse(conn)
+        elif head_complete(buffer):
             self.poller.unregister(conn.sock)
             del self.reading_heads[conn]
             conn.init()  # the parser (no TLS here: it terminates in front)
@@ -67,8 +75,20 @@ class HeadBufferingWorker(ThreadWorker):
             conn.data_ready = True
             super().enqueue_req(conn)
 
+    def refuse(self, conn) -> None:
+        """Answer 431, half-close, and keep draining what the client still sends for a short while."""
+        try:
+            conn.sock.send(TOO_LARGE)  # tiny: it fits the empty send buffer of a non-blocking socket
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.drop(conn)
+            return
+        self.refused.add(conn)
+        self.reading_heads[conn] = (bytearray(), time.monotonic() + REFUSED_LINGER)
+
     def drop(self, conn) -> None:
         """Forget and close a connection still reading its head."""
+        self.refused.discard(conn)
         self.reading_heads.pop(conn, None)
         try:
             self.poller.unregister(conn.sock)

@@ -38,6 +38,10 @@ def test_twenty_connections_holding_half_a_request_head_leave_healthz_answering(
         sock.sendall(b"\r\n")
         sock.settimeout(10)
         assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        # A head that never ends is refused once it is too large to be one.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as endless:
+            endless.sendall(HALF_HEAD + b"x" * 70_000)
+            assert endless.recv(4096).startswith(b"HTTP/1.1 431")
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         for _ in range(2):
             connection.request("POST", "/token", body="grant_type=password", headers={"Content-Type": "application/x-www-form-urlencoded"})
