@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -51,6 +52,7 @@ def gunicorn(options: list[str]) -> Iterator[int]:
     finally:
         process.terminate()
         process.wait(timeout=60)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def probe(port: int) -> float:
