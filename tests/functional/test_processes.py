@@ -77,7 +77,8 @@ def test_dev_runs_web_worker_and_beat_and_stops_cleanly_on_every_ctrl_c(tmp_path
             # The command returned: nothing it started is left, and the port is free for the next run.
             assert session_processes(dev.pid) == [], log_path.read_text()
             assert port_is_free(port)
-            assert "Traceback" not in log_path.read_text()
+            output = log_path.read_text()
+            assert "Traceback" not in output, output[output.find("Traceback") - 300:][:3000]
         finally:
             if dev.poll() is None or session_processes(dev.pid):
                 os.killpg(dev.pid, signal.SIGKILL)
