@@ -356,10 +356,14 @@ def worker(loglevel: str, concurrency: int) -> None:
 
 @cli.command()
 @click.option("--loglevel", default="INFO", show_default=True)
-def beat(loglevel: str) -> None:
+@click.option("--memory-schedule", is_flag=True, help="Keep the schedule in memory, not in a file: every job is due once at start.")
+def beat(loglevel: str, memory_schedule: bool) -> None:
     """Run the Celery beat scheduler (one per deployment)."""
     app = create_app()
-    app.extensions["celery"].start(["beat", f"--loglevel={loglevel}"])
+    # `idp dev` uses the in-memory schedule: a Ctrl-C while beat is still opening its schedule file
+    # makes celery's SIGTERM handler re-enter that half-done set-up and print a traceback.
+    scheduler = ["--scheduler", "celery.beat:Scheduler"] if memory_schedule else []
+    app.extensions["celery"].start(["beat", f"--loglevel={loglevel}", *scheduler])
 
 
 # `idp dev` gives each child this long to stop after its one SIGTERM before killing what is left:
@@ -440,7 +444,7 @@ def dev(port: int | None) -> None:
         for name, args in (
             ("serve", ["serve", "--port", str(port)]),
             ("worker", ["worker", "--loglevel", "WARNING"]),
-            ("beat", ["beat", "--loglevel", "WARNING"]),
+            ("beat", ["beat", "--loglevel", "WARNING", "--memory-schedule"]),
         )
     }
     try:
