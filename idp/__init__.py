@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -60,8 +59,11 @@ def configure_secrets(app: Flask, *, required: bool) -> None:
 
 
 def configure_logging(app: Flask) -> None:
-    """Log to stderr at the configured level (gunicorn and Celery add their own handlers)."""
-    logging.basicConfig(level=app.config["LOG_LEVEL"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """JSON lines on stderr at the configured level, each request's id in them (idp/logs.py)."""
+    from idp.logs import configure_logging as configure_json_logging, init_request_ids
+
+    configure_json_logging(app.config["LOG_LEVEL"])
+    init_request_ids(app)
 
 
 def configure_input_guard(app: Flask) -> None:
@@ -97,6 +99,9 @@ def configure_extensions(app: Flask) -> None:
     app.extensions["idp.keyring_cache"] = _KeyringCache()
     celery_init_app(app)
     init_oauth(app)
+    from idp.oidc.discovery import add_metadata
+
+    add_metadata(app, backchannel.backchannel_metadata)
 
 
 def configure_proxies(app: Flask) -> None:
@@ -121,3 +126,6 @@ def configure_blueprints(app: Flask) -> None:
     app.register_blueprint(oauth_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(account_bp)
+    from idp.metrics.views import init_metrics
+
+    init_metrics(app)

@@ -5,11 +5,17 @@ Errors are one line on stderr with exit status 2; nothing is written when input 
 
 from __future__ import annotations
 
+import http.client
 import json
+import logging
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from functools import wraps
 from pathlib import Path
@@ -295,18 +301,39 @@ def default_bind() -> tuple[str, int]:
 @click.option("--threads", default=4, show_default=True, type=int)
 def serve(host: str | None, port: int | None, workers: int, threads: int) -> None:
     """Run the web app under gunicorn."""
+    # Before anything imports prometheus-client, which picks its storage then: every gunicorn
+    # worker writes its counts under this folder and `/metrics` sums them. Ours alone, and
+    # removed when the server stops.
+    metrics_dir, owner = tempfile.mkdtemp(prefix="idp-metrics-"), os.getpid()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # A stop before gunicorn installs its own handlers still goes through `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        run_gunicorn(host, port, workers, threads)
+    finally:
+        # gunicorn's workers are forks that leave through here too: only the master removes it.
+        if os.getpid() == owner:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def run_gunicorn(host: str | None, port: int | None, workers: int, threads: int) -> None:
+    """Serve the app under gunicorn until it is stopped."""
     from gunicorn.app.base import BaseApplication
 
     default_host, default_port = default_bind()
     app = create_app()  # fail fast on bad configuration, before gunicorn forks
+    if app.config["METRICS"]:
+        logging.getLogger("idp.serve").info("metrics of every worker are summed from %s", os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
     class Server(BaseApplication):
         def load_config(self):
             self.cfg.set("bind", f"{host or default_host}:{port or default_port}")
             self.cfg.set("workers", workers)
             self.cfg.set("threads", threads)
-            self.cfg.set("worker_class", "gthread")
+            # gthread, but a thread only ever takes a complete request head: slow clients cannot starve it.
+            self.cfg.set("worker_class", "idp.serving.HeadBufferingWorker")
             self.cfg.set("accesslog", "-")
+            self.cfg.set("logger_class", "idp.logs.GunicornLogger")
             # Forwarded headers are believed only as IDP_TRUSTED_PROXIES says (idp/proxies.py).
             self.cfg.set("forwarded_allow_ips", "")
             if "control_socket_disable" in self.cfg.settings:
@@ -330,7 +357,8 @@ def worker(loglevel: str, concurrency: int) -> None:
 
 @cli.command()
 @click.option("--loglevel", default="INFO", show_default=True)
-def beat(loglevel: str) -> None:
+@click.option("--memory-schedule", is_flag=True, help="Keep the schedule in memory, not in a file: every job is due once at start.")
+def beat(loglevel: str, memory_schedule: bool) -> None:
     """Run the Celery beat scheduler (one per deployment)."""
     app = create_app()
     # Beat keeps its schedule state in the instance folder, which nothing else needs on PostgreSQL:
@@ -339,49 +367,103 @@ def beat(loglevel: str) -> None:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise click.ClickException(f"cannot create IDP_INSTANCE_DIR {app.instance_path} for the beat schedule: {error.strerror}") from None
-    app.extensions["celery"].start(["beat", f"--loglevel={loglevel}"])
+    # `idp dev` uses the in-memory schedule: a Ctrl-C while beat is still opening its schedule file
+    # makes celery's SIGTERM handler re-enter that half-done set-up and print a traceback.
+    scheduler = ["--scheduler", "celery.beat:Scheduler"] if memory_schedule else []
+    app.extensions["celery"].start(["beat", f"--loglevel={loglevel}", *scheduler])
+
+
+# `idp dev` gives each child this long to stop after its one SIGTERM before killing what is left:
+# gunicorn's graceful timeout (30 s) and a margin.
+DEV_STOP_TIMEOUT = 35
+DEV_START_TIMEOUT = 120
+
+
+def require_free_port(host: str, port: int) -> None:
+    """Fail with one line when something already listens on host:port."""
+    with socket.socket() as sock:
+        # The same option gunicorn binds with, so a port left in TIME_WAIT does not count as taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror}; stop what uses it or pass --port") from None
+
+
+def answers(port: int) -> bool:
+    """True once the web server on 127.0.0.1:port answers /healthz with 200."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        connection.request("GET", "/healthz")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        connection.close()
+
+
+def wait_for_server(port: int, web: subprocess.Popen, stop: threading.Event) -> bool:
+    """Poll the web server until it answers; False if it exits, a stop is asked for, or time runs out."""
+    deadline = time.monotonic() + DEV_START_TIMEOUT
+    while time.monotonic() < deadline and web.poll() is None and not stop.is_set():
+        if answers(port):
+            return True
+        stop.wait(0.2)
+    return False
+
+
+def stop_children(children: dict[str, subprocess.Popen]) -> None:
+    """Send each running child exactly one SIGTERM, wait for it, then kill whatever is left of its group."""
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + DEV_STOP_TIMEOUT
+    for child in children.values():
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        try:  # the child led its own group: nothing of it (gunicorn or Celery pool processes) may outlive us
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        child.wait()
 
 
 @cli.command()
 @click.option("--port", default=None, type=int, help="Port (default: the issuer's).")
 def dev(port: int | None) -> None:
     """Run web, worker and beat together on the embedded defaults; Ctrl-C stops all three."""
+    port = port or default_bind()[1]
+    require_free_port("127.0.0.1", port)
     init.callback()  # idempotent: secrets, schema, keys
-    app = create_app()
-    issuer = app.config["ISSUER"]
-    _, default_port = default_bind()
+    issuer = create_app().config["ISSUER"]
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda *_: stop.set())
     command = [sys.executable, "-m", "idp"]
-    children = [
-        subprocess.Popen([*command, "serve", "--port", str(port or default_port)]),
-        subprocess.Popen([*command, "worker", "--loglevel", "WARNING"]),
-        subprocess.Popen([*command, "beat", "--loglevel", "WARNING"]),
-    ]
-    click.echo(f"\nidp is running: {issuer}  (discovery: {issuer}/.well-known/openid-configuration)")
-    click.echo("Next: create the first admin:\n  echo 'a-long-password' | idp users create --email you@example.com --password-stdin --admin\n")
-
-    stopping = False
-
-    def stop(*_):
-        nonlocal stopping
-        stopping = True
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-
-    signal.signal(signal.SIGTERM, stop)
+    # Each child leads a process group of its own, so Ctrl-C (SIGINT to the terminal's foreground
+    # group) reaches only this process, which then sends each child exactly one SIGTERM: a second
+    # signal on top can deadlock a gunicorn gthread worker in ThreadPoolExecutor.shutdown
+    # (cpython#121649) and makes beat print an atexit traceback.
+    children = {
+        name: subprocess.Popen([*command, *args], process_group=0)
+        for name, args in (
+            ("serve", ["serve", "--port", str(port)]),
+            ("worker", ["worker", "--loglevel", "WARNING"]),
+            ("beat", ["beat", "--loglevel", "WARNING", "--memory-schedule"]),
+        )
+    }
     try:
-        while not stopping and all(child.poll() is None for child in children):
-            time.sleep(0.5)
-    except KeyboardInterrupt:  # Ctrl-C: the terminal sent SIGINT to the children too
-        stopping = True
-    # A child that died on its own, before anyone asked us to stop, is a failure worth reporting.
-    died = [child.args[3] for child in children if child.poll() is not None] if not stopping else []
-    stop()
-    for child in children:
-        try:
-            child.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            child.kill()
+        if wait_for_server(port, children["serve"], stop):
+            click.echo(f"\nidp is running: {issuer}  (discovery: {issuer}/.well-known/openid-configuration)")
+            click.echo("Next: create the first admin:\n  echo 'a-long-password' | idp users create --email you@example.com --password-stdin --admin\n")
+        while not stop.is_set() and all(child.poll() is None for child in children.values()):
+            stop.wait(0.5)
+        # A child that died on its own, before anyone asked us to stop, is a failure worth reporting.
+        died = [name for name, child in children.items() if child.poll() is not None] if not stop.is_set() else []
+    finally:
+        stop_children(children)
     if died:
         raise click.ClickException(f"stopped because {', '.join(died)} exited")
 

@@ -71,13 +71,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATABASE_CONNECT_TIMEOUT", 3, "PostgreSQL: seconds to wait for a connection, a free one in the pool, or the acknowledgement of sent data, before answering 503.", _int),
     Setting("DATABASE_STATEMENT_TIMEOUT", 5, "PostgreSQL: seconds a statement may run before it is cancelled (0 = no limit; migrations never have one).", _int),
     Setting("TRUSTED_PROXIES", 0, "Reverse-proxy hops in front of the web server whose `X-Forwarded-For`/`-Proto`/`-Host`/`-Port` are believed (0 = ignore those headers).", _int),
+    # Observability
+    Setting("METRICS", lambda s: is_loopback_host(urlsplit(s["ISSUER"]).hostname), "Serve Prometheus metrics at `/metrics` (default: on for a loopback issuer, off otherwise).", _bool),
+    Setting("METRICS_ALLOWED_NETWORKS", lambda s: ["127.0.0.0/8", "::1/128"], "Comma-separated networks (CIDR) whose clients may read `/metrics`; others get 403.", _list),
     # Tokens (lifetimes in seconds)
     Setting("ACCESS_TOKEN_TTL", 5 * MINUTE, "Lifetime of JWT access tokens (RFC 9068).", _int),
     Setting("ID_TOKEN_TTL", HOUR, "Lifetime of ID tokens.", _int),
     Setting("AUTHORIZATION_CODE_TTL", 10 * MINUTE, "Lifetime of authorization codes (at most 600, RFC 6749 4.1.2).", _int),
     Setting("REFRESH_TOKEN_IDLE_TTL", 14 * DAY, "A refresh token unused this long expires.", _int),
     Setting("REFRESH_TOKEN_ABSOLUTE_TTL", 90 * DAY, "A refresh-token family expires this long after the grant, however used.", _int),
-    Setting("REFRESH_TOKEN_REUSE_GRACE", 0, "Seconds a just-rotated refresh token may be replayed without revoking its family (0 = strict).", _int),
+    Setting("REFRESH_TOKEN_REUSE_GRACE", 0, "Seconds after its rotation a refresh token may be redeemed again while its successor is unused; the unused successor is then spent (0 = strict: any replay revokes the family).", _int),
     Setting("CLOCK_SKEW", MINUTE, "Leeway allowed for clock differences when checking `exp`/`iat`.", _int),
     # Sessions (lifetimes in seconds)
     Setting("SSO_SESSION_IDLE_TTL", 8 * HOUR, "An end-user SSO session unused this long ends.", _int),
@@ -187,6 +190,11 @@ def _validate(values: dict[str, Any]) -> None:
         raise ConfigError("IDP_ADMIN_PAGE_SIZE must be between 1 and 500")
     if values["LOG_LEVEL"].upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError(f"IDP_LOG_LEVEL={values['LOG_LEVEL']!r} is not a logging level")
+    for network in values["METRICS_ALLOWED_NETWORKS"]:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"IDP_METRICS_ALLOWED_NETWORKS holds {network!r}, which is not a network") from None
     for key in values["KEY_ENCRYPTION_KEYS"] or []:
         try:
             Fernet(key)

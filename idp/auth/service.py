@@ -10,6 +10,7 @@ from idp.audit.service import record
 from idp.auth import throttle
 from idp.db import db
 from idp.errors import ValidationError
+from idp.metrics import LOGIN_FAILURES, LOGIN_THROTTLED
 from idp.users.models import User
 from idp.users.service import authenticate, get_user_by_email, normalize_email
 
@@ -40,6 +41,7 @@ def throttled_check(account: str, ip: str | None, verify: Callable[[], T | None]
         log.warning("password check refused by throttle (%s) for %s from %s", refusal.kind, account, ip)
         throttle.record_refusal(refusal, account=account, ip=ip, form=form, actor=actor)
         db.session.commit()
+        LOGIN_THROTTLED.inc()
         return Checked(None, refusal.retry_after)
     value = verify()
     if value:
@@ -72,6 +74,7 @@ def attempt_sign_in(email: str, password: str, *, ip: str | None, form: str = "l
         return SignInAttempt(None, retry_after=checked.retry_after)
     if checked.value is None:
         record(SIGN_IN_FAILED, actor="anonymous", target=key, ip=ip, **_attempted(email))
+        LOGIN_FAILURES.inc()
         db.session.commit()
         return SignInAttempt(None)
     user = checked.value

@@ -310,7 +310,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     """RFC 6749 6 with rotation on every use and reuse detection (RFC 9700 4.14.2).
 
     Authlib checks the client and the scope (narrowing only) before anything is spent; the
-    rotation itself (`idp.tokens.refresh.rotate`) is one atomic step in `issue_token`.
+    rotation itself (`idp.tokens.refresh.rotate`, with its reuse grace) is one atomic step in `issue_token`.
     """
 
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]

@@ -29,6 +29,7 @@ from idp.oauth.grants import (
     ACR_PASSWORD, ACR_SESSION, AMR_PASSWORD, PROMPTS, Principal, issuer_parameter, requested_max_age, requested_prompts,
 )
 from idp.oauth.server import authorization
+from idp.metrics import TOKENS_ISSUED
 from idp.oidc.discovery import add_metadata
 from idp.routing import spec_defined_methods
 from idp.oidc.claims import CLAIMS_SUPPORTED as USER_CLAIMS
@@ -212,6 +213,8 @@ def token():
         response = authorization.handle_error_response(None, InvalidRequestError("A parameter is repeated."))
     else:
         response = authorization.create_token_response()
+        if response.status_code == 200:
+            TOKENS_ISSUED.labels(request.form.get("grant_type", "")).inc()
     # RFC 6749 5.1: tokens, and errors about them, are never cached.
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"

@@ -63,6 +63,11 @@ def logout_token(client: Client, *, sub: str | None, sid: str | None) -> str:
     return token.serialize()
 
 
+def backchannel_metadata(issuer: str) -> dict[str, bool]:
+    """Discovery members of section 2.1: logout tokens are sent, and they carry `sid` (omitted means false)."""
+    return {"backchannel_logout_supported": True, "backchannel_logout_session_supported": True}
+
+
 def participating_clients(sids: list[str]) -> list[Client]:
     """Clients with a back-channel URI that got a code or a refresh family in one of these sessions."""
     if not sids:

@@ -54,6 +54,9 @@ class RefreshToken(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]  # idle expiry
     rotated_at: Mapped[datetime | None]
+    # The token this one's rotation issued (idp/tokens/refresh.py, grace window). A plain column, no
+    # foreign key: purge deletes expired tokens in bulk, and a dangling id only means "gone".
+    successor_id: Mapped[int | None]
     # The access token issued in the same response: revoking the family denies it (RFC 7009 2.1).
     access_jti: Mapped[str | None] = mapped_column(String(64))
     access_expires_at: Mapped[datetime | None]

@@ -2,8 +2,9 @@
 
 Rotation is a single conditional UPDATE (`rotated_at IS NULL`), so any number of concurrent
 refreshes of one token yield at most one success on SQLite and PostgreSQL alike. Presenting a
-token that was already rotated revokes its whole family (RFC 9700 section 4.14.2), unless it
-arrives within the configured grace window, in which case only that request fails.
+token that was already rotated revokes its whole family (RFC 9700 section 4.14.2), unless the
+grace window (`REFRESH_TOKEN_REUSE_GRACE`, strict 0 by default) lets it be redeemed again; see
+`_redeem_in_grace` for the exact rule.
 
 Inside its write transaction a rotation share-locks the user's row and then the family's row
 (PostgreSQL; SQLite's single write lock does the same), in that order, the order a token-version
@@ -25,6 +26,7 @@ from idp.clients.models import Client
 from idp.clock import utcnow
 from idp.db import db
 from idp.errors import IdpError
+from idp.metrics import REFRESH_GRACE, REFRESH_REUSE
 from idp.security import REFRESH_TOKEN_PREFIX, digest, random_token
 from idp.tokens.access import IssuedAccessToken, revoke_access_token
 from idp.tokens.models import RefreshFamily, RefreshToken
@@ -144,8 +146,7 @@ def rotate(
     )
     if spent.rowcount != 1:
         db.session.rollback()
-        _on_reuse(token.id, family.id, now)
-        raise InvalidRefreshToken("reused")
+        _redeem_in_grace(token.id, family.id, now)
     # Checked inside the write transaction, under share locks (PostgreSQL; SQLite already holds its
     # single write lock): a bump or revocation that committed while we waited is seen here. A
     # refused rotation is rolled back, so an outdated token is revoked with its family, not spent.
@@ -157,6 +158,8 @@ def rotate(
         db.session.rollback()
         raise InvalidRefreshToken("family revoked")
     rotation = Rotation(family, *_new_token(family, now))
+    db.session.flush()
+    db.session.execute(update(RefreshToken).where(RefreshToken.id == token.id).values(successor_id=rotation.member.id))
     if commit:
         db.session.commit()
     return rotation
@@ -184,15 +187,49 @@ def _revoke_outdated(family_id: int) -> None:
         db.session.commit()
 
 
-def _on_reuse(token_id: int, family_id: int, now: datetime) -> None:
-    """A spent token came back: inside the grace window only this request fails, else the family dies."""
-    rotated_at = db.session.scalar(select(RefreshToken.rotated_at).where(RefreshToken.id == token_id))
+def _redeem_in_grace(token_id: int, family_id: int, now: datetime) -> None:
+    """Let a spent token be redeemed again inside the grace window, or treat it as reuse.
+
+    RFC 9700 4.14.2 lets a server detect reuse by rotation; a strict server (grace 0, the default)
+    revokes the family on any replay. A relying party that lost the successor (a crash, a response
+    lost in transit, mod_auth_openidc refreshing without keeping the new token) can then never
+    refresh again, so with a grace of G seconds (like Hydra's graceful refresh, Auth0's reuse
+    interval) a token may be redeemed again when all of these hold:
+
+    - at most G seconds have passed since it was first rotated (a fixed window, never extended);
+    - it is the family's most recent rotation: its successor has never been used. Redeeming spends
+      that unused successor and issues a new one in its place, so the family still has exactly
+      one live token, and the relying party keeps whichever response it got last;
+    - the other checks of a refresh pass (same client, family live, user unchanged).
+
+    Any number of redemptions fit in the window. Anything else is reuse and revokes the family:
+    a token past the window, one whose successor was used (the family moved on: a replay), and a
+    successor spent by a redemption (it was superseded). Of concurrent redemptions one wins; the
+    others only fail, since the successor they lost was spent by a redemption, not by a refresh.
+    """
     grace = timedelta(seconds=current_app.config["REFRESH_TOKEN_REUSE_GRACE"])
-    if rotated_at is not None and grace and now - rotated_at <= grace:
-        return
+    row = db.session.execute(select(RefreshToken.rotated_at, RefreshToken.successor_id).where(RefreshToken.id == token_id)).first()
+    if not (grace and row and row.rotated_at and row.successor_id and now - row.rotated_at <= grace):
+        _on_reuse(family_id)
+        raise InvalidRefreshToken("reused")
+    superseded = db.session.execute(
+        update(RefreshToken).where(RefreshToken.id == row.successor_id, RefreshToken.rotated_at.is_(None)).values(rotated_at=now)
+    )
+    if superseded.rowcount != 1:
+        db.session.rollback()
+        if db.session.scalar(select(RefreshToken.successor_id).where(RefreshToken.id == token_id)) == row.successor_id:
+            _on_reuse(family_id)  # the successor was refreshed: the family moved on
+        raise InvalidRefreshToken("reused")
+    record("refresh_token.grace_redeemed", actor="system", target=f"refresh_family:{family_id}")
+    REFRESH_GRACE.inc()
+
+
+def _on_reuse(family_id: int) -> None:
+    """A spent token came back outside what the grace window allows: the family dies."""
     family = db.session.get(RefreshFamily, family_id)
     if family is not None and family.revoked_at is None:
         revoke_family(family, reason="reuse", actor="system")
+        REFRESH_REUSE.inc()
         record("refresh_token.reuse_detected", actor="system", target=f"refresh_family:{family.id}", client=family.client_id, user=family.user_id)
         db.session.commit()
 

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ from sqlalchemy import select
 
 from idp.db import db
 from idp.models import JobRun
-from tests.support import free_port, wait_until
+from tests.support import free_port, run_idp, wait_until
 
 
 def test_served_discovery_and_jwks_over_http(start_server):
@@ -36,33 +37,58 @@ def test_worker_runs_tasks_from_the_broker(app, celery_worker):
     wait_until(ran, timeout=30, what="the worker to run idp.ping")
 
 
-def test_dev_runs_web_worker_and_beat_and_stops_on_ctrl_c(tmp_path):
+def port_is_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:port (what the next `idp dev` needs)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def session_processes(sid: int) -> list[str]:
+    """Command lines of every process still in session `sid` (`idp dev` and all it started)."""
+    found = subprocess.run(["pgrep", "-a", "-s", str(sid)], capture_output=True, text=True)
+    return found.stdout.splitlines()
+
+
+def test_dev_runs_web_worker_and_beat_and_stops_cleanly_on_every_ctrl_c(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
     env.update(IDP_ISSUER=f"http://127.0.0.1:{port}", IDP_INSTANCE_DIR=str(tmp_path / "instance"), IDP_KEYS_DIR=str(tmp_path / "keys"), PYTHONUNBUFFERED="1")
-    log = open(tmp_path / "dev.log", "w")
-    dev = subprocess.Popen([sys.executable, "-m", "idp", "dev"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
-    try:
-        def serving() -> bool:
-            try:
-                return requests.get(f"http://127.0.0.1:{port}/.well-known/openid-configuration", timeout=1).ok
-            except requests.ConnectionError:
-                return False
+    assert run_idp(["init"], env).returncode == 0  # every run below starts an already-initialised instance
+    for run in range(10):
+        log_path = tmp_path / f"dev-{run}.log"
+        with open(log_path, "w") as log:
+            # A session of its own, like a terminal's foreground job: killpg below is the terminal's Ctrl-C.
+            dev = subprocess.Popen([sys.executable, "-m", "idp", "dev"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+        try:
+            wait_until(lambda: "idp is running" in log_path.read_text() or dev.poll() is not None, timeout=90, what="idp dev to say it runs")
+            # Said only once the server answers, and never before.
+            assert requests.get(f"http://127.0.0.1:{port}/.well-known/openid-configuration", timeout=5).ok
+            output = log_path.read_text()
+            assert f"idp is running: http://127.0.0.1:{port}" in output and "idp users create" in output
+            wait_until(lambda: {"serve", "worker", "beat"} <= {word for line in session_processes(dev.pid) for word in line.split()},
+                       timeout=30, what="web, worker and beat to run")
+            os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the foreground group
+            assert dev.wait(timeout=90) == 0, log_path.read_text()
+            # The command returned: nothing it started is left, and the port is free for the next run.
+            assert session_processes(dev.pid) == [], log_path.read_text()
+            assert port_is_free(port)
+            output = log_path.read_text()
+            assert "Traceback" not in output, output[output.find("Traceback") - 300:][:3000]
+        finally:
+            if dev.poll() is None or session_processes(dev.pid):
+                os.killpg(dev.pid, signal.SIGKILL)
+            dev.wait()
 
-        wait_until(serving, timeout=60, what="idp dev to serve")
-        output = (tmp_path / "dev.log").read_text()
-        assert f"idp is running: http://127.0.0.1:{port}" in output
-        assert "idp users create" in output
-
-        def children() -> list[str]:
-            found = subprocess.run(["pgrep", "-f", "-s", str(dev.pid), "idp (serve|worker|beat)"], capture_output=True, text=True)
-            return found.stdout.split()
-
-        wait_until(lambda: len(children()) >= 3, timeout=30, what="web, worker and beat to run")
-        os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the foreground group
-        assert dev.wait(timeout=30) == 0
-        wait_until(lambda: not subprocess.run(["pgrep", "-s", str(dev.pid)], capture_output=True).stdout, timeout=20, what="every child to stop")
-    finally:
-        if dev.poll() is None:
-            os.killpg(dev.pid, signal.SIGKILL)
-        log.close()
+    # A taken port is one clear line and a non-zero exit, and nothing is started.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        result = run_idp(["dev"], env, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip() == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use; stop what uses it or pass --port"
+    assert result.stdout == ""

@@ -17,6 +17,9 @@ def test_sign_in_metadata(client):
     assert document["id_token_signing_alg_values_supported"] == ["RS256", "ES256"]
     assert document["authorization_response_iss_parameter_supported"] is True
     assert document["request_parameter_supported"] is False and document["request_uri_parameter_supported"] is False
+    # Back-Channel Logout 1.0 section 2.1: logout tokens are sent, with `sid`.
+    assert document["backchannel_logout_supported"] is True
+    assert document["backchannel_logout_session_supported"] is True
     assert {"sub", "auth_time", "nonce", "acr", "amr", "at_hash", "sid"} <= set(document["claims_supported"])
     assert client.get("/.well-known/oauth-authorization-server").get_json() == document
 

@@ -47,6 +47,21 @@ def test_reusing_a_rotated_token_revokes_the_family(oidc, rp, offline, app):
         assert db.session.scalar(select(AuditEvent).where(AuditEvent.action == "refresh_token.reuse_detected")) is not None
 
 
+def test_within_the_reuse_grace_a_relying_party_that_lost_the_successor_refreshes_again(oidc, rp, offline, app, client):
+    app.config["REFRESH_TOKEN_REUSE_GRACE"] = 60
+    lost = refresh(oidc, rp, offline["refresh_token"]).get_json()
+    again = refresh(oidc, rp, offline["refresh_token"])
+    assert again.status_code == 200
+    body = again.get_json()
+    assert body["refresh_token"] not in (lost["refresh_token"], offline["refresh_token"])
+    assert userinfo_status(client, body["access_token"]) == 200
+    assert refresh(oidc, rp, body["refresh_token"]).status_code == 200
+    assert family(app).revoked_at is None
+    # The family moved on: the first token, and the successor it superseded, are replays now.
+    assert refresh(oidc, rp, offline["refresh_token"]).get_json()["error"] == "invalid_grant"
+    assert family(app).revoked_reason == "reuse"
+
+
 def test_the_refreshed_id_token_keeps_sub_auth_time_acr_and_amr(oidc, rp, offline):
     original = claims_of(offline["id_token"])
     body = refresh(oidc, rp, offline["refresh_token"]).get_json()

@@ -56,15 +56,54 @@ def test_reusing_a_rotated_token_revokes_the_family(app_ctx, grant):
     assert db.session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "refresh_token.reuse_detected")) == 1
 
 
-def test_grace_window_fails_the_duplicate_without_revoking(app, grant):
+def family_revoked_reason() -> str | None:
+    db.session.remove()
+    return db.session.scalar(select(RefreshFamily)).revoked_reason
+
+
+def test_grace_window_redeems_the_just_rotated_token_in_place_of_its_unused_successor(app, grant):
     _, client, token = grant
     app.config["REFRESH_TOKEN_REUSE_GRACE"] = 30
     with app.app_context():
-        successor = rotate(token, client=load_client(client)).token
+        lost = rotate(token, client=load_client(client)).token  # the relying party never stored this one
+        again = rotate(token, client=load_client(client)).token
+        third = rotate(token, client=load_client(client)).token  # any number of times within the window
+        assert len({token, lost, again, third}) == 4
+        assert family_revoked_reason() is None
+        # Exactly one live token at any time: each redemption spent the unused successor before it.
+        assert db.session.scalar(select(func.count()).select_from(RefreshToken).where(RefreshToken.rotated_at.is_(None))) == 1
+        assert db.session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "refresh_token.grace_redeemed")) == 2
+        fourth = rotate(third, client=load_client(client)).token  # the family moves on...
+        with pytest.raises(InvalidRefreshToken, match="invalid refresh token"):
+            rotate(token, client=load_client(client))  # ...so the old token is now a replay
+        assert family_revoked_reason() == "reuse"
         with pytest.raises(InvalidRefreshToken):
-            rotate(token, client=load_client(client))
-        assert db.session.scalar(select(RefreshFamily)).revoked_at is None
-        assert rotate(successor, client=load_client(client)).token
+            rotate(fourth, client=load_client(client))
+
+
+def test_grace_window_a_superseded_successor_is_a_replay(app, grant):
+    _, client, token = grant
+    app.config["REFRESH_TOKEN_REUSE_GRACE"] = 30
+    with app.app_context():
+        superseded = rotate(token, client=load_client(client)).token
+        current = rotate(token, client=load_client(client)).token
+        with pytest.raises(InvalidRefreshToken):
+            rotate(superseded, client=load_client(client))
+        assert family_revoked_reason() == "reuse"
+        with pytest.raises(InvalidRefreshToken):
+            rotate(current, client=load_client(client))
+
+
+def test_grace_window_is_fixed_from_the_first_rotation(app, grant):
+    _, client, token = grant
+    app.config["REFRESH_TOKEN_REUSE_GRACE"] = 30
+    start = utcnow()
+    with app.app_context():
+        rotate(token, client=load_client(client), now=start)
+        rotate(token, client=load_client(client), now=start + timedelta(seconds=20))  # does not extend the window
+        with pytest.raises(InvalidRefreshToken):
+            rotate(token, client=load_client(client), now=start + timedelta(seconds=31))
+        assert family_revoked_reason() == "reuse"
 
 
 def test_other_client_unknown_and_expired_tokens_are_refused(app_ctx, grant, make_client):

@@ -1,0 +1,23 @@
+"""Prometheus metrics the code counts as it runs (a leaf: anything may import it).
+
+Under `idp serve` prometheus-client runs in multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, made and
+removed by the command before gunicorn forks), so every worker's counts are summed at `/metrics`;
+elsewhere (tests, one process) they live in the process. Label values are always drawn from a
+small fixed set (endpoint names, grant types, status codes), never from input. The figures read
+from the database at scrape time (job runs, signing keys) are in `idp/metrics/views.py`.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+HTTP_REQUESTS = Counter("idp_http_requests", "HTTP requests answered, by endpoint, method and status.", ["endpoint", "method", "status"])
+HTTP_LATENCY = Histogram(
+    "idp_http_request_duration_seconds", "Time to answer an HTTP request, by endpoint.", ["endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+TOKENS_ISSUED = Counter("idp_tokens_issued", "Token responses issued by the token endpoint, by grant type.", ["grant_type"])
+REFRESH_REUSE = Counter("idp_refresh_token_reuse_detected", "Spent refresh tokens presented again: their families revoked (RFC 9700 4.14.2).")
+REFRESH_GRACE = Counter("idp_refresh_token_grace_redeemed", "Just-rotated refresh tokens redeemed again within the reuse grace.")
+LOGIN_FAILURES = Counter("idp_login_failures", "Sign-ins refused for a wrong email or password.")
+LOGIN_THROTTLED = Counter("idp_login_throttled", "Sign-ins refused by the throttle without checking the password.")
