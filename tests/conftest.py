@@ -26,6 +26,9 @@ from tests.support import Process, free_port, wait_until
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 
 
+CHEAP_ARGON2 = {"ARGON2_TIME_COST": 1, "ARGON2_MEMORY_COST": 8, "ARGON2_PARALLELISM": 1}
+
+
 def _per_worker_redis(url: str | None) -> str | None:
     if not url or not XDIST_WORKER:
         return url
@@ -131,6 +134,9 @@ def config(database_url, secrets_config, tmp_path) -> dict:
         # The same broker as the `idp worker` a test may start, so tasks sent here reach it.
         "CELERY_BROKER_URL": REDIS_URL or f"sqla+sqlite:///{tmp_path}/broker.sqlite3",
         "BACKCHANNEL_RETRY_BASE_SECONDS": 1,
+        # The cheapest argon2id (production: OWASP's m=19456 KiB, t=2): hashing a password costs
+        # about 0.5 s under load otherwise, and every user a test makes hashes one.
+        **CHEAP_ARGON2,
         **secrets_config,
     }
 
@@ -239,7 +245,13 @@ def idp_env(config) -> dict[str, str]:
 
 
 @pytest.fixture
-def start_server(app, idp_env, tmp_path) -> Iterator[Callable[..., str]]:
+def idp_module() -> str:
+    """The module servers and workers run as (`python -m idp`); a directory's conftest may wrap it."""
+    return "idp"
+
+
+@pytest.fixture
+def start_server(app, idp_env, idp_module, tmp_path) -> Iterator[Callable[..., str]]:
     """Start real `idp serve` processes on free ports; returns each one's base URL (= its issuer)."""
     started: list[Process] = []
 
@@ -247,7 +259,7 @@ def start_server(app, idp_env, tmp_path) -> Iterator[Callable[..., str]]:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         env = {**idp_env, "IDP_ISSUER": issuer or base, **env_overrides}
-        process = Process(["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"], env, tmp_path / f"serve-{port}.log")
+        process = Process(["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"], env, tmp_path / f"serve-{port}.log", module=idp_module)
         started.append(process)
 
         def up() -> bool:
@@ -273,10 +285,10 @@ def live_server(start_server) -> str:
 
 
 @pytest.fixture
-def celery_worker(app, idp_env, tmp_path) -> Iterator[Process]:
+def celery_worker(app, idp_env, idp_module, tmp_path) -> Iterator[Process]:
     """A real `idp worker` process on Redis (CI) or the embedded broker."""
     empty_broker(app)
-    process = Process(["worker", "--loglevel", "INFO", "--concurrency", "1"], idp_env, tmp_path / "worker.log")
+    process = Process(["worker", "--loglevel", "INFO", "--concurrency", "1"], idp_env, tmp_path / "worker.log", module=idp_module)
     wait_until(lambda: "ready" in process.log() or process.popen.poll() is not None, timeout=60, what="the Celery worker to be ready")
     if process.popen.poll() is not None:
         pytest.fail(f"worker exited early:\n{process.log()}")
