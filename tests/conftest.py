@@ -318,7 +318,7 @@ def start_server(app, idp_env, idp_module, tmp_path) -> Iterator[Callable[..., s
             except requests.ConnectionError:
                 return False
 
-        wait_until(up, timeout=30, what="idp serve to answer /healthz")
+        wait_until(up, timeout=120, what="idp serve to answer /healthz")  # generous: a loaded machine
         return base
 
     yield start
@@ -337,7 +337,7 @@ def celery_worker(app, idp_env, idp_module, tmp_path) -> Iterator[Process]:
     """A real `idp worker` process on Redis (CI) or the embedded broker."""
     empty_broker(app)
     process = Process(["worker", "--loglevel", "INFO", "--concurrency", "1"], idp_env, tmp_path / "worker.log", module=idp_module)
-    wait_until(lambda: "ready" in process.log() or process.popen.poll() is not None, timeout=60, what="the Celery worker to be ready")
+    wait_until(lambda: "ready" in process.log() or process.popen.poll() is not None, timeout=120, what="the Celery worker to be ready")
     if process.popen.poll() is not None:
         pytest.fail(f"worker exited early:\n{process.log()}")
     yield process

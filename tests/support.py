@@ -24,7 +24,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_idp(args: list[str], env: dict[str, str], stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def run_idp(args: list[str], env: dict[str, str], stdin: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
     """Run the real `idp` command and capture its output."""
     return subprocess.run([sys.executable, "-m", "idp", *args], env=env, input=stdin, capture_output=True, text=True, timeout=timeout)
 
