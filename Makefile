@@ -35,10 +35,12 @@ run: check-lock $(STAMP)
 
 # Tests spend much of their time waiting on real servers and workers: three pytest-xdist workers
 # keep two cores busy. Each worker has its own PostgreSQL and Redis database (tests/conftest.py).
+# worksteal: a worker that runs out of tests takes half of a busy one's queue, so the few long
+# server and worker tests do not leave the other cores idle at the end.
 TEST_JOBS ?= 3
 
 test: check-lock $(STAMP) chromium
-	$(BIN)/python -m pytest -n $(TEST_JOBS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist worksteal $(PYTEST_ARGS)
 
 # Browser tests drive Debian's Chromium (never a downloaded browser). As root it is installed
 # here; otherwise install it yourself (`apt-get install chromium`) or those tests are skipped

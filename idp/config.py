@@ -7,6 +7,7 @@ line; the CLI prints it and exits 2.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -92,6 +93,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BACKCHANNEL_RETRY_BASE_SECONDS", 5, "First retry delay of a failed back-channel logout delivery; doubles each retry.", _int),
     # Keys
     Setting("JWKS_MAX_AGE", 5 * MINUTE, "`Cache-Control: max-age` of the JWKS; a new key is published at least this long before it signs.", _int),
+    # Password hashing: argon2id. The defaults are OWASP's stated minimum for argon2id (Password
+    # Storage Cheat Sheet: 19 MiB, 2 iterations, 1 lane). Raising them rehashes each password at its
+    # next successful sign-in.
+    Setting("ARGON2_TIME_COST", 2, "argon2id iterations (t) per password hash.", _int),
+    Setting("ARGON2_MEMORY_COST", 19456, "argon2id memory (m) per password hash, in KiB (19456 = 19 MiB); at least 8 x ARGON2_PARALLELISM.", _int),
+    Setting("ARGON2_PARALLELISM", 1, "argon2id lanes (p) per password hash.", _int),
     # Sign-in (authorization endpoint, login, token endpoint)
     Setting("REFRESH_TOKENS_FOR_CONFIDENTIAL_CLIENTS", False, "Also give confidential clients a refresh token without `offline_access` (bound to the SSO session).", _bool),
     Setting("LOGIN_THROTTLE_WINDOW", 15 * MINUTE, "A throttle bucket forgets its failures this many seconds after the last one, once no back-off is running.", _int),
@@ -110,7 +117,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("JOB_RUN_RETENTION", 30 * DAY, "Job-run records older than this are purged (the last run of each job is always kept).", _int),
     Setting("OUTBOX_RETENTION", 7 * DAY, "Handled outbox messages (delivered, or given up after the last retry) older than this are purged.", _int),
     Setting("PURGE_BATCH_SIZE", 5000, "Rows deleted per transaction by the purge job (bounds its memory and lock time).", _int),
-    Setting("JOB_CLOCK_OVERRIDE", False, "Tests only: let a job task's `now` argument set the job's clock. Never enable in production.", _bool),
     # admin UI
     Setting("ADMIN_REAUTH_MAX_AGE", 5 * MINUTE, "Sensitive admin actions (keys, client secrets, admin rights) need the password entered within this many seconds.", _int),
     Setting("ADMIN_PAGE_SIZE", 50, "Rows per page on the admin UI's lists (1 to 500).", _int),
@@ -130,6 +136,10 @@ def minimum_retirement_grace(values: Mapping[str, Any]) -> int:
     """A retired key must verify every token it signed until the longest-lived one expires."""
     return max(values["ACCESS_TOKEN_TTL"], values["ID_TOKEN_TTL"], values["ID_TOKEN_HINT_TTL"]) + values["CLOCK_SKEW"]
 
+# The test suite's and the benchmarks' own variables (IDP_TEST_DATABASE_URL, IDP_BENCH_DATABASE_URL)
+# configure those tools, not the IdP.
+TOOL_PREFIXES = ("IDP_TEST_", "IDP_BENCH_")
+
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 _DATABASE_SCHEMES = {"sqlite", "postgresql", "postgresql+psycopg", "postgres"}
@@ -138,6 +148,7 @@ _DATABASE_SCHEMES = {"sqlite", "postgresql", "postgresql+psycopg", "postgres"}
 def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Resolve every setting (default, then environment, then overrides) and validate the result."""
     environ = os.environ if environ is None else environ
+    refuse_unknown_variables(environ)
     overrides = dict(overrides or {})
     values: dict[str, Any] = {}
     for setting in SETTINGS:
@@ -157,6 +168,15 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
     # Keys the settings table does not know (TESTING, Flask or extension options) pass through.
     values.update(overrides)
     return values
+
+
+def refuse_unknown_variables(environ: Mapping[str, str]) -> None:
+    """An ``IDP_*`` variable the table lacks is a typo or a removed setting: say so, never ignore it."""
+    known = [setting.env for setting in SETTINGS]
+    for name in sorted(environ):
+        if name.startswith("IDP_") and name not in known and not name.startswith(TOOL_PREFIXES):
+            closest = difflib.get_close_matches(name, known, n=1, cutoff=0) or known[:1]
+            raise ConfigError(f"{name} is not a setting (did you mean {closest[0]}?)")
 
 
 def _validate(values: dict[str, Any]) -> None:
@@ -184,6 +204,11 @@ def _validate(values: dict[str, Any]) -> None:
             raise ConfigError(f"IDP_{name} must be at least 1")
     if values["LOGIN_THROTTLE_BACKOFF_CAP"] < values["LOGIN_THROTTLE_BACKOFF_BASE"]:
         raise ConfigError("IDP_LOGIN_THROTTLE_BACKOFF_CAP must be at least IDP_LOGIN_THROTTLE_BACKOFF_BASE")
+    for name in ("ARGON2_TIME_COST", "ARGON2_PARALLELISM"):
+        if values[name] < 1:
+            raise ConfigError(f"IDP_{name} must be at least 1")
+    if values["ARGON2_MEMORY_COST"] < 8 * values["ARGON2_PARALLELISM"]:
+        raise ConfigError("IDP_ARGON2_MEMORY_COST must be at least 8 KiB per lane (8 x IDP_ARGON2_PARALLELISM)")
     if values["PURGE_BATCH_SIZE"] < 1:
         raise ConfigError("IDP_PURGE_BATCH_SIZE must be at least 1")
     if not 1 <= values["ADMIN_PAGE_SIZE"] <= 500:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from flask import current_app, has_app_context
+
+from idp.config import SETTINGS_BY_NAME
 
 # Visible prefixes let secret scanners recognise a leaked value (cf. warehouse's `pypi-` tokens).
 CLIENT_SECRET_PREFIX = "idp_cs_"
@@ -34,30 +38,50 @@ def constant_time_equals(a: str | bytes, b: str | bytes) -> bool:
     return hmac.compare_digest(a, b)
 
 
-_hasher = PasswordHasher()  # argon2id with argon2-cffi's RFC 9106 low-memory profile
-# Verified against when the user is unknown, so both failures cost one argon2 computation.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+# Outside an app (scripts, unit tests) the settings table's defaults apply.
+_ARGON2_SETTINGS = ("ARGON2_TIME_COST", "ARGON2_MEMORY_COST", "ARGON2_PARALLELISM")
+
+
+def password_hasher() -> PasswordHasher:
+    """argon2id with the current app's ARGON2_* settings (the table's defaults outside an app)."""
+    source = current_app.config if has_app_context() else {name: SETTINGS_BY_NAME[name].default for name in _ARGON2_SETTINGS}
+    return _hasher_for(*(source[name] for name in _ARGON2_SETTINGS))
+
+
+@lru_cache(maxsize=8)
+def _hasher_for(time_cost: int, memory_cost: int, parallelism: int) -> PasswordHasher:
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism)
+
+
+@lru_cache(maxsize=8)
+def _dummy_hash(hasher: PasswordHasher) -> str:
+    """Verified against when the user is unknown, so both failures cost one argon2 computation.
+
+    Made on first use, not at import, so a process start (every CLI command) does not pay for it.
+    """
+    return hasher.hash(secrets.token_urlsafe(16))
 
 
 def hash_password(password: str) -> str:
     """argon2id hash of a password."""
-    return _hasher.hash(password)
+    return password_hasher().hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> tuple[bool, str | None]:
     """Check a password; return (ok, new_hash) where new_hash is set when parameters changed."""
+    hasher = password_hasher()
     if password_hash is None:
         try:
-            _hasher.verify(_DUMMY_HASH, password)
+            hasher.verify(_dummy_hash(hasher), password)
         except VerificationError:
             pass
         return False, None
     try:
-        _hasher.verify(password_hash, password)
+        hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False, None
-    if _hasher.check_needs_rehash(password_hash):
-        return True, _hasher.hash(password)
+    if hasher.check_needs_rehash(password_hash):
+        return True, hasher.hash(password)
     return True, None
 
 

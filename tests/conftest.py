@@ -8,11 +8,16 @@ never a skip.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 import redis
 import requests
+from flask import Flask
+from jinja2 import BytecodeCache
 from sqlalchemy import create_engine, text
 
 from idp import create_app
@@ -26,6 +31,9 @@ from tests.support import Process, free_port, wait_until
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 
 
+CHEAP_ARGON2 = {"ARGON2_TIME_COST": 1, "ARGON2_MEMORY_COST": 8, "ARGON2_PARALLELISM": 1}
+
+
 def _per_worker_redis(url: str | None) -> str | None:
     if not url or not XDIST_WORKER:
         return url
@@ -34,6 +42,7 @@ def _per_worker_redis(url: str | None) -> str | None:
 
 
 POSTGRES_URL = os.environ.get("IDP_TEST_DATABASE_URL")
+SHM = Path("/dev/shm")
 REDIS_URL = _per_worker_redis(os.environ.get("IDP_TEST_REDIS_URL"))
 REQUIRE_SERVICES = bool(os.environ.get("CI")) or os.environ.get("IDP_TEST_REQUIRE_SERVICES") == "1"
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
@@ -85,13 +94,28 @@ def _reset_postgres(url: str) -> None:
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def sqlite_dir(tmp_path_factory) -> Iterator[Path]:
+    """Where the SQLite test database lives: tmpfs when the machine has one.
+
+    SQLite syncs the disk on every commit; on a loaded machine's disk that costs about 30 ms, and a
+    test commits dozens of times. On tmpfs the same file behaves the same, minus the wait.
+    """
+    if not SHM.is_dir():
+        yield tmp_path_factory.mktemp("db")
+        return
+    path = Path(tempfile.mkdtemp(prefix="idp-test-db-", dir=SHM))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
-def database_url(request, tmp_path_factory, secrets_config) -> str:
+def database_url(request, sqlite_dir, secrets_config) -> str:
     """A migrated database per backend; the schema comes from the migrations, not create_all."""
     from idp.migrate import upgrade
 
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'idp.sqlite3'}"
+        url = f"sqlite:///{sqlite_dir / 'idp.sqlite3'}"
     else:
         url = _per_worker_postgres(POSTGRES_URL)
         _reset_postgres(url)
@@ -131,6 +155,9 @@ def config(database_url, secrets_config, tmp_path) -> dict:
         # The same broker as the `idp worker` a test may start, so tasks sent here reach it.
         "CELERY_BROKER_URL": REDIS_URL or f"sqla+sqlite:///{tmp_path}/broker.sqlite3",
         "BACKCHANNEL_RETRY_BASE_SECONDS": 1,
+        # The cheapest argon2id (production: OWASP's m=19456 KiB, t=2): hashing a password costs
+        # about 0.5 s under load otherwise, and every user a test makes hashes one.
+        **CHEAP_ARGON2,
         **secrets_config,
     }
 
@@ -146,10 +173,37 @@ def clean_database(app) -> None:
         db.engine.dispose()
 
 
+class SharedTemplateCode(BytecodeCache):
+    """Compiled templates shared by every app of this test process (each new app compiles its own).
+
+    Jinja checks each entry against the template source's checksum, so an edited template recompiles.
+    """
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket) -> None:
+        if bucket.key in self._code:
+            bucket.bytecode_from_string(self._code[bucket.key])
+
+    def dump_bytecode(self, bucket) -> None:
+        self._code[bucket.key] = bucket.bytecode_to_string()
+
+
+TEMPLATE_CODE = SharedTemplateCode()
+
+
+def build_app(config) -> Flask:
+    """create_app(config) with the process-wide compiled-template cache."""
+    built = create_app(config)
+    built.jinja_env.bytecode_cache = TEMPLATE_CODE
+    return built
+
+
 @pytest.fixture
 def app(config, key_rows):
     """A fresh app on a clean database holding the pre-generated signing keys."""
-    app = create_app(config)
+    app = build_app(config)
     with app.app_context():
         db.session.execute(SigningKey.__table__.insert(), key_rows)
         db.session.commit()
@@ -163,7 +217,7 @@ def make_app(config, key_rows):
     made = []
 
     def make(**overrides):
-        extra = create_app({**config, **overrides})
+        extra = build_app({**config, **overrides})
         made.append(extra)
         return extra
 
@@ -239,7 +293,13 @@ def idp_env(config) -> dict[str, str]:
 
 
 @pytest.fixture
-def start_server(app, idp_env, tmp_path) -> Iterator[Callable[..., str]]:
+def idp_module() -> str:
+    """The module servers and workers run as (`python -m idp`); a directory's conftest may wrap it."""
+    return "idp"
+
+
+@pytest.fixture
+def start_server(app, idp_env, idp_module, tmp_path) -> Iterator[Callable[..., str]]:
     """Start real `idp serve` processes on free ports; returns each one's base URL (= its issuer)."""
     started: list[Process] = []
 
@@ -247,7 +307,7 @@ def start_server(app, idp_env, tmp_path) -> Iterator[Callable[..., str]]:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         env = {**idp_env, "IDP_ISSUER": issuer or base, **env_overrides}
-        process = Process(["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"], env, tmp_path / f"serve-{port}.log")
+        process = Process(["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"], env, tmp_path / f"serve-{port}.log", module=idp_module)
         started.append(process)
 
         def up() -> bool:
@@ -258,7 +318,7 @@ def start_server(app, idp_env, tmp_path) -> Iterator[Callable[..., str]]:
             except requests.ConnectionError:
                 return False
 
-        wait_until(up, timeout=30, what="idp serve to answer /healthz")
+        wait_until(up, timeout=120, what="idp serve to answer /healthz")  # generous: a loaded machine
         return base
 
     yield start
@@ -275,11 +335,11 @@ def live_server(start_server) -> str:
 
 
 @pytest.fixture
-def celery_worker(app, idp_env, tmp_path) -> Iterator[Process]:
+def celery_worker(app, idp_env, idp_module, tmp_path) -> Iterator[Process]:
     """A real `idp worker` process on Redis (CI) or the embedded broker."""
     empty_broker(app)
-    process = Process(["worker", "--loglevel", "INFO", "--concurrency", "1"], idp_env, tmp_path / "worker.log")
-    wait_until(lambda: "ready" in process.log() or process.popen.poll() is not None, timeout=60, what="the Celery worker to be ready")
+    process = Process(["worker", "--loglevel", "INFO", "--concurrency", "1"], idp_env, tmp_path / "worker.log", module=idp_module)
+    wait_until(lambda: "ready" in process.log() or process.popen.poll() is not None, timeout=120, what="the Celery worker to be ready")
     if process.popen.poll() is not None:
         pytest.fail(f"worker exited early:\n{process.log()}")
     yield process

@@ -10,9 +10,11 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 from urllib.parse import parse_qs
 
 import pytest
@@ -25,7 +27,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_idp(args: list[str], env: dict[str, str], stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def run_idp(args: list[str], env: dict[str, str], stdin: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
     """Run the real `idp` command and capture its output."""
     return subprocess.run([sys.executable, "-m", "idp", *args], env=env, input=stdin, capture_output=True, text=True, timeout=timeout)
 
@@ -40,6 +42,50 @@ def stop_process_group(popen: subprocess.Popen, signalled: bool = False) -> None
         except subprocess.TimeoutExpired:
             os.killpg(popen.pid, signal.SIGKILL)
             popen.wait()
+
+
+def invoke_idp(args: list[str], env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run the `idp` command in this process (Click's CliRunner): run_idp's contract without a process start.
+
+    The environment is exactly `env` as far as IDP_* goes (others of this process are hidden), an
+    uncaught exception is a traceback on stderr with exit status 1 as in a real process, and every
+    app the command built has its database pool closed afterwards.
+    """
+    from click.testing import CliRunner
+
+    from idp.cli import cli
+
+    hidden = {name: None for name in os.environ if name.startswith("IDP_") and name not in env}
+    with _closing_apps_built():
+        result = CliRunner().invoke(cli, args, input=stdin, env={**hidden, **env}, prog_name="idp")
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(["idp", *args], result.exit_code, result.stdout, stderr)
+
+
+@contextmanager
+def _closing_apps_built() -> Iterator[None]:
+    """Dispose the engine of every app built inside the block (a CLI command builds its own)."""
+    import idp
+    import idp.cli
+    from idp.db import db
+
+    real, built = idp.create_app, []
+
+    def create_app(*args, **kwargs):
+        built.append(real(*args, **kwargs))
+        return built[-1]
+
+    idp.create_app = idp.cli.create_app = create_app
+    try:
+        yield
+    finally:
+        idp.create_app = idp.cli.create_app = real
+        for app in built:
+            with app.app_context():
+                db.session.remove()
+                db.engine.dispose()
 
 
 class Process:

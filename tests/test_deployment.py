@@ -28,7 +28,7 @@ import requests
 import yaml
 
 from idp.cli import cli
-from tests.support import free_port, run_idp, stop_process_group, wait_until
+from tests.support import free_port, invoke_idp, stop_process_group, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -459,10 +459,10 @@ def test_migrate_service_init_writes_no_local_secret_with_secrets_in_the_environ
         db.session.commit()
     keys_dir = tmp_path / "keys-of-the-container"
     env = {**idp_env, "IDP_KEYS_DIR": str(keys_dir)}
-    first = run_idp(["init"], env)
+    first = invoke_idp(["init"], env)  # in-process; tests/functional/test_cli.py runs `idp init` for real
     assert first.returncode == 0, first.stderr
     assert "signing keys: 4 created" in first.stdout and "WARNING" not in first.stderr
-    second = run_idp(["init"], env)
+    second = invoke_idp(["init"], env)
     assert second.returncode == 0 and "already present" in second.stdout
     assert not keys_dir.exists()
 

@@ -174,11 +174,14 @@ def enqueue(name: str) -> str:
 
 
 def job_clock(now: str | None) -> datetime | None:
-    """The `now` a task was given, honoured only when IDP_JOB_CLOCK_OVERRIDE is on (tests)."""
+    """The `now` a task was given, honoured only when the test-only JOB_CLOCK_OVERRIDE key is on.
+
+    Not a setting (no IDP_* variable): only the test suite's apps and processes set it.
+    """
     if now is None:
         return None
-    if not current_app.config["JOB_CLOCK_OVERRIDE"]:
-        raise ValidationError("a job was sent with a clock override, but IDP_JOB_CLOCK_OVERRIDE is off")
+    if not current_app.config.get("JOB_CLOCK_OVERRIDE"):
+        raise ValidationError("a job was sent with a clock override, but the test-only JOB_CLOCK_OVERRIDE is off")
     try:
         value = datetime.fromisoformat(now)
     except ValueError:

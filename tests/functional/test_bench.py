@@ -18,14 +18,23 @@ def test_scenarios_are_registered():
     assert {"discovery", "jwks", "jwks_304"} <= set(SCENARIOS)
 
 
-def test_run_load_is_bounded_by_request_count_and_records_each_request(live_server):
+def test_the_harness_against_one_real_server(live_server, idp_env, tmp_path):
+    """One `idp serve` for every harness check (a server start costs seconds; the checks, milliseconds)."""
+    run_load_is_bounded_by_request_count_and_records_each_request(live_server)
+    unexpected_answers_are_counted_as_errors_not_latencies(live_server)
+    jwks_304_scenario_revalidates_with_the_etag(live_server)
+    scenario_setup_refuses_a_server_with_another_issuer(live_server)
+    make_bench_command_prints_the_table_and_writes_json(live_server, idp_env, tmp_path)
+
+
+def run_load_is_bounded_by_request_count_and_records_each_request(live_server):
     request = SCENARIOS["jwks"].setup(Target(live_server))
     run = run_load(live_server, request, concurrency=2, duration=60, max_requests=20)
     assert (run.requests, run.errors, len(run.latencies)) == (20, 0, 20)
     assert 0 < run.percentile(50) <= run.percentile(99) == max(run.latencies)
 
 
-def test_unexpected_answers_are_counted_as_errors_not_latencies(live_server):
+def unexpected_answers_are_counted_as_errors_not_latencies(live_server):
     def request(http):
         http.get("/no-such-path")
 
@@ -34,23 +43,18 @@ def test_unexpected_answers_are_counted_as_errors_not_latencies(live_server):
     assert "expected 200, got 404" in run.first_error
 
 
-def test_jwks_304_scenario_revalidates_with_the_etag(live_server):
+def jwks_304_scenario_revalidates_with_the_etag(live_server):
     request = SCENARIOS["jwks_304"].setup(Target(live_server))
     run = run_load(live_server, request, concurrency=1, duration=60, max_requests=3)
     assert (run.requests, run.errors) == (3, 0)
 
 
-def test_scenario_setup_refuses_a_server_with_another_issuer(live_server):
+def scenario_setup_refuses_a_server_with_another_issuer(live_server):
     with pytest.raises(BenchError, match="issuer"):
         SCENARIOS["discovery"].setup(Target(live_server, issuer="https://other.example"))
 
 
-def test_percentiles_are_nearest_rank():
-    run = Run(concurrency=1, requests=100, errors=0, elapsed=1.0, latencies=[i / 1000 for i in range(100, 0, -1)])
-    assert (run.percentile(50), run.percentile(99), run.rps) == (0.05, 0.099, 100.0)
-
-
-def test_make_bench_command_prints_the_table_and_writes_json(live_server, idp_env, tmp_path):
+def make_bench_command_prints_the_table_and_writes_json(live_server, idp_env, tmp_path):
     out = tmp_path / "results.json"
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--base-url", live_server, "-s", "discovery", "-s", "jwks", "-c", "1,2",
@@ -66,6 +70,11 @@ def test_make_bench_command_prints_the_table_and_writes_json(live_server, idp_en
         ("discovery", 1, 2), ("discovery", 2, 2), ("jwks", 1, 2), ("jwks", 2, 2)]
     assert all(run["requests"] == 8 for level in levels for run in level["runs"])
     assert all(level["median_p50_ms"] <= level["median_p99_ms"] for level in levels)
+
+
+def test_percentiles_are_nearest_rank():
+    run = Run(concurrency=1, requests=100, errors=0, elapsed=1.0, latencies=[i / 1000 for i in range(100, 0, -1)])
+    assert (run.percentile(50), run.percentile(99), run.rps) == (0.05, 0.099, 100.0)
 
 
 def test_unknown_scenario_is_one_line_exit_2():

@@ -1,4 +1,9 @@
-"""The `idp` command run as a real process: contract, idempotence, one-line errors, nothing written."""
+"""The `idp` command: contract, idempotence, one-line errors, nothing written.
+
+The contract runs in-process through Click's CliRunner (`invoke_idp`); `idp init` on a fresh
+directory and a bad configuration run as real processes (`run_idp`), the smoke tests of the
+console entry point.
+"""
 
 import json
 
@@ -7,7 +12,7 @@ from sqlalchemy import func, select
 
 from idp.db import db
 from idp.models import Client, User
-from tests.support import run_idp
+from tests.support import invoke_idp, run_idp
 
 
 def count(app, model) -> int:
@@ -25,20 +30,21 @@ def test_init_on_fresh_embedded_default_writes_secrets_schema_and_keys(tmp_path)
     assert "WARNING: generated" in first.stderr
     assert (tmp_path / "keys" / "secret-key").stat().st_mode & 0o077 == 0
     assert "signing keys: 4 created" in first.stdout
-    second = run_idp(["init"], env)
+    # The real process above is the smoke test; idempotence is the same contract in-process.
+    second = invoke_idp(["init"], env)
     assert second.returncode == 0 and "already present" in second.stdout and "WARNING" not in second.stderr
-    listed = json.loads(run_idp(["keys", "list", "--json"], env).stdout)
+    listed = json.loads(invoke_idp(["keys", "list", "--json"], env).stdout)
     assert sorted((k["alg"], k["state"]) for k in listed) == [("ES256", "active"), ("ES256", "next"), ("RS256", "active"), ("RS256", "next")]
 
 
 def test_users_create_list_disable(app, idp_env):
-    created = run_idp(["users", "create", "--email", "Ann@Example.com", "--password-stdin", "--name", "Ann", "--admin"], idp_env, stdin="a long password\n")
+    created = invoke_idp(["users", "create", "--email", "Ann@Example.com", "--password-stdin", "--name", "Ann", "--admin"], idp_env, stdin="a long password\n")
     assert created.returncode == 0, created.stderr
     assert json.loads(created.stdout)["email"] == "ann@example.com"
-    listed = json.loads(run_idp(["users", "list", "--json"], idp_env).stdout)
+    listed = json.loads(invoke_idp(["users", "list", "--json"], idp_env).stdout)
     assert [(u["email"], u["is_admin"], u["disabled"]) for u in listed] == [("ann@example.com", True, False)]
-    assert run_idp(["users", "disable", "ann@example.com"], idp_env).returncode == 0
-    assert json.loads(run_idp(["users", "list", "--json"], idp_env).stdout)[0]["disabled"] is True
+    assert invoke_idp(["users", "disable", "ann@example.com"], idp_env).returncode == 0
+    assert json.loads(invoke_idp(["users", "list", "--json"], idp_env).stdout)[0]["disabled"] is True
 
 
 @pytest.mark.parametrize(
@@ -50,7 +56,7 @@ def test_users_create_list_disable(app, idp_env):
     ],
 )
 def test_users_create_bad_input_is_one_line_exit_2_nothing_written(app, idp_env, args, stdin, message):
-    result = run_idp(["users", "create", *args, "--password-stdin"], idp_env, stdin=stdin)
+    result = invoke_idp(["users", "create", *args, "--password-stdin"], idp_env, stdin=stdin)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {message}"
     assert count(app, User) == 0
@@ -58,13 +64,13 @@ def test_users_create_bad_input_is_one_line_exit_2_nothing_written(app, idp_env,
 
 def test_users_create_duplicate_is_refused(app, idp_env, make_user):
     make_user(email="dup@example.com")
-    result = run_idp(["users", "create", "--email", "DUP@example.com", "--password-stdin"], idp_env, stdin="a long password\n")
+    result = invoke_idp(["users", "create", "--email", "DUP@example.com", "--password-stdin"], idp_env, stdin="a long password\n")
     assert result.returncode == 2 and "already exists" in result.stderr
     assert count(app, User) == 1
 
 
 def test_clients_create_json_contract(app, idp_env):
-    result = run_idp(
+    result = invoke_idp(
         ["clients", "create", "--name", "Web App", "--redirect-uri", "https://rp.example.com/cb", "--redirect-uri", "http://127.0.0.1:3000/cb",
          "--post-logout-redirect-uri", "https://rp.example.com/bye", "--scope", "openid profile email offline_access", "--json"],
         idp_env,
@@ -73,11 +79,11 @@ def test_clients_create_json_contract(app, idp_env):
     document = json.loads(result.stdout)
     assert set(document) == {"client_id", "client_secret", "name"}
     assert document["client_secret"].startswith("idp_cs_")
-    public = json.loads(run_idp(["clients", "create", "--name", "SPA", "--public", "--redirect-uri", "https://spa.example.com/cb", "--json"], idp_env).stdout)
+    public = json.loads(invoke_idp(["clients", "create", "--name", "SPA", "--public", "--redirect-uri", "https://spa.example.com/cb", "--json"], idp_env).stdout)
     assert "client_secret" not in public
-    listed = json.loads(run_idp(["clients", "list", "--json"], idp_env).stdout)
+    listed = json.loads(invoke_idp(["clients", "list", "--json"], idp_env).stdout)
     assert [c["name"] for c in listed] == ["Web App", "SPA"]
-    assert document["client_secret"] not in run_idp(["clients", "list", "--json"], idp_env).stdout
+    assert document["client_secret"] not in invoke_idp(["clients", "list", "--json"], idp_env).stdout
 
 
 @pytest.mark.parametrize(
@@ -90,7 +96,7 @@ def test_clients_create_json_contract(app, idp_env):
     ],
 )
 def test_clients_create_bad_input_is_one_line_exit_2_nothing_written(app, idp_env, args, message):
-    result = run_idp(["clients", "create", "--name", "RP", *args, "--json"], idp_env)
+    result = invoke_idp(["clients", "create", "--name", "RP", *args, "--json"], idp_env)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
     assert count(app, Client) == 0
@@ -103,19 +109,19 @@ def test_bad_configuration_is_one_line_exit_2(idp_env):
 
 
 def test_unreachable_database_is_one_line(idp_env):
-    result = run_idp(["users", "list"], {**idp_env, "IDP_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"})
+    result = invoke_idp(["users", "list"], {**idp_env, "IDP_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"})
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: cannot use the database")
 
 
 def test_users_set_password_and_sign_out_bump_the_token_version(app, idp_env, make_user):
     user = make_user(email="gus@example.com")
-    changed = run_idp(["users", "set-password", "gus@example.com", "--password-stdin"], idp_env, stdin="a brand new password\n")
+    changed = invoke_idp(["users", "set-password", "gus@example.com", "--password-stdin"], idp_env, stdin="a brand new password\n")
     assert changed.returncode == 0, changed.stderr
-    weak = run_idp(["users", "set-password", "gus@example.com", "--password-stdin"], idp_env, stdin="short\n")
+    weak = invoke_idp(["users", "set-password", "gus@example.com", "--password-stdin"], idp_env, stdin="short\n")
     assert weak.returncode == 2 and weak.stderr.strip() == "error: password must be at least 8 characters"
-    assert run_idp(["users", "sign-out", "gus@example.com"], idp_env).returncode == 0
-    missing = run_idp(["users", "sign-out", "nobody@example.com"], idp_env)
+    assert invoke_idp(["users", "sign-out", "gus@example.com"], idp_env).returncode == 0
+    missing = invoke_idp(["users", "sign-out", "nobody@example.com"], idp_env)
     assert missing.returncode == 2 and missing.stderr.strip() == "error: no user with email 'nobody@example.com'"
     with app.app_context():
         assert db.session.get(User, user.id).token_version == 3

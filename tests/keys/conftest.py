@@ -36,14 +36,20 @@ LEAD = timedelta(seconds=3600)
 
 @pytest.fixture
 def config(config):
-    """The shared test configuration plus fixed rotation timings and the job clock override."""
+    """The shared test configuration plus fixed rotation timings and the (test-only) job clock override."""
     return {**config, **TIMINGS, "JOB_CLOCK_OVERRIDE": True}
 
 
 @pytest.fixture
 def idp_env(idp_env):
-    """`idp` subprocesses (serve, worker, CLI) with the same timings and the job clock override."""
-    return {**idp_env, **{f"IDP_{name}": str(value) for name, value in TIMINGS.items()}, "IDP_JOB_CLOCK_OVERRIDE": "1"}
+    """`idp` subprocesses (serve, worker, CLI) with the same timings."""
+    return {**idp_env, **{f"IDP_{name}": str(value) for name, value in TIMINGS.items()}}
+
+
+@pytest.fixture
+def idp_module() -> str:
+    """Servers and workers started here honour the job clock override too (see job_clock.py)."""
+    return "tests.keys.job_clock"
 
 
 @pytest.fixture

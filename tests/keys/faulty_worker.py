@@ -15,7 +15,6 @@ Nothing here is imported by the product.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -77,7 +76,6 @@ def _disarm(**_):
 
 
 if __name__ == "__main__":
-    from idp.cli import main
+    from tests.keys.job_clock import main
 
-    sys.argv[0] = "idp"
     main()

@@ -102,7 +102,7 @@ def test_the_job_clock_override_is_refused_unless_enabled(app):
         with pytest.raises(ValidationError, match="no time zone"):
             jobs.job_clock("2030-01-01T00:00:00")
         app.config["JOB_CLOCK_OVERRIDE"] = False
-        with pytest.raises(ValidationError, match="IDP_JOB_CLOCK_OVERRIDE is off"):
+        with pytest.raises(ValidationError, match="JOB_CLOCK_OVERRIDE is off"):
             jobs.job_clock("2030-01-01T00:00:00+00:00")
 
 

@@ -260,3 +260,18 @@ def test_a_zero_period_means_rotation_by_hand_only(app, app_ctx, t0):
     assert run_rotation(now=t0 + 100 * PERIOD)["activated"] == 0
     assert keys_by_state() == before
     assert len(rotate_now(actor="cli", now=t0 + LEAD)) == 2
+
+
+def test_decrypted_private_keys_sign_and_verify_without_a_second_consistency_check(app_ctx):
+    """The keyring's keys come from authenticated ciphertext: they sign, and the JWKS verifies them."""
+    from idp.clock import utcnow
+    from tests.keys.conftest import verifies_with
+
+    for alg in ("RS256", "ES256"):
+        kid, private = keyring.signing_key(alg)
+        assert private.unsafe_skip_rsa_key_validation and private.has_private
+        token = sign_token(alg, issued_at=utcnow(), lifetime=60)
+        assert token["kid"] == kid and verifies_with(token, keyring.jwks().body)
+    tampered = keyring.key_encryptor().encrypt(b'{"kty": "oct", "k": "AAAA"}')[:-4] + "AAAA"
+    with pytest.raises(ValueError, match="no configured key-encryption key decrypts"):
+        keyring.key_encryptor().decrypt(tampered)

@@ -21,7 +21,12 @@ def test_defaults_follow_the_lifetimes_they_protect():
         ({"IDP_KEY_RETIREMENT_GRACE": "3600"}, "IDP_KEY_RETIREMENT_GRACE must be at least the longest of ACCESS_TOKEN_TTL, ID_TOKEN_TTL and ID_TOKEN_HINT_TTL plus CLOCK_SKEW = 604860 seconds"),
         ({"IDP_PURGE_BATCH_SIZE": "0"}, "IDP_PURGE_BATCH_SIZE must be at least 1"),
         ({"IDP_AUDIT_RETENTION": "-1"}, "IDP_AUDIT_RETENTION must not be negative"),
-        ({"IDP_JOB_CLOCK_OVERRIDE": "maybe"}, "IDP_JOB_CLOCK_OVERRIDE='maybe' is not valid"),
+        ({"IDP_REFRESH_TOKENS_FOR_CONFIDENTIAL_CLIENTS": "maybe"}, "IDP_REFRESH_TOKENS_FOR_CONFIDENTIAL_CLIENTS='maybe' is not valid"),
+        # A test-only switch is no setting: no environment variable turns it on in production.
+        ({"IDP_JOB_CLOCK_OVERRIDE": "1"}, "IDP_JOB_CLOCK_OVERRIDE is not a setting (did you mean IDP_CLOCK_SKEW?)"),
+        ({"IDP_ISUER": "https://idp.example.com"}, "IDP_ISUER is not a setting (did you mean IDP_ISSUER?)"),
+        ({"IDP_ARGON2_TIME_COST": "0"}, "IDP_ARGON2_TIME_COST must be at least 1"),
+        ({"IDP_ARGON2_MEMORY_COST": "15", "IDP_ARGON2_PARALLELISM": "2"}, "IDP_ARGON2_MEMORY_COST must be at least 8 KiB per lane (8 x IDP_ARGON2_PARALLELISM)"),
     ],
 )
 def test_unsafe_values_fail_at_start_up_with_one_line(env, message):

@@ -96,10 +96,32 @@ def test_both_failures_cost_one_argon2_verification(client, user, monkeypatch):
         def __getattr__(self, name):
             return getattr(self.real, name)
 
-    monkeypatch.setattr(security, "_hasher", CountingHasher(security._hasher))
+    real = security.password_hasher
+    monkeypatch.setattr(security, "password_hasher", lambda: CountingHasher(real()))
     post_login(client, "nobody@example.com", PASSWORD)
     post_login(client, user.email, "wrong password")
     assert calls == [1, 1]
+
+
+def test_raised_argon2_parameters_rehash_the_password_at_the_next_sign_in(user, make_app):
+    """The suite hashes with t=1, m=8 KiB; an app configured higher upgrades the stored hash on sign-in."""
+    from idp.models import User
+
+    stronger = make_app(ARGON2_TIME_COST=2, ARGON2_MEMORY_COST=16)
+
+    def stored_hash() -> str:
+        with stronger.app_context():
+            return db.session.get(User, user.id).password_hash
+
+    assert stored_hash().startswith("$argon2id$v=19$m=8,t=1,p=1$")
+    assert post_login(stronger.test_client(), user.email, "wrong password").status_code == 401
+    assert stored_hash() == user.password_hash  # a failed sign-in changes nothing
+    assert post_login(stronger.test_client(), user.email).status_code == 200
+    upgraded = stored_hash()
+    assert upgraded.startswith("$argon2id$v=19$m=16,t=2,p=1$")
+    with stronger.app_context():
+        assert security.verify_password(upgraded, PASSWORD) == (True, None)  # no further rehash
+    assert post_login(stronger.test_client(), user.email).status_code == 200 and stored_hash() == upgraded
 
 
 def test_a_disabled_user_cannot_sign_in(client, user, app):

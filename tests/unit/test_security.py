@@ -45,3 +45,16 @@ def test_key_encryptor_first_key_encrypts_all_decrypt_and_rewrap_moves_to_newest
     assert security.KeyEncryptor([new]).decrypt(rewrapped) == b"private"
     with pytest.raises(ValueError):
         security.KeyEncryptor([new]).decrypt(ciphertext)
+
+
+def test_importing_the_cli_computes_no_password_hash():
+    """The dummy hash (for unknown users) is made at first use, not at every process start."""
+    import subprocess
+    import sys
+
+    probe = "import idp.cli, idp.security as s; print(s._dummy_hash.cache_info().currsize, s._hasher_for.cache_info().currsize)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "0"]
+    security.verify_password(None, "anything")
+    assert security._dummy_hash.cache_info().currsize >= 1
