@@ -130,6 +130,17 @@ def database_unavailable(error: BaseException) -> Response:
     return unavailable_response()
 
 
+def defer_database_error(error: BaseException) -> None:
+    """Keep an outage met while opening the session for the first before-request hook to answer."""
+    g.idp_deferred_database_error = error
+
+
+def answer_deferred_database_error() -> Response | None:
+    """The 503 for an outage met before the request could reach its view (see defer_database_error)."""
+    error = g.pop("idp_deferred_database_error", None)
+    return database_unavailable(error) if error is not None else None
+
+
 class IdpFlask(Flask):
     """Flask, answering a lost database with 503 wherever in the request it is met."""
 
@@ -151,6 +162,7 @@ def init_outages(app: Flask) -> None:
     logs = app.extensions["idp.outages"] = {"database": OutageLog("database"), "broker": OutageLog("task broker")}
     with app.app_context():
         event.listen(db.engine, "connect", lambda *_: logs["database"].recovered())
+    app.before_request_funcs.setdefault(None, []).insert(0, answer_deferred_database_error)
     # Registered after Flask-SQLAlchemy's, so it runs first (teardowns run in reverse): its own
     # `session.remove()` then finds nothing to roll back on a dead connection.
     app.teardown_appcontext(lambda _exc: discard_session())

@@ -21,7 +21,7 @@ from werkzeug.datastructures import CallbackDict
 
 from idp.clock import utcnow
 from idp.db import db
-from idp.outages import database_lost
+from idp.outages import database_lost, defer_database_error, is_database_unavailable
 from idp.input_guard import is_storable
 from idp.security import digest
 from idp.sessions.models import UserSession
@@ -137,7 +137,15 @@ class ServerSessionInterface(SessionInterface):
         value = request.cookies.get(cookie_name(app, kind))
         # An unstorable cookie is treated as none here; the input guard then refuses the request.
         if value and len(value) <= 128 and is_storable(value):
-            row = load_row(app, kind, value)
+            try:
+                row = load_row(app, kind, value)
+            except Exception as error:
+                if not is_database_unavailable(error):
+                    raise
+                # Answered 503 before any view runs; a session object must exist meanwhile, since
+                # error pages and after-request hooks read it (Flask-Login's context processor).
+                defer_database_error(error)
+                return ServerSession(kind)
             if row is not None:
                 session = ServerSession(kind, row, value)
                 session.anonymous_cookie = anonymous_cookie_name(app, kind) in request.cookies

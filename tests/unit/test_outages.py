@@ -44,3 +44,24 @@ def test_connection_errors_are_recognised_through_the_errors_they_caused():
     assert not is_database_unavailable(ValueError("no"))
     # The SQL statement and its parameters never reach the log line.
     assert "tok" not in describe(refused()) and "SELECT" not in describe(refused())
+
+
+def test_a_session_cookie_met_by_an_outage_is_a_503_not_a_500(secrets_config):
+    """Opening the session is the first database call of a request that brings a cookie."""
+    import socket
+
+    from idp import create_app
+
+    with socket.socket() as closed:  # a port nothing listens on: the connection is refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    app = create_app({"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/gone", **secrets_config})
+    client = app.test_client(use_cookies=False)  # the cookie jar would replace the Cookie header
+    for path, kind in (("/login", "text/html"), ("/account", "text/html"), ("/admin/", "text/html"), ("/userinfo", "application/json")):
+        response = client.get(path, headers={"Cookie": f"idp_session={'A' * 43}; idp_admin={'B' * 43}"})
+        assert response.status_code == 503 and response.headers["Retry-After"], path
+        assert response.mimetype == kind, path
+    with app.app_context():
+        from idp.db import db
+
+        db.engine.dispose()
