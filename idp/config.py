@@ -91,6 +91,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOGIN_THROTTLE_WINDOW", 15 * MINUTE, "Failed sign-ins are counted over this many seconds.", _int),
     Setting("LOGIN_THROTTLE_PER_ACCOUNT", 5, "Failed sign-ins for one account within the window before it is refused for the rest of it.", _int),
     Setting("LOGIN_THROTTLE_PER_IP", 20, "Failed sign-ins from one IP address within the window before it is refused for the rest of it.", _int),
+    Setting("MFA_POLICY", "optional", "`optional`: users may add a second factor; `required`: every user must have one and use it at sign-in."),
+    Setting("MFA_PENDING_TTL", 5 * MINUTE, "Seconds a correct password waits for its second factor before the sign-in starts over.", _int),
+    Setting("WEBAUTHN_CHALLENGE_TTL", 2 * MINUTE, "Seconds a WebAuthn challenge stays valid (each is single use).", _int),
     # Key rotation and background jobs (seconds)
     Setting("KEY_ROTATION_PERIOD", 30 * DAY, "How long a key signs before the scheduled rotation replaces it (0 = rotate only by hand).", _int),
     Setting("KEY_ROTATION_LEAD_TIME", lambda s: max(HOUR, minimum_lead_time(s)), "How long a `next` key is published before it may sign; at least JWKS_MAX_AGE + CLOCK_SKEW + 5.", _int),
@@ -169,6 +172,8 @@ def _validate(values: dict[str, Any]) -> None:
         raise ConfigError("IDP_PURGE_BATCH_SIZE must be at least 1")
     if not 1 <= values["ADMIN_PAGE_SIZE"] <= 500:
         raise ConfigError("IDP_ADMIN_PAGE_SIZE must be between 1 and 500")
+    if values["MFA_POLICY"] not in {"optional", "required"}:
+        raise ConfigError(f"IDP_MFA_POLICY={values['MFA_POLICY']!r} must be optional or required")
     if values["LOG_LEVEL"].upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError(f"IDP_LOG_LEVEL={values['LOG_LEVEL']!r} is not a logging level")
     for key in values["KEY_ENCRYPTION_KEYS"] or []:

@@ -5,12 +5,13 @@ from idp.clients.models import Client
 from idp.db import Base, db
 from idp.jobs.models import JobRun
 from idp.keyring.models import KeyState, SigningKey
+from idp.mfa.models import ClientMfaRequirement, MfaRequirement, Passkey, RecoveryCode, TotpFactor
 from idp.oauth.models import AuthorizationCode, Consent
 from idp.sessions.models import UserSession
 from idp.tokens.models import RefreshFamily, RefreshToken, RevokedAccessToken
 from idp.users.models import User
 
 __all__ = [
-    "AuditEvent", "AuthorizationCode", "Base", "Client", "Consent", "JobRun", "KeyState",
-    "RefreshFamily", "RefreshToken", "RevokedAccessToken", "SigningKey", "User", "UserSession", "db",
+    "AuditEvent", "AuthorizationCode", "Base", "Client", "ClientMfaRequirement", "Consent", "JobRun", "KeyState",
+    "MfaRequirement", "Passkey", "RecoveryCode", "RefreshFamily", "RefreshToken", "RevokedAccessToken", "SigningKey", "TotpFactor", "User", "UserSession", "db",
 ]

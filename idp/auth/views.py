@@ -13,6 +13,7 @@ from idp.clients.models import Client
 from idp.clients.service import get_client
 from idp.db import db
 from idp.errors import render_error_page
+from idp.mfa import flow as mfa_flow
 from idp.oauth import pending
 from idp.oauth.consents import grant_consent
 from idp.oauth.views import AUTHORIZE_PATH, signed_in_principal
@@ -63,19 +64,28 @@ def login():
     if form.validate_on_submit():
         attempt = attempt_sign_in(form.username.data, form.password.data, ip=request.remote_addr)
         if attempt.user is not None:
+            second_step = mfa_flow.after_password(attempt.user, rid=form.rid.data, next_path=form.next.data)
+            if second_step is not None:
+                return second_step
             row = start_session(attempt.user, data=pending.carried())
             db.session.commit()
-            if entry:
-                pending.note(form.rid.data, login_sid=row.sid)
-                return redirect(pending.resume_url(entry, AUTHORIZE_PATH))
-            if is_local_path(form.next.data):
-                return redirect(form.next.data)
-            return render_template("auth/signed_in.html", user=attempt.user)
+            return continue_after_sign_in(row, attempt.user, rid=form.rid.data, next_path=form.next.data)
         status, message = (429, THROTTLED) if attempt.throttled else (401, GENERIC_FAILURE)
     elif request.method == "POST":
         status, message = 400, "Enter your email and password."
     form.password.data = None
     return render_template("auth/login.html", form=form, client=_pending_client(entry), message=message), status
+
+
+def continue_after_sign_in(row, user, *, rid: str, next_path: str):
+    """Go where the user was going: the waiting authorization request, a local `next`, or a notice."""
+    entry = pending.get(rid)
+    if entry:
+        pending.note(rid, login_sid=row.sid)
+        return redirect(pending.resume_url(entry, AUTHORIZE_PATH))
+    if is_local_path(next_path):
+        return redirect(next_path)
+    return render_template("auth/signed_in.html", user=user)
 
 
 @bp.route("/consent", methods=["GET", "POST"])
