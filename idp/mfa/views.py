@@ -307,6 +307,8 @@ def _verify(purpose: str, form: PasskeyForm, user: User | None, verify):
     user_id = user.id if user else None
     if not form.validate_on_submit():
         return None, _refused(user_id, purpose, "The browser sent no passkey answer.")
+    if _answered_challenge(form.credential.data) is None:
+        return None, _refused(user_id, purpose, "The browser's answer was malformed.")
     challenge = _take(purpose, form.credential.data, user_id)
     if challenge is None:
         return None, _refused(user_id, purpose, "This passkey request expired or was already used. Try again.")
