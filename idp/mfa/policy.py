@@ -12,6 +12,7 @@ from __future__ import annotations
 from flask import current_app
 from sqlalchemy import select
 
+from idp.audit.service import record
 from idp.db import db
 from idp.mfa.models import ClientMfaRequirement, MfaRequirement, Passkey, TotpFactor
 
@@ -67,3 +68,27 @@ def user_requires_mfa(user_id: int) -> bool:
 def client_requires_mfa(client_pk: int) -> bool:
     """True when this client requires its users to sign in with two factors."""
     return db.session.get(ClientMfaRequirement, client_pk) is not None
+
+
+def set_user_requirement(user_id: int, required: bool, *, actor: str) -> None:
+    """An admin requires (or stops requiring) a second factor of one user; audited; caller commits."""
+    row = db.session.get(MfaRequirement, user_id)
+    if required and row is None:
+        db.session.add(MfaRequirement(user_id=user_id, created_by=actor[:64]))
+    elif not required and row is not None:
+        db.session.delete(row)
+    else:
+        return
+    record("mfa.user_requirement_set", actor=actor, target=f"user:{user_id}", required=required)
+
+
+def set_client_requirement(client_pk: int, client_id: str, required: bool, *, actor: str) -> None:
+    """A client requires (or stops requiring) two factors of its users; audited; caller commits."""
+    row = db.session.get(ClientMfaRequirement, client_pk)
+    if required and row is None:
+        db.session.add(ClientMfaRequirement(client_id=client_pk))
+    elif not required and row is not None:
+        db.session.delete(row)
+    else:
+        return
+    record("mfa.client_requirement_set", actor=actor, target=f"client:{client_id}", required=required)
