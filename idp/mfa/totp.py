@@ -12,6 +12,7 @@ from sqlalchemy import or_, select, update
 from idp.audit.service import record
 from idp.clock import utcnow
 from idp.db import db
+from idp.errors import ValidationError
 from idp.mfa.models import TotpFactor
 from idp.security import constant_time_equals
 from idp.users.models import User
@@ -111,3 +112,19 @@ def remove(user: User, *, actor: str) -> bool:
     if factors:
         record("mfa.totp_removed", actor=actor, target=f"user:{user.id}")
     return bool(factors)
+
+
+def rewrap_secrets(*, actor: str) -> int:
+    """Re-encrypt every authenticator-app key under the newest key-encryption key; caller commits.
+
+    Raises ValidationError, before anything changes, when no listed key decrypts one of them.
+    """
+    rows = list(db.session.scalars(select(TotpFactor).order_by(TotpFactor.id).with_for_update()))
+    for row in rows:
+        try:
+            row.secret_encrypted = _encryptor().rewrap(row.secret_encrypted)
+        except ValueError:
+            db.session.rollback()
+            raise ValidationError("no configured key-encryption key decrypts an authenticator-app key; put the old key back and run rewrap again") from None
+    record("mfa.totp_rewrapped", actor=actor, count=len(rows))
+    return len(rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import select
+from webauthn.helpers import bytes_to_base64url
 
 from idp.db import db
 from idp.models import AuditEvent, Passkey
@@ -98,3 +99,34 @@ def test_bad_webauthn_answers_are_refused_audited_and_write_nothing(app, client,
         warning = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "mfa.passkey_clone_warning"))
         assert warning.details["stored"] == used.sign_count and warning.details["presented"] < used.sign_count
     assert len(_refusals(app)) == 11 and client.get("/account").status_code == 302
+
+
+def test_a_passkey_as_second_factor_and_its_removal_after_the_password(app, client, user):
+    _sign_in_to_account(client, user.email)
+    key = SoftAuthenticator(backed_up=True)
+    assert _register(client, key).status_code == 302
+    client.delete_cookie("idp_session")
+
+    # Password, then the passkey: both factors; a passkey of someone else's does not count.
+    login = client.get("/login?next=/account")
+    answer = client.post("/login?next=/account", data={"username": user.email, "password": PASSWORD, "next": "/account",
+                                                        "csrf_token": csrf_token(login.get_data(as_text=True))})
+    assert answer.location == "/login/second-factor"
+    page = client.get("/login/second-factor").get_data(as_text=True)
+    assert "Use a passkey" in page and "A recovery code" in page
+    options = _options(client, "/login/second-factor/passkey/options", "/login/second-factor")
+    assert [entry["id"] for entry in options["allowCredentials"]] == [bytes_to_base64url(key.credential_id)]
+    assert _submit(client, "/login/second-factor/passkey", "/login/second-factor", SoftAuthenticator().get(options, origin=ORIGIN)).status_code == 400
+    options = _options(client, "/login/second-factor/passkey/options", "/login/second-factor")
+    done = _submit(client, "/login/second-factor/passkey", "/login/second-factor", key.get(options, origin=ORIGIN))
+    assert done.status_code == 302 and done.location == "/account"
+    with app.app_context():
+        event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "mfa.signed_in"))
+        assert event.details["amr"] == ["pwd", "swk", "user", "mfa"]
+
+    # Removing it needs the password again.
+    passkey_id = _passkeys(app)[0].id
+    wrong = _submit(client, f"/account/passkeys/{passkey_id}/remove", "/account/security", "", password="wrong password")
+    assert wrong.status_code == 400 and "Incorrect password." in wrong.get_data(as_text=True) and len(_passkeys(app)) == 1
+    right = _submit(client, f"/account/passkeys/{passkey_id}/remove", "/account/security", "", password=PASSWORD)
+    assert right.status_code == 302 and _passkeys(app) == []

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import select
 
+from idp.config import generate_key_encryption_key
 from idp.db import db
-from idp.models import AuditEvent, RecoveryCode, TotpFactor
+from idp.errors import ValidationError
+from idp.mfa import totp
+from idp.models import AuditEvent, RecoveryCode, TotpFactor, User
 from tests.mfa.conftest import PASSWORD, basic, claims_of, code_at, csrf_token, recovery_codes, shown_key
 from tests.oidc.conftest import Authorization, query_of
 
@@ -21,8 +25,8 @@ def _sign_in_to_account(client, email: str):
     return response
 
 
-def _enrol(client, post_form) -> tuple[str, list[str]]:
-    """Set up the authenticator app from the account's security page; return (key, recovery codes)."""
+def _enrol(client, post_form) -> tuple[str, str, list[str]]:
+    """Set up the authenticator app from the account's security page; return (key, the code used, recovery codes)."""
     setup = post_form("/account/totp/setup", page="/account/security")
     assert setup.status_code == 200
     html = setup.get_data(as_text=True)
@@ -31,11 +35,12 @@ def _enrol(client, post_form) -> tuple[str, list[str]]:
     token = csrf_token(html)
     wrong = client.post("/account/totp/confirm", data={"csrf_token": token, "code": "000000" if code_at(key) != "000000" else "111111"})
     assert wrong.status_code == 400 and "wrong, expired or already used" in wrong.get_data(as_text=True)
-    done = client.post("/account/totp/confirm", data={"csrf_token": token, "code": code_at(key)})
+    used = code_at(key)
+    done = client.post("/account/totp/confirm", data={"csrf_token": token, "code": used})
     assert done.status_code == 200, done.get_data(as_text=True)
     codes = recovery_codes(done.get_data(as_text=True))
     assert len(codes) == 10 and len(set(codes)) == 10
-    return key, codes
+    return key, used, codes
 
 
 def _second_step(oidc, rp, email: str, code: str, *, expect: int = 302, **overrides):
@@ -67,11 +72,11 @@ def _audited(app, action: str) -> list[AuditEvent]:
 
 
 def test_totp_enrolment_second_step_amr_replay_throttle_and_recovery_codes(app, client, oidc, rp, user, post_form):
-    app.config["LOGIN_THROTTLE_PER_ACCOUNT"] = 4
+    app.config["LOGIN_THROTTLE_PER_ACCOUNT"] = 5
     _sign_in_to_account(client, user.email)
     assert "Set up an authenticator app" in client.get("/account/security").get_data(as_text=True)
     assert client.get("/account/totp/setup").status_code == 405  # GET never acts
-    key, codes = _enrol(client, post_form)
+    key, used, codes = _enrol(client, post_form)
     with app.app_context():
         factor = db.session.scalar(select(TotpFactor))
         assert factor.confirmed_at is not None and key not in factor.secret_encrypted
@@ -81,7 +86,7 @@ def test_totp_enrolment_second_step_amr_replay_throttle_and_recovery_codes(app, 
     client.delete_cookie("idp_session")
 
     # The code spent at enrolment is a replay now; the next step's code (one step of drift) works.
-    _second_step(oidc, rp, user.email, code_at(key), expect=401)
+    _second_step(oidc, rp, user.email, used, expect=401)
     answer, verifier = _second_step(oidc, rp, user.email, code_at(key, steps_ahead=1))
     tokens = _tokens(oidc, rp, answer, verifier)
     id_token = claims_of(tokens["id_token"])
@@ -99,10 +104,27 @@ def test_totp_enrolment_second_step_amr_replay_throttle_and_recovery_codes(app, 
     client.delete_cookie("idp_session")
     _second_step(oidc, rp, user.email, codes[0], expect=401)
 
-    # Wrong codes are audited and throttled (the replay and the reused recovery code counted too).
+    # Wrong and expired codes are audited and throttled (the replay and the reused recovery code counted too).
     _second_step(oidc, rp, user.email, "12345678", expect=401)
     _second_step(oidc, rp, user.email, "999999" if code_at(key) != "999999" else "888888", expect=401)
+    _second_step(oidc, rp, user.email, code_at(key, steps_ahead=-2), expect=401)  # expired: two steps old
     throttled, _ = _second_step(oidc, rp, user.email, code_at(key, steps_ahead=-1), expect=429)
     assert "Too many wrong codes" in throttled.get_data(as_text=True)
     failures = [event for event in _audited(app, "user.sign_in_failed") if event.target == f"mfa:user:{user.id}"]
-    assert len(failures) == 4 and {event.details["factor"] for event in failures} == {"totp", "recovery_code"}
+    assert len(failures) == 5 and {event.details["factor"] for event in failures} == {"totp", "recovery_code"}
+
+
+def test_rewrap_moves_authenticator_keys_to_the_newest_key_encryption_key(app, make_app, config, user):
+    with app.app_context():
+        factor_id = totp.begin_enrolment(db.session.get(User, user.id)).id
+        secret = totp.secret_of(db.session.get(TotpFactor, factor_id))
+        db.session.commit()
+    new = generate_key_encryption_key()
+    with make_app(KEY_ENCRYPTION_KEYS=[new]).app_context():
+        with pytest.raises(ValidationError):
+            totp.rewrap_secrets(actor="test")  # the old key is gone: refused, nothing changed
+    with make_app(KEY_ENCRYPTION_KEYS=[new, *config["KEY_ENCRYPTION_KEYS"]]).app_context():
+        assert totp.rewrap_secrets(actor="test") == 1
+        db.session.commit()
+    with make_app(KEY_ENCRYPTION_KEYS=[new]).app_context():
+        assert totp.secret_of(db.session.get(TotpFactor, factor_id)) == secret
