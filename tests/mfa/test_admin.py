@@ -41,6 +41,9 @@ def test_admin_sees_resets_and_requires_factors(app, signed_in, make_user, make_
         assert db.session.scalar(select(db.func.count()).select_from(Passkey)) == 1
     assert signed_in.post(f"/admin/reauth?next={url}", {"password": PASSWORD}).status_code == 303
     assert signed_in.get(url).status_code == 200  # the confirmation page
+    assert signed_in.client.post(url, data={}).status_code == 400  # no CSRF token: nothing happens
+    with app.app_context():
+        assert db.session.scalar(select(db.func.count()).select_from(Passkey)) == 1
     done = signed_in.post(url)
     assert done.status_code == 303
     with app.app_context():
