@@ -9,10 +9,10 @@ import pyotp
 import pytest
 
 from idp.clock import utcnow
-from tests.oidc.conftest import PASSWORD, OidcActions, Registered, basic, claims_of, oidc, register, rp, user  # noqa: F401
+from tests.oidc.conftest import PASSWORD, basic, claims_of, oidc, register, rp, user  # noqa: F401  (fixtures too)
 from tests.oidc.flow import csrf_token
 
-__all__ = ["PASSWORD", "OidcActions", "Registered", "basic", "claims_of", "csrf_token"]
+__all__ = ["PASSWORD", "basic", "claims_of", "csrf_token"]
 
 
 def shown_key(html: str) -> str:
