@@ -8,11 +8,12 @@ id carrying the sign-in's `amr`.
 from __future__ import annotations
 
 import time
+from typing import Callable, TypeVar
 
 from flask import current_app, redirect, session, url_for
 
 from idp.audit.service import record
-from idp.auth.throttle import SIGN_IN_FAILED, is_throttled
+from idp.auth.service import SIGN_IN_FAILED, Checked, throttled_check
 from idp.clients.service import get_client
 from idp.db import db
 from idp.mfa import policy
@@ -22,6 +23,7 @@ from idp.users.models import User
 
 WAITING_KEY = "mfa_waiting"
 AMR_KEY = "amr"  # the session's sign-in methods (RFC 8176), read by /authorize
+T = TypeVar("T")
 
 
 def throttle_key(user_id: int) -> str:
@@ -49,7 +51,7 @@ def after_password(user: User, *, rid: str, next_path: str):
 def _wait(user: User, rid: str, next_path: str, *, enrol: bool):
     session[WAITING_KEY] = {"user": user.id, "tv": user.token_version, "at": time.time(), "rid": rid, "next": next_path, "enrol": enrol}
     db.session.commit()  # the password step's audit event
-    return redirect(url_for("mfa.enrol_at_sign_in" if enrol else "mfa.second_factor"))
+    return redirect(url_for("mfa.enrol_at_sign_in" if enrol else "mfa.second_factor_page"))
 
 
 def waiting_user(*, enrol: bool = False) -> User | None:
@@ -71,9 +73,21 @@ def waiting_target() -> tuple[str, str]:
     return waiting.get("rid", ""), waiting.get("next", "")
 
 
-def is_guess_throttled(user: User, ip: str | None) -> bool:
-    """True when this user's second factor or this IP address failed too often lately."""
-    return is_throttled(throttle_key(user.id), ip)
+def checked_guess(user: User, ip: str | None, spend: Callable[[], T | None]) -> Checked[T]:
+    """Run `spend` (truthy when the code was right) behind the throttle, backed off like a password.
+
+    Guesses are reserved atomically before they are checked (idp/auth/throttle.py), so parallel
+    guesses cannot outrun the limit. A right code is committed as spent before the throttle gives
+    its reservation back on a connection of its own (SQLite allows one writer at a time).
+    """
+
+    def verify():
+        value = spend()
+        if value:
+            db.session.commit()
+        return value
+
+    return throttled_check(throttle_key(user.id), ip, verify, form="second_factor", actor=f"user:{user.id}")
 
 
 def record_failed_guess(user: User, ip: str | None, factor: str, reason: str) -> None:

@@ -15,7 +15,8 @@ from idp.account.forms import ActionForm
 from idp.account.views import login_required
 from idp.audit.service import record
 from idp.auth.forms import LoginForm
-from idp.auth.service import attempt_sign_in
+from idp.auth.service import Checked, attempt_sign_in
+from idp.auth.throttle import retry_after_header, wait_text
 from idp.auth.views import continue_after_sign_in, protect_pages
 from idp.db import db
 from idp.errors import render_error_page
@@ -27,7 +28,7 @@ bp = Blueprint("mfa", __name__, template_folder="templates", static_folder="stat
 bp.after_request(protect_pages)
 
 WRONG_CODE = "That code is wrong, expired or already used."
-THROTTLED = "Too many wrong codes. Wait a few minutes and try again."
+THROTTLED = "Too many wrong codes. Try again in {wait}."
 EXPIRED = "Your sign-in took too long. Sign in again."
 
 
@@ -38,22 +39,37 @@ def _expired_page():
 # --- the second step of a sign-in ---------------------------------------------------------------
 
 
-@bp.route("/login/second-factor", methods=["GET", "POST"])
-def second_factor():
+@bp.get("/login/second-factor")
+def second_factor_page():
     """Ask the user whose password was right for an authenticator code or a recovery code."""
     user = flow.waiting_user()
     if user is None:
         return _expired_page()
-    form, message, status = CodeForm(), None, 200
-    if form.validate_on_submit():
-        result = _check_second_factor(user, form.code.data)
-        if isinstance(result[0], str):
-            return _signed_in_with(user, result)
-        status, message = result
-    elif request.method == "POST":
-        status, message = 400, "Enter the code from your authenticator app, or a recovery code."
-    has_totp = totp.confirmed_factor(user.id) is not None
-    return render_template("mfa/second_factor.html", form=form, message=message, has_totp=has_totp, has_passkey=bool(passkeys.user_passkeys(user.id))), status
+    return _second_factor_form(user, CodeForm())
+
+
+@bp.post("/login/second-factor")
+def second_factor():
+    """Check the code; a right one completes the sign-in, a wrong one counts against the throttle."""
+    user = flow.waiting_user()
+    if user is None:
+        return _expired_page()
+    form = CodeForm()
+    if not form.validate_on_submit():
+        return _second_factor_form(user, form, "Enter the code from your authenticator app, or a recovery code.", 400)
+    checked = _check_second_factor(user, form.code.data)
+    if checked.retry_after:
+        return _second_factor_form(user, form, THROTTLED.format(wait=wait_text(checked.retry_after)), 429, checked.retry_after)
+    if checked.value is None:
+        return _second_factor_form(user, form, WRONG_CODE, 401)
+    return _signed_in_with(user, checked.value)
+
+
+def _second_factor_form(user: User, form: CodeForm, message: str | None = None, status: int = 200, retry_after: int = 0):
+    form.code.data = None
+    page = render_template("mfa/second_factor.html", form=form, message=message, has_totp=totp.confirmed_factor(user.id) is not None,
+                           has_passkey=bool(passkeys.user_passkeys(user.id)))
+    return page, status, retry_after_header(retry_after)
 
 
 def _signed_in_with(user: User, result: tuple):
@@ -70,25 +86,27 @@ def _location(response) -> str:
     return response.location if response.status_code in (302, 303) else url_for("account.account")
 
 
-def _check_second_factor(user: User, code: str) -> tuple:
-    """(amr method,) or (amr method, recovery codes left) for a right code, else (status, message).
+def _check_second_factor(user: User, code: str) -> Checked[tuple]:
+    """Spend an authenticator or recovery code behind the throttle.
 
-    A wrong, reused or expired code is audited and counted by the throttle."""
+    The value is (amr method,) or (amr method, recovery codes left) for a right code; a wrong,
+    reused or expired one is audited and counted by the throttle."""
     ip = request.remote_addr
-    if flow.is_guess_throttled(user, ip):
-        return 429, THROTTLED
     factor = totp.confirmed_factor(user.id)
     digits = code.strip().replace(" ", "")
     if factor is not None and digits.isdigit():
-        if totp.spend_code(factor, digits):
-            return (policy.OTP,)
-        flow.record_failed_guess(user, ip, "totp", "wrong, reused or expired")
-        return 401, WRONG_CODE
-    left = recovery.spend(user.id, code)
-    if left is None:
-        flow.record_failed_guess(user, ip, "recovery_code", "wrong or used")
-        return 401, WRONG_CODE
-    return policy.OTP, left
+        kind, spend = "totp", lambda: (policy.OTP,) if totp.spend_code(factor, digits) else None
+    else:
+        kind, spend = "recovery_code", lambda: _spend_recovery_code(user.id, code)
+    checked = flow.checked_guess(user, ip, spend)
+    if checked.value is None and not checked.retry_after:
+        flow.record_failed_guess(user, ip, kind, "wrong, reused or expired" if kind == "totp" else "wrong or used")
+    return checked
+
+
+def _spend_recovery_code(user_id: int, code: str) -> tuple | None:
+    left = recovery.spend(user_id, code)
+    return None if left is None else (policy.OTP, left)
 
 
 # --- enrolment right after the password, when a policy requires a factor the user lacks ------------
@@ -398,8 +416,7 @@ def passkey_second_factor():
         return _expired_page()
     result, error = _verify("second_factor", PasskeyForm(), user, lambda credential, challenge: passkeys.authenticate(credential, challenge, user=user))
     if error:
-        return render_template("mfa/second_factor.html", form=CodeForm(formdata=None), message=error,
-                               has_totp=totp.confirmed_factor(user.id) is not None, has_passkey=True), 400
+        return _second_factor_form(user, CodeForm(formdata=None), error, 400)
     _, amr = result
     rid, next_path = flow.waiting_target()
     row = flow.start_signed_in_session(user, (policy.PASSWORD, *amr))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from idp.config import generate_key_encryption_key
 from idp.db import db
@@ -104,14 +104,19 @@ def test_totp_enrolment_second_step_amr_replay_throttle_and_recovery_codes(app, 
     client.delete_cookie("idp_session")
     _second_step(oidc, rp, user.email, codes[0], expect=401)
 
-    # Wrong and expired codes are audited and throttled (the replay and the reused recovery code counted too).
+    # Wrong and expired codes are audited and throttled like passwords: five wrong since the last
+    # right one (the reused recovery code counted too), and the sixth guess is refused unchecked.
     _second_step(oidc, rp, user.email, "12345678", expect=401)
     _second_step(oidc, rp, user.email, "999999" if code_at(key) != "999999" else "888888", expect=401)
     _second_step(oidc, rp, user.email, code_at(key, steps_ahead=-2), expect=401)  # expired: two steps old
-    throttled, _ = _second_step(oidc, rp, user.email, code_at(key, steps_ahead=-1), expect=429)
-    assert "Too many wrong codes" in throttled.get_data(as_text=True)
+    _second_step(oidc, rp, user.email, code_at(key, steps_ahead=-1), expect=401)  # a replay of an older step
+    throttled, _ = _second_step(oidc, rp, user.email, codes[1], expect=429)  # a right code, left unchecked and unspent
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(RecoveryCode).where(RecoveryCode.used_at.is_(None))) == 9
+    assert "Too many wrong codes" in throttled.get_data(as_text=True) and int(throttled.headers["Retry-After"]) > 0
     failures = [event for event in _audited(app, "user.sign_in_failed") if event.target == f"mfa:user:{user.id}"]
-    assert len(failures) == 5 and {event.details["factor"] for event in failures} == {"totp", "recovery_code"}
+    assert len(failures) == 6 and {event.details["factor"] for event in failures} == {"totp", "recovery_code"}
+    assert [event.details["form"] for event in _audited(app, "auth.throttled") if event.target == f"mfa:user:{user.id}"] == ["second_factor"]
 
 
 def test_rewrap_moves_authenticator_keys_to_the_newest_key_encryption_key(app, make_app, config, user):
