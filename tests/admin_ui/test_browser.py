@@ -305,8 +305,8 @@ def test_a_same_site_page_cannot_act_with_the_admin_cookie_by_head_get_or_post(a
     # The admin cookie went along (SameSite=Strict does not stop a same-site page): the HEAD reached the
     # confirmation page as the admin (200, not a redirect to sign in), and only rendered it.
     log = (tmp_path / f"serve-{base.rsplit(':', 1)[1]}.log").read_text()
-    assert re.search(rf'"HEAD /admin/users/{victim.id}/delete[^"]*" 200 ', log), log
-    assert re.search(rf'"POST /admin/users/{victim.id}/delete[^"]*" 400 ', log), log  # no CSRF token
+    assert re.search(rf'"message": "HEAD /admin/users/{victim.id}/delete 200"', log), log  # the JSON access log
+    assert re.search(rf'"message": "POST /admin/users/{victim.id}/delete 400"', log), log  # no CSRF token
     with app.app_context():
         user = db.session.get(User, victim.id)
         assert user is not None and user.disabled_at is None and user.token_version == victim.token_version
