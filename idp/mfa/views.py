@@ -82,8 +82,9 @@ def _signed_in_with(user: User, result: tuple):
     return render_template("mfa/recovery_used.html", remaining=result[1], onward=_location(onward))
 
 
-def _location(response) -> str:
-    return response.location if response.status_code in (302, 303) else url_for("account.account")
+def _location(onward) -> str:
+    """Where an interstitial page's Continue leads: the sign-in's redirect, or the account (a rendered page has none)."""
+    return onward.location if getattr(onward, "status_code", None) in (302, 303) else url_for("account.account")
 
 
 def _check_second_factor(user: User, code: str) -> Checked[tuple]:
