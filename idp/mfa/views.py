@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, session, url_for
 from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
@@ -159,8 +160,8 @@ def security(user: User):
     return _security_page(user)
 
 
-def _security_page(user: User, message: str | None = None, status: int = 200):
-    return render_template(
+def _security_page(user: User, message: str | None = None, status: int = 200, retry_after: int = 0):
+    page = render_template(
         "mfa/security.html",
         user=user,
         factor=totp.confirmed_factor(user.id),
@@ -169,7 +170,8 @@ def _security_page(user: User, message: str | None = None, status: int = 200):
         passkey_form=PasskeyForm(formdata=None),
         confirm_form=ConfirmForm(formdata=None),
         message=message,
-    ), status
+    )
+    return page, status, retry_after_header(retry_after)
 
 
 @bp.post("/account/totp/setup")
@@ -219,35 +221,50 @@ def _codes_page(codes: list[str], onward: str):
     return render_template("mfa/recovery_codes.html", codes=codes, onward=onward)
 
 
-def confirm_password(user: User) -> str | None:
-    """Check the re-entered password (throttled like a sign-in); an error message, or None."""
+@dataclass(frozen=True)
+class Refusal:
+    """Why a factor change was refused: the message, its status, and how long to wait when throttled."""
+
+    message: str
+    status: int = 400
+    retry_after: int = 0
+
+
+def confirm_password(user: User) -> Refusal | None:
+    """Check the re-entered password (throttled like a sign-in); why not, or None."""
     form = ConfirmForm()
     if not form.validate_on_submit():
-        return "Enter your password to confirm."
+        return Refusal("Enter your password to confirm.")
     attempt = attempt_sign_in(user.email, form.password.data, ip=request.remote_addr)
+    if attempt.throttled:
+        return Refusal(f"Too many failed attempts. Try again in {wait_text(attempt.retry_after)}.", 429, attempt.retry_after)
     if attempt.user is None or attempt.user.id != user.id:
-        return "Too many failed attempts. Wait a few minutes and try again." if attempt.throttled else "Incorrect password."
+        return Refusal("Incorrect password.")
     return None
 
 
-def removal_refused(user: User, *, removing_passkey_id: int | None = None, removing_totp: bool = False) -> str | None:
+def _refused_change(user: User, refusal: Refusal):
+    db.session.commit()  # keeps a failed re-entry's audit event
+    return _security_page(user, refusal.message, refusal.status, refusal.retry_after)
+
+
+def removal_refused(user: User, *, removing_passkey_id: int | None = None, removing_totp: bool = False) -> Refusal | None:
     """Why removing this factor is refused (it is the last one and a policy requires one), or None."""
     if not policy.user_requires_mfa(user.id):
         return None
     has_totp = totp.confirmed_factor(user.id) is not None and not removing_totp
     if has_totp or any(key.id != removing_passkey_id for key in passkeys.user_passkeys(user.id)):
         return None
-    return "A second factor is required for your account: add another one before removing this one."
+    return Refusal("A second factor is required for your account: add another one before removing this one.")
 
 
 @bp.post("/account/totp/remove")
 @login_required
 def totp_remove(user: User):
     """Remove the authenticator app after the password was re-entered (and its recovery codes with it)."""
-    error = confirm_password(user) or removal_refused(user, removing_totp=True)
-    if error:
-        db.session.commit()  # keeps a failed re-entry's audit event
-        return _security_page(user, error, 400)
+    refusal = confirm_password(user) or removal_refused(user, removing_totp=True)
+    if refusal:
+        return _refused_change(user, refusal)
     totp.remove(user, actor=f"user:{user.id}")
     if not policy.has_second_factor(user.id):
         recovery.remove_all(user.id)
@@ -260,12 +277,11 @@ def totp_remove(user: User):
 @login_required
 def recovery_codes(user: User):
     """Replace the recovery codes with ten new ones after the password was re-entered."""
-    error = confirm_password(user)
-    if error is None and not policy.has_second_factor(user.id):
-        error = "Set up an authenticator app or a passkey first."
-    if error:
-        db.session.commit()
-        return _security_page(user, error, 400)
+    refusal = confirm_password(user)
+    if refusal is None and not policy.has_second_factor(user.id):
+        refusal = Refusal("Set up an authenticator app or a passkey first.")
+    if refusal:
+        return _refused_change(user, refusal)
     codes = recovery.regenerate(user.id, actor=f"user:{user.id}")
     db.session.commit()
     return _codes_page(codes, url_for("mfa.security"))
@@ -361,10 +377,9 @@ def passkey_add(user: User):
 @login_required
 def passkey_remove(user: User, passkey_id: int):
     """Remove a passkey after the password was re-entered."""
-    error = confirm_password(user) or removal_refused(user, removing_passkey_id=passkey_id)
-    if error:
-        db.session.commit()
-        return _security_page(user, error, 400)
+    refusal = confirm_password(user) or removal_refused(user, removing_passkey_id=passkey_id)
+    if refusal:
+        return _refused_change(user, refusal)
     if not passkeys.remove(user, passkey_id, actor=f"user:{user.id}"):
         abort(404)
     if not policy.has_second_factor(user.id):

@@ -130,3 +130,11 @@ def test_a_passkey_as_second_factor_and_its_removal_after_the_password(app, clie
     assert wrong.status_code == 400 and "Incorrect password." in wrong.get_data(as_text=True) and len(_passkeys(app)) == 1
     right = _submit(client, f"/account/passkeys/{passkey_id}/remove", "/account/security", "", password=PASSWORD)
     assert right.status_code == 302 and _passkeys(app) == []
+
+    # Re-entered passwords go through the sign-in throttle: past its limit even the right one waits.
+    app.config["LOGIN_THROTTLE_PER_ACCOUNT"] = 2
+    for _ in range(2):
+        assert _submit(client, "/account/recovery-codes", "/account/security", "", password="wrong password").status_code == 400
+    throttled = _submit(client, "/account/recovery-codes", "/account/security", "", password=PASSWORD)
+    assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) > 0
+    assert "Too many failed attempts. Try again in" in throttled.get_data(as_text=True)
