@@ -216,6 +216,9 @@ def _validate(values: dict[str, Any]) -> None:
         raise ConfigError("IDP_PURGE_BATCH_SIZE must be at least 1")
     if not 1 <= values["ADMIN_PAGE_SIZE"] <= 500:
         raise ConfigError("IDP_ADMIN_PAGE_SIZE must be between 1 and 500")
+    for name in ("MFA_PENDING_TTL", "WEBAUTHN_CHALLENGE_TTL"):
+        if values[name] < 1:
+            raise ConfigError(f"IDP_{name} must be at least 1 second")
     if values["MFA_POLICY"] not in {"optional", "required"}:
         raise ConfigError(f"IDP_MFA_POLICY={values['MFA_POLICY']!r} must be optional or required")
     if values["LOG_LEVEL"].upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
