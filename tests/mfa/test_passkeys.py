@@ -108,10 +108,17 @@ def test_a_passkey_as_second_factor_and_its_removal_after_the_password(app, clie
     client.delete_cookie("idp_session")
 
     # Password, then the passkey: both factors; a passkey of someone else's does not count.
+    # The password step starts in an anonymous session (its CSRF token in a signed cookie, no row):
+    # the waiting state gets the session its row, and the anonymous form's token carries over.
     login = client.get("/login?next=/account")
+    assert client.get_cookie("idp_session") is None and client.get_cookie("idp_session_anon") is not None
+    anonymous_token = csrf_token(login.get_data(as_text=True))
     answer = client.post("/login?next=/account", data={"username": user.email, "password": PASSWORD, "next": "/account",
-                                                        "csrf_token": csrf_token(login.get_data(as_text=True))})
+                                                        "csrf_token": anonymous_token})
     assert answer.location == "/login/second-factor"
+    assert client.get_cookie("idp_session") is not None and client.get_cookie("idp_session_anon") is None
+    wrong = client.post("/login/second-factor", data={"csrf_token": anonymous_token, "code": "not-a-recovery-code"})
+    assert wrong.status_code == 401 and "wrong, expired or already used" in wrong.get_data(as_text=True)
     page = client.get("/login/second-factor").get_data(as_text=True)
     assert "Use a passkey" in page and "A recovery code" in page
     options = _options(client, "/login/second-factor/passkey/options", "/login/second-factor")
