@@ -11,7 +11,7 @@ from flask import Blueprint
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates", static_folder="static")
 
 from admin_ui import auth, views  # noqa: E402  (views register themselves on `bp`)
-from admin_ui.views import audit, clients, common, dashboard, jobs, keys, sessions, throttles, users  # noqa: E402,F401
+from admin_ui.views import audit, clients, common, dashboard, jobs, keys, mfa, sessions, throttles, users  # noqa: E402,F401
 
 bp.record_once(lambda state: auth.init_app(state.app))
 bp.add_app_template_filter(views.common.format_datetime, "admin_dt")

@@ -117,6 +117,7 @@ def configure_blueprints(app: Flask) -> None:
     from idp.auth.views import bp as auth_bp
     from idp.health import bp as health_bp
     from idp.keyring.views import bp as keyring_bp
+    from idp.mfa.views import bp as mfa_bp
     from idp.oauth.views import bp as oauth_bp
     from idp.oidc.discovery import bp as discovery_bp
     from admin_ui import bp as admin_bp
@@ -126,6 +127,7 @@ def configure_blueprints(app: Flask) -> None:
     app.register_blueprint(oauth_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(account_bp)
+    app.register_blueprint(mfa_bp)
     from idp.metrics.views import init_metrics
 
     init_metrics(app)

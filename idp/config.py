@@ -108,6 +108,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOGIN_THROTTLE_BACKOFF_BASE", 30, "First back-off (seconds) once a limit is reached; every further wrong password doubles it.", _int),
     Setting("LOGIN_THROTTLE_BACKOFF_CAP", 15 * MINUTE, "Longest back-off (seconds).", _int),
     Setting("LOGIN_THROTTLE_KNOWN_IP_TTL", 90 * DAY, "An address that signed in to an account stays exempt from that account's new-address limit this long.", _int),
+    Setting("MFA_POLICY", "optional", "`optional`: users may add a second factor; `required`: every user must have one and use it at sign-in."),
+    Setting("MFA_PENDING_TTL", 5 * MINUTE, "Seconds a correct password waits for its second factor before the sign-in starts over.", _int),
+    Setting("WEBAUTHN_CHALLENGE_TTL", 2 * MINUTE, "Seconds a WebAuthn challenge stays valid (each is single use).", _int),
     # Key rotation and background jobs (seconds)
     Setting("KEY_ROTATION_PERIOD", 30 * DAY, "How long a key signs before the scheduled rotation replaces it (0 = rotate only by hand).", _int),
     Setting("KEY_ROTATION_LEAD_TIME", lambda s: max(HOUR, minimum_lead_time(s)), "How long a `next` key is published before it may sign; at least JWKS_MAX_AGE + CLOCK_SKEW + 5.", _int),
@@ -213,6 +216,11 @@ def _validate(values: dict[str, Any]) -> None:
         raise ConfigError("IDP_PURGE_BATCH_SIZE must be at least 1")
     if not 1 <= values["ADMIN_PAGE_SIZE"] <= 500:
         raise ConfigError("IDP_ADMIN_PAGE_SIZE must be between 1 and 500")
+    for name in ("MFA_PENDING_TTL", "WEBAUTHN_CHALLENGE_TTL"):
+        if values[name] < 1:
+            raise ConfigError(f"IDP_{name} must be at least 1 second")
+    if values["MFA_POLICY"] not in {"optional", "required"}:
+        raise ConfigError(f"IDP_MFA_POLICY={values['MFA_POLICY']!r} must be optional or required")
     if values["LOG_LEVEL"].upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError(f"IDP_LOG_LEVEL={values['LOG_LEVEL']!r} is not a logging level")
     for network in values["METRICS_ALLOWED_NETWORKS"]:

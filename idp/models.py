@@ -6,6 +6,7 @@ from idp.clients.models import Client
 from idp.db import Base, db
 from idp.jobs.models import JobRun
 from idp.keyring.models import KeyState, SigningKey
+from idp.mfa.models import ClientMfaRequirement, MfaRequirement, Passkey, RecoveryCode, TotpFactor
 from idp.oauth.models import AuthorizationCode, Consent
 from idp.sessions.models import UserSession
 from idp.tasks.models import OutboxMessage
@@ -13,6 +14,7 @@ from idp.tokens.models import RefreshFamily, RefreshToken, RevokedAccessToken
 from idp.users.models import User
 
 __all__ = [
-    "AuditEvent", "AuthorizationCode", "Base", "Client", "Consent", "JobRun", "KeyState", "LoginThrottle", "OutboxMessage",
-    "RefreshFamily", "RefreshToken", "RevokedAccessToken", "SigningKey", "User", "UserSession", "db",
+    "AuditEvent", "AuthorizationCode", "Base", "Client", "ClientMfaRequirement", "Consent", "JobRun", "KeyState", "LoginThrottle",
+    "MfaRequirement", "OutboxMessage", "Passkey", "RecoveryCode", "RefreshFamily", "RefreshToken", "RevokedAccessToken", "SigningKey",
+    "TotpFactor", "User", "UserSession", "db",
 ]

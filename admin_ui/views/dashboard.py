@@ -7,6 +7,7 @@ from flask import render_template
 from admin_ui import bp
 from admin_ui.queries import dashboard_counts, keys_by_algorithm, recent_security_events
 from idp.jobs.service import last_runs
+from idp.mfa import factors
 from idp.keyring.models import KeyState
 from idp.keyring.service import ALGORITHMS, list_keys
 
@@ -37,6 +38,7 @@ def dashboard():
     return render_template(
         "admin/dashboard.html",
         counts=dashboard_counts(),
+        mfa=factors.counts(),
         keyring=keyring_status(),
         runs=last_runs(),
         events=recent_security_events(),

@@ -15,6 +15,7 @@ from idp.clients.service import get_client
 from idp.db import db
 from idp.errors import render_error_page
 from idp.input_guard import split_local_path
+from idp.mfa import flow as mfa_flow
 from idp.oauth import pending
 from idp.oauth.consents import grant_consent
 from idp.oauth.grants import Principal
@@ -85,14 +86,23 @@ def login():
         if attempt.throttled:
             return render_login(form, entry, 429, THROTTLED.format(wait=wait_text(attempt.retry_after)), attempt.retry_after)
         return render_login(form, entry, 401, GENERIC_FAILURE)
+    second_step = mfa_flow.after_password(attempt.user, rid=form.rid.data, next_path=form.next.data)
+    if second_step is not None:
+        return second_step
     row = start_session(attempt.user, data=pending.carried())
     db.session.commit()
+    return continue_after_sign_in(row, attempt.user, rid=form.rid.data, next_path=form.next.data)
+
+
+def continue_after_sign_in(row, user, *, rid: str, next_path: str):
+    """Go where the user was going: the waiting authorization request, a local `next`, or a notice."""
+    entry = pending.get(rid)
     if entry:
-        pending.note(form.rid.data, login_sid=row.sid)
+        pending.note(rid, login_sid=row.sid)
         return redirect(pending.resume_url(entry, AUTHORIZE_PATH))
-    if is_local_path(form.next.data):
-        return redirect(form.next.data)
-    return render_template("auth/signed_in.html", user=attempt.user)
+    if is_local_path(next_path):
+        return redirect(next_path)
+    return render_template("auth/signed_in.html", user=user)
 
 
 @dataclass(frozen=True)

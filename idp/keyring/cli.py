@@ -88,14 +88,19 @@ def keys_revoke(kid: str, yes: bool) -> None:
 
 @keys.command("rewrap")
 def keys_rewrap() -> None:
-    """Re-encrypt every private key under the first (newest) key-encryption key."""
+    """Re-encrypt every private key and authenticator-app key under the first (newest) key-encryption key."""
+    from idp.db import db
     from idp.keyring.service import rewrap_keys
+    from idp.mfa.totp import rewrap_secrets
 
     with _app_context():
         result = rewrap_keys(actor="cli")
+        apps = rewrap_secrets(actor="cli")
+        db.session.commit()
     click.echo(
         f"rewrapped {result['rewrapped']} keys under the newest key-encryption key "
-        f"({result['were_under_older_key']} needed an older one); older key-encryption keys can now be removed"
+        f"({result['were_under_older_key']} needed an older one) and {apps} authenticator-app keys; "
+        "older key-encryption keys can now be removed"
     )
 
 

@@ -43,10 +43,6 @@ SINGLE_VALUED = (
     "code_challenge_method", "response_mode", "acr_values", "ui_locales", "display", "claims",
 )
 MAX_PARAMETER_LENGTH = 4096
-# acr values: "1" when the user entered a password for this request, "0" when an existing SSO
-# cookie sufficed (OIDC Core 2: "0" suits authentication by a long-lived browser cookie).
-ACR_PASSWORD, ACR_SESSION = "1", "0"
-AMR_PASSWORD = ("pwd",)  # RFC 8176
 
 
 @dataclass(frozen=True)
@@ -100,7 +96,7 @@ def generate_token(grant_type, client, user=None, scope=None, expires_in=None, i
     bound_sid = None if offline else user.sid
     access = issue_access_token(
         client_id=client.client_id, subject=user.user.subject, scope=scope, sid=bound_sid,
-        token_version=user.token_version, auth_time=user.auth_time,
+        token_version=user.token_version, auth_time=user.auth_time, acr=user.acr, amr=user.amr,
     )
     body = _body(access, scope)
     family = None

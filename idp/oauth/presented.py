@@ -98,6 +98,8 @@ class PresentedAccessToken(TokenMixin):
         }
         if isinstance(claims.get("sid"), str):
             body["sid"] = claims["sid"]
+        # RFC 7662 2.2 allows further members: how the user signed in (RFC 8176 amr).
+        body.update({name: claims[name] for name in ("acr", "amr") if name in claims})
         return body
 
     def revoke(self, *, actor: str) -> None:
@@ -159,6 +161,8 @@ class PresentedRefreshToken(TokenMixin):
         }
         if self.family.sid:
             body["sid"] = self.family.sid
+        if self.family.amr:
+            body.update(acr=self.family.acr, amr=list(self.family.amr))
         return body
 
     def revoke(self, *, actor: str) -> None:

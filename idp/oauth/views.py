@@ -23,10 +23,11 @@ from idp.cors import client_origins
 from idp.db import db
 from idp.errors import render_error_page
 from idp.keyring.service import ALGORITHMS
+from idp.mfa import flow as mfa_flow, policy
 from idp.oauth import pending
 from idp.oauth.consents import has_consent
 from idp.oauth.grants import (
-    ACR_PASSWORD, ACR_SESSION, AMR_PASSWORD, PROMPTS, Principal, issuer_parameter, requested_max_age, requested_prompts,
+    PROMPTS, Principal, issuer_parameter, requested_max_age, requested_prompts,
 )
 from idp.oauth.server import authorization
 from idp.metrics import TOKENS_ISSUED
@@ -64,6 +65,7 @@ def sign_in_metadata(issuer: str) -> dict:
         "claims_supported": list(CLAIMS_SUPPORTED),
         "id_token_signing_alg_values_supported": list(ALGORITHMS),
         "prompt_values_supported": list(PROMPTS),
+        "acr_values_supported": list(policy.ACR_VALUES),
         "authorization_response_iss_parameter_supported": True,
         "claims_parameter_supported": False,
         "request_parameter_supported": False,
@@ -82,7 +84,8 @@ def signed_in_principal() -> Principal | None:
     user = db.session.get(User, row.user_id)
     if user is None or user.is_disabled:
         return None
-    return Principal(user=user, token_version=row.token_version, sid=row.sid, auth_time=row.auth_time, acr=ACR_SESSION, amr=AMR_PASSWORD)
+    amr = mfa_flow.session_amr()
+    return Principal(user=user, token_version=row.token_version, sid=row.sid, auth_time=row.auth_time, acr=policy.acr_for(amr, fresh=False), amr=amr)
 
 
 @bp.route(AUTHORIZE_PATH, methods=["GET", "POST"])
@@ -101,7 +104,7 @@ def authorize():
     # A sign-in made for this very request (and still the session's) satisfies prompt=login and max_age.
     fresh = principal is not None and entry.get("login_sid") == principal.sid
     if fresh:
-        principal = replace(principal, acr=ACR_PASSWORD)
+        principal = replace(principal, acr=policy.acr_for(principal.amr, fresh=True))
     try:
         grant = authorization.get_consent_grant(end_user=principal)
     except OAuth2Error as error:
@@ -123,7 +126,8 @@ def _answer(grant, principal: Principal | None, parameters, rid: str, entry: dic
     prompts = requested_prompts(data)
     hinted_subject = _hinted_subject(data.get("id_token_hint"), grant.client.client_id)
 
-    if principal is None or _needs_sign_in(principal, prompts, requested_max_age(data), hinted_subject, fresh):
+    weaker = principal is not None and not fresh and _wanted_level(data, grant.client) > policy.level(principal.amr)
+    if principal is None or weaker or _needs_sign_in(principal, prompts, requested_max_age(data), hinted_subject, fresh):
         if "none" in prompts:
             raise LoginRequiredError()
         if fresh:
@@ -158,6 +162,12 @@ def _needs_sign_in(principal: Principal, prompts: set[str], max_age: int | None,
         # Core 3.1.2.1: re-authenticate when the last sign-in is older than max_age seconds.
         return principal.auth_time is None or utcnow() - principal.auth_time > timedelta(seconds=max_age)
     return False
+
+
+def _wanted_level(data, client) -> int:
+    """The level the request asks for (acr_values, OIDC Core 3.1.2.1) or the client requires (two factors)."""
+    asked = policy.requested_level(data.get("acr_values")) or 1
+    return max(asked, 2) if policy.client_requires_mfa(client.id) else asked
 
 
 def _hinted_subject(id_token_hint: str | None, client_id: str) -> str | None:

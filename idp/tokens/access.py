@@ -60,6 +60,8 @@ def issue_access_token(
     sid: str | None = None,
     token_version: int | None = None,
     auth_time: datetime | None = None,
+    acr: str | None = None,
+    amr: tuple[str, ...] | list[str] = (),
     now: datetime | None = None,
     alg: str = "RS256",
 ) -> IssuedAccessToken:
@@ -84,6 +86,10 @@ def issue_access_token(
         claims[TOKEN_VERSION_CLAIM] = token_version
     if auth_time is not None:
         claims["auth_time"] = int(auth_time.timestamp())
+    if acr:  # RFC 9068 2.2.1: how the user authenticated, for resource servers that care
+        claims["acr"] = acr
+    if amr:
+        claims["amr"] = list(amr)
     kid, key = signing_key(alg)
     token = jwt.JWT(header={"typ": ACCESS_TOKEN_TYP, "alg": alg, "kid": kid}, claims=claims)
     token.make_signed_token(key)

@@ -14,9 +14,12 @@ import pytest
 from sqlalchemy import select
 
 from idp.db import db
-from idp.models import Base, KeyState, SigningKey
+from idp.mfa import totp
+from idp.models import Base, KeyState, Passkey, SigningKey, TotpFactor, User
 from idp.routing import STATE_CHANGING_METHODS
 from tests.admin_ui.conftest import PASSWORD, make_grant, make_session
+from tests.mfa.authenticator import SoftAuthenticator
+from tests.mfa.conftest import code_at
 from tests.oidc.flow import csrf_token, pkce_pair
 
 NEW_PASSWORD = "a-brand-new-password"
@@ -25,7 +28,7 @@ CLIENT_FORM = {"name": "Renamed", "client_type": "confidential", "redirect_uris"
                "id_token_signed_response_alg": "RS256"}
 
 # endpoint -> (URL template, form data, who: admin | user | protocol). Cookie-authenticated forms
-# ("admin", "user") must refuse a POST without a valid CSRF token; protocol endpoints authenticate
+# ("admin", "user", "visitor": a browser not signed in) must refuse a POST without a valid CSRF token; protocol endpoints authenticate
 # with client credentials or tokens, never a cookie, and are posted without them. The order is the
 # order of the positive sweep (the last ones end what the earlier ones need).
 ACTING = {
@@ -41,6 +44,8 @@ ACTING = {
     "admin.user_grant_admin": ("/admin/users/{target}/grant-admin", {}, "admin"),
     "admin.user_revoke_admin": ("/admin/users/{other_admin}/revoke-admin", {}, "admin"),
     "admin.user_sign_out": ("/admin/users/{target}/sign-out", {}, "admin"),
+    "admin.user_mfa_reset": ("/admin/users/{target}/mfa/reset", {}, "admin"),
+    "admin.user_mfa_require": ("/admin/users/{mfa_user}/mfa/require", {}, "admin"),
     "admin.user_delete": ("/admin/users/{target}/delete", {}, "admin"),
     "admin.client_new": ("/admin/clients/new", {**CLIENT_FORM, "name": "Evil"}, "admin"),
     "admin.client_edit": ("/admin/clients/{client_id}/edit", CLIENT_FORM, "admin"),
@@ -51,12 +56,31 @@ ACTING = {
     "admin.throttle_clear": ("/admin/throttles/clear", {"key": "ip:127.0.0.1"}, "admin"),
     "auth.consent": ("{consent_url}", {"decision": "allow", "rid": "{rid}"}, "user"),
     "account.revoke_application": ("/account/applications/{client_id}/revoke", {}, "user"),
+    "admin.client_mfa_require": ("/admin/clients/{client_id}/mfa/require", {}, "admin"),
     "admin.client_delete": ("/admin/clients/{client_id}/delete", {}, "admin"),
     "admin.logout": ("/admin/logout", {}, "admin"),
     "auth.login": ("/login", {"username": "admin@example.com", "password": PASSWORD}, "user"),
     "account.sign_out_session": ("/account/sessions/{own_other_sid}/sign-out", {}, "user"),
     "account.password": ("/account/password", {"current_password": PASSWORD, "new_password": NEW_PASSWORD, "confirm_password": NEW_PASSWORD}, "user"),
     "account.sign_out_all": ("/account/sign-out-everywhere", {}, "user"),
+    # Second factors of mfa@example.com, whom admin.user_mfa_require made owe one: enrolment right
+    # after the password, a passkey so the app can go and come back, then every way to sign in.
+    # A callable builds its form just before the POST (signing in first, fetching WebAuthn options).
+    "mfa.enrol_setup_at_sign_in": ("/login/enrol/setup", lambda c, n: _password_step(c, n) and {}, "visitor"),
+    "mfa.enrol_confirm_at_sign_in": ("/login/enrol/confirm", lambda c, n: {"code": _pending_code(n)}, "visitor"),
+    "mfa.passkey_registration_options": ("/account/passkeys/options", {}, "user"),
+    "mfa.passkey_add": ("/account/passkeys", lambda c, n: {"credential": _create(c, n), "name": "Laptop"}, "user"),
+    "mfa.totp_remove": ("/account/totp/remove", {"password": PASSWORD}, "user"),
+    "mfa.totp_setup": ("/account/totp/setup", {}, "user"),
+    "mfa.totp_confirm": ("/account/totp/confirm", lambda c, n: {"code": _pending_code(n)}, "user"),
+    "mfa.recovery_codes": ("/account/recovery-codes", {"password": PASSWORD}, "user"),
+    "mfa.passkey_sign_in_options": ("/login/passkey/options", {}, "visitor"),
+    "mfa.passkey_sign_in": ("/login/passkey", lambda c, n: {"credential": _assert(c, n, "/login/passkey/options")}, "visitor"),
+    "mfa.second_factor": ("/login/second-factor", lambda c, n: _password_step(c, n) and {"code": _next_code(n)}, "visitor"),
+    "mfa.passkey_second_factor_options": ("/login/second-factor/passkey/options", lambda c, n: _password_step(c, n) and {}, "visitor"),
+    "mfa.passkey_second_factor": ("/login/second-factor/passkey",
+                                  lambda c, n: _password_step(c, n) and {"credential": _assert(c, n, "/login/second-factor/passkey/options")}, "visitor"),
+    "mfa.passkey_remove": ("/account/passkeys/{passkey_id}/remove", lambda c, n: _passkey_id(n) and {"password": PASSWORD}, "user"),
     "oauth.token": ("/token", {"grant_type": "client_credentials", "client_id": "{client_id}"}, "protocol"),
     "token_endpoints.revoke": ("/revoke", {"token": "x", "client_id": "{client_id}"}, "protocol"),
     "token_endpoints.introspect": ("/introspect", {"token": "x", "client_id": "{client_id}"}, "protocol"),
@@ -69,7 +93,49 @@ ACTS_OUTSIDE_THE_DATABASE = {"admin.job_run"}
 # The session's last_seen_at is bookkeeping written at most once a minute, not a state change.
 BOOKKEEPING = {("sessions", "last_seen_at")}
 URL_ARGUMENTS = {"user_id": "{target}", "client_id": "{client_id}", "kid": "{kid}", "sid": "{target_sid}", "name": "purge",
-                 "filename": "admin.css"}
+                 "filename": "admin.css", "passkey_id": "{passkey_id}"}
+MFA_EMAIL = "mfa@example.com"
+
+
+def _password_step(client, names: dict) -> bool:
+    """Enter the MFA user's password: the session now waits for their second factor (or enrolment)."""
+    token = csrf_token(client.get("/login").get_data(as_text=True))
+    response = client.post("/login", data={"username": MFA_EMAIL, "password": PASSWORD, "csrf_token": token})
+    assert response.status_code == 302 and response.location.startswith(("/login/second-factor", "/login/enrol")), response.location
+    return True
+
+
+def _pending_code(names: dict) -> str:
+    """The code an app shows for the MFA user's authenticator key still being set up."""
+    with names["app"].app_context():
+        return code_at(totp.secret_of(totp.pending_factor(names["mfa_user"])))
+
+
+def _next_code(names: dict) -> str:
+    """The next step's code of the MFA user's app (the current one was spent confirming it)."""
+    with names["app"].app_context():
+        factor = db.session.scalar(select(TotpFactor).where(TotpFactor.user_id == names["mfa_user"], TotpFactor.confirmed_at.is_not(None)))
+        return code_at(totp.secret_of(factor), steps_ahead=1)
+
+
+def _options(client, path: str) -> dict:
+    response = client.post(path, headers={"X-CSRFToken": csrf_token(client.get("/login").get_data(as_text=True))})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def _create(client, names: dict) -> str:
+    return names["authenticator"].create(_options(client, "/account/passkeys/options"), origin=names["origin"])
+
+
+def _assert(client, names: dict, options_path: str) -> str:
+    return names["authenticator"].get(_options(client, options_path), origin=names["origin"])
+
+
+def _passkey_id(names: dict) -> bool:
+    with names["app"].app_context():
+        names["passkey_id"] = db.session.scalar(select(Passkey.id).where(Passkey.user_id == names["mfa_user"]))
+    return True
 
 
 def snapshot(app) -> dict:
@@ -98,6 +164,10 @@ def scenario(app, client, make_user, make_client):
     admin = make_user(email="admin@example.com", password=PASSWORD, is_admin=True)
     target = make_user(email="target@example.com", is_admin=False)
     other_admin = make_user(email="other-admin@example.com", is_admin=True)
+    mfa_user = make_user(email=MFA_EMAIL, password=PASSWORD)
+    with app.app_context():
+        totp.begin_enrolment(db.session.get(User, target.id))  # a factor for the admin's reset to remove
+        db.session.commit()
     registered, _ = make_client(redirect_uris=["https://rp.example.com/cb"], scope="openid email")
     _, target_sid = make_session(app, target.id)
     make_grant(app, target.id, registered.id, sid=target_sid)
@@ -117,17 +187,24 @@ def scenario(app, client, make_user, make_client):
         kid = db.session.scalar(select(SigningKey.kid).where(SigningKey.state == KeyState.NEXT, SigningKey.alg == "RS256"))
     names = {"target": target.id, "other_admin": other_admin.id, "client_id": registered.client_id, "kid": kid,
              "target_sid": target_sid, "own_other_sid": own_other_sid, "consent_url": consent.headers["Location"],
-             "rid": consent.headers["Location"].partition("rid=")[2]}
+             "rid": consent.headers["Location"].partition("rid=")[2], "mfa_user": mfa_user.id, "passkey_id": 0, "app": app,
+             "authenticator": SoftAuthenticator(), "origin": app.config["ISSUER"].rstrip("/")}
     for page in ("/admin/users/new", "/account"):  # rendered once, so neither a flash nor a first CSRF token is pending
         client.get(page)
     return names
 
 
+TOKEN_PAGES = {"admin": "/admin/users/new", "user": "/account", "visitor": "/login"}
+
+
 def token_for(client, who: str) -> str:
-    return csrf_token(client.get("/admin/users/new" if who == "admin" else "/account").get_data(as_text=True))
+    return csrf_token(client.get(TOKEN_PAGES[who]).get_data(as_text=True))
 
 
-def fill(data: dict, names: dict) -> dict:
+def fill(data, names: dict, client=None) -> dict:
+    """The form of an ACTING entry; one built by a callable is built only to act (`client` given)."""
+    if callable(data):
+        return data(client, names) if client is not None else {}
     return {name: value.format(**names) for name, value in data.items()}
 
 
@@ -156,7 +233,8 @@ def test_only_post_changes_state_and_only_with_the_csrf_token(app, client, scena
     for endpoint, (url, data, who) in ACTING.items():
         if who == "protocol" or endpoint in ACTS_OUTSIDE_THE_DATABASE:
             continue
+        form = fill(data, scenario, client)  # before the snapshot: only the POST itself must change rows
         before = snapshot(app)
-        response = client.post(url.format(**scenario), data={**fill(data, scenario), "csrf_token": token_for(client, who)})
+        response = client.post(url.format(**scenario), data={**form, "csrf_token": token_for(client, who)})
         assert response.status_code in (200, 302, 303), (endpoint, response.status_code)
         assert changed_tables(before, snapshot(app)), endpoint

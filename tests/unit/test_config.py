@@ -43,6 +43,8 @@ def test_postgres_urls_go_through_psycopg3():
         ({"IDP_DATABASE_CONNECT_TIMEOUT": "1"}, "at least 2 seconds"),
         ({"IDP_DATABASE_STATEMENT_TIMEOUT": "-1"}, "must not be negative"),
         ({"IDP_LOGIN_THROTTLE_PER_IP": "0"}, "IDP_LOGIN_THROTTLE_PER_IP must be at least 1"),
+        ({"IDP_MFA_POLICY": "sometimes"}, "IDP_MFA_POLICY='sometimes' must be optional or required"),
+        ({"IDP_WEBAUTHN_CHALLENGE_TTL": "0"}, "IDP_WEBAUTHN_CHALLENGE_TTL must be at least 1 second"),
         ({"IDP_LOGIN_THROTTLE_BACKOFF_BASE": "60", "IDP_LOGIN_THROTTLE_BACKOFF_CAP": "30"}, "CAP must be at least IDP_LOGIN_THROTTLE_BACKOFF_BASE"),
     ],
 )
