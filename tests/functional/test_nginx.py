@@ -237,7 +237,7 @@ def test_browser_signs_in_through_nginx_tls_in_front_of_two_replicas(app, databa
                 "code_challenge": challenge, "code_challenge_method": "S256"}))
             page.get_by_label("Email").fill(user.email)
             page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Sign in").click()
+            page.get_by_role("button", name="Sign in", exact=True).click()
             expect(page.get_by_role("heading", name="Allow Proxy RP?")).to_be_visible()
             page.get_by_role("button", name="Allow").click()
             page.wait_for_url(f"{relying_party}/callback?**")
