@@ -6,12 +6,11 @@ flask-login, the /admin guard and the security headers (admin_ui/auth.py).
 
 from __future__ import annotations
 
-from flask import Blueprint
+from admin_ui import auth, views
+from admin_ui.blueprint import bp
+from admin_ui.views import audit, clients, common, dashboard, jobs, keys, mfa, sessions, throttles, users  # noqa: F401  (they register on `bp`)
 
-bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates", static_folder="static")
-
-from admin_ui import auth, views  # noqa: E402  (views register themselves on `bp`)
-from admin_ui.views import audit, clients, common, dashboard, jobs, keys, mfa, sessions, throttles, users  # noqa: E402,F401
+__all__ = ["bp"]
 
 bp.record_once(lambda state: auth.init_app(state.app))
 bp.add_app_template_filter(views.common.format_datetime, "admin_dt")

@@ -20,7 +20,7 @@ from flask_wtf.csrf import CSRFError, validate_csrf
 from wtforms.validators import ValidationError as WTFormsValidationError
 from werkzeug.exceptions import Forbidden, HTTPException
 
-from admin_ui import bp
+from admin_ui.blueprint import bp
 from admin_ui.forms import LoginForm, ReauthForm
 from admin_ui.signin import attempt, reauthenticate
 from idp.audit.service import record

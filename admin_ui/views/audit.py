@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import render_template, request
 
-from admin_ui import bp
+from admin_ui.blueprint import bp
 from admin_ui.forms import AuditFilterForm
 from admin_ui.queries import audit_page
 from admin_ui.views.common import cursor_args

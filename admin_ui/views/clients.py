@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import abort, flash, redirect, render_template, url_for
 
-from admin_ui import bp
+from admin_ui.blueprint import bp
 from admin_ui.auth import recent_auth_required
 from admin_ui.forms import ClientForm, ConfirmForm, lines
 from admin_ui.queries import clients_page, recent_events_for

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import render_template
 
-from admin_ui import bp
+from admin_ui.blueprint import bp
 from admin_ui.queries import dashboard_counts, keys_by_algorithm, recent_security_events
 from idp.jobs.service import last_runs
 from idp.mfa import factors

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import abort, flash, redirect, render_template, url_for
 
-from admin_ui import bp
+from admin_ui.blueprint import bp
 from admin_ui.forms import ConfirmForm
 from idp.errors import IdpError
 from idp.jobs.service import JOBS, enqueue, last_runs

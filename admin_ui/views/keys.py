@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import abort, current_app, flash, redirect, render_template, url_for
 
-from admin_ui import bp
+from admin_ui.blueprint import bp
 from admin_ui.auth import recent_auth_required
 from admin_ui.forms import ConfirmForm, RotateForm
 from admin_ui.queries import keys_by_algorithm

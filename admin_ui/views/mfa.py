@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from flask import flash, redirect, url_for
 
-from admin_ui import bp
+from admin_ui.blueprint import bp
 from admin_ui.auth import recent_auth_required
 from admin_ui.views.clients import client_or_404
 from admin_ui.views.clients import confirm_page as confirm_client_page

@@ -6,7 +6,8 @@ import re
 
 from flask import abort, flash, redirect, render_template, request, url_for
 
-from admin_ui import actions, bp
+from admin_ui import actions
+from admin_ui.blueprint import bp
 from admin_ui.auth import safe_next
 from admin_ui.forms import ConfirmForm, SessionFilterForm
 from admin_ui.queries import client_choices, sessions_page

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from flask import abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from admin_ui import bp
+from admin_ui.blueprint import bp
 from admin_ui.forms import ConfirmForm
 from admin_ui.views.common import actor
 from idp.auth import throttle

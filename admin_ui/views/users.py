@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from admin_ui import actions, bp
+from admin_ui import actions
+from admin_ui.blueprint import bp
 from admin_ui.auth import recent_auth_required
 from admin_ui.forms import ConfirmForm, PasswordForm, UserCreateForm, UserEditForm, UserFilterForm
 from admin_ui.queries import USER_STATUSES, recent_events_for, user_grants, users_page
