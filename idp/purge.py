@@ -25,7 +25,7 @@ from idp.clock import utcnow
 from idp.db import db
 from idp.jobs.models import JobRun
 from idp.oauth.models import AuthorizationCode
-from idp.sessions.interface import idle_ttl
+from idp.sessions.store import idle_ttl
 from idp.sessions.models import UserSession
 from idp.sessions.service import end_session
 from idp.tasks.models import OutboxMessage

@@ -15,9 +15,9 @@ from sqlalchemy import select
 
 from idp.clock import utcnow
 from idp.db import db
-from idp.sessions.interface import timed_out
+from idp.sessions.store import timed_out
 from idp.sessions.models import UserSession
-from idp.sessions.service import session_ended
+from idp.sessions.store import session_ended
 from idp.tokens.refresh import revoke_families
 
 

@@ -25,7 +25,7 @@ from idp.db import db
 from idp.keyring.service import signing_key
 from idp.oauth.models import AuthorizationCode
 from idp.security import random_token
-from idp.sessions.service import session_ended
+from idp.sessions.store import session_ended
 from idp.tasks import outbox
 from idp.tokens.models import RefreshFamily
 from idp.users.models import User

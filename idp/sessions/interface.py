@@ -25,6 +25,7 @@ from idp.outages import database_lost, defer_database_error, is_database_unavail
 from idp.input_guard import is_storable
 from idp.security import digest
 from idp.sessions.models import UserSession
+from idp.sessions.store import end_session, idle_ttl, new_row, timed_out
 from idp.users.models import User
 
 ADMIN_PREFIX = "/admin"
@@ -92,19 +93,6 @@ def secure_cookies(app: Flask) -> bool:
     return app.config["ISSUER"].startswith("https://")
 
 
-def idle_ttl(app: Flask, kind: str) -> timedelta:
-    return timedelta(seconds=app.config["ADMIN_SESSION_IDLE_TTL" if kind == "admin" else "SSO_SESSION_IDLE_TTL"])
-
-
-def absolute_ttl(app: Flask, kind: str) -> timedelta:
-    return timedelta(seconds=app.config["ADMIN_SESSION_ABSOLUTE_TTL" if kind == "admin" else "SSO_SESSION_ABSOLUTE_TTL"])
-
-
-def timed_out(app: Flask, row: UserSession, now) -> bool:
-    """True once a session is past its absolute end or idle for longer than the idle TTL."""
-    return now >= row.expires_at or now >= row.last_seen_at + idle_ttl(app, row.kind)
-
-
 def load_row(app: Flask, kind: str, cookie_value: str) -> UserSession | None:
     """The live row for a cookie value, or None; a dead row (expired, idle, stale version) is deleted."""
     found = db.session.execute(
@@ -121,8 +109,6 @@ def load_row(app: Flask, kind: str, cookie_value: str) -> UserSession | None:
         or (row.user_id is not None and (token_version != row.token_version or disabled_at is not None))
     )
     if dead:
-        from idp.sessions.service import end_session  # late import: service imports this module
-
         end_session(row, reason="expired")
         db.session.commit()
         return None
@@ -156,8 +142,6 @@ class ServerSessionInterface(SessionInterface):
         return session
 
     def save_session(self, app: Flask, session: ServerSession, response: Response) -> None:  # type: ignore[override]
-        from idp.sessions.service import new_row  # late import: service imports this module
-
         if database_lost():
             return  # the answer is a 503; the session (maybe never opened) is left as it was
         name = cookie_name(app, session.kind)
