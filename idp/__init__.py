@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -80,7 +81,6 @@ def configure_extensions(app: Flask) -> None:
     from idp.tasks import outbox  # noqa: F401  (publishes queued tasks after commit)
     from idp.db import db, engine_options
     from idp.keyring.service import _KeyringCache
-    from idp.oauth.server import init_oauth
     from idp.sessions.interface import ServerSessionInterface
     from idp.tasks import celery_init_app
     from idp.cors import init_cors
@@ -98,7 +98,7 @@ def configure_extensions(app: Flask) -> None:
     init_cors(app)
     app.extensions["idp.keyring_cache"] = _KeyringCache()
     celery_init_app(app)
-    init_oauth(app)
+    configure_oauth(app)
     from idp.oidc.discovery import add_metadata
 
     add_metadata(app, backchannel.backchannel_metadata)
@@ -109,6 +109,35 @@ def configure_proxies(app: Flask) -> None:
     from idp.proxies import init_proxies
 
     init_proxies(app)
+
+
+# The server is module-level, shared by every app of a process: its endpoints are registered once.
+_servers_with_endpoints: weakref.WeakSet = weakref.WeakSet()
+
+
+def configure_oauth(app: Flask) -> None:
+    """The authorization server on `app`, with every resource-facing endpoint (revocation,
+    introspection, userinfo, end-session) registered on it, mounted, and advertised in discovery."""
+    from idp.oauth.endpoints import IntrospectionEndpoint, RevocationEndpoint, token_endpoints_metadata
+    from idp.oauth.endpoints import bp as token_endpoints_bp
+    from idp.oauth.server import authorization, init_oauth
+    from idp.oidc.discovery import add_metadata
+    from idp.oidc.logout import EndSessionEndpoint, end_session_metadata
+    from idp.oidc.logout import bp as logout_bp
+    from idp.oidc.userinfo import UserInfoEndpoint, userinfo_metadata
+    from idp.oidc.userinfo import bp as userinfo_bp
+
+    if authorization not in _servers_with_endpoints:
+        authorization.register_endpoint(RevocationEndpoint)
+        authorization.register_endpoint(IntrospectionEndpoint)
+        authorization.register_endpoint(UserInfoEndpoint.create())
+        authorization.register_endpoint(EndSessionEndpoint)
+        _servers_with_endpoints.add(authorization)
+    for blueprint in (token_endpoints_bp, userinfo_bp, logout_bp):
+        app.register_blueprint(blueprint)
+    for contributor in (token_endpoints_metadata, userinfo_metadata, end_session_metadata):
+        add_metadata(app, contributor)
+    init_oauth(app)
 
 
 def configure_blueprints(app: Flask) -> None:

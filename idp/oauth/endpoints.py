@@ -1,9 +1,8 @@
 """Token revocation (RFC 7009) and introspection (RFC 7662) on Authlib's endpoints.
 
 Authlib authenticates the client (per `Client.check_endpoint_auth_method`) and shapes the
-responses; these subclasses fill its storage hooks. `register_endpoints` also registers the
-OpenID Connect userinfo and end-session endpoints, so every resource-facing endpoint is wired
-by one call from `init_oauth`.
+responses; these subclasses fill its storage hooks. The app factory (`idp.configure_oauth`)
+registers them, with the OpenID Connect userinfo and end-session endpoints, on the server.
 
 Who may do what:
 - Revocation: any client, public ones included (RFC 7009 5), but only of its own tokens. Another
@@ -17,7 +16,6 @@ Who may do what:
 
 from __future__ import annotations
 
-import weakref
 
 from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
@@ -123,27 +121,3 @@ def token_endpoints_metadata(issuer: str) -> dict:
         "introspection_endpoint": issuer + INTROSPECTION_PATH,
         "introspection_endpoint_auth_methods_supported": list(INTROSPECTION_AUTH_METHODS),
     }
-
-
-_registered: weakref.WeakSet = weakref.WeakSet()
-
-
-def register_endpoints(app: Flask, server) -> None:
-    """Wire the resource-facing endpoints as one unit: revocation, introspection, userinfo and
-    end-session registered on `server` (once per server), mounted on `app`, and advertised in
-    its discovery document."""
-    from idp.oidc.logout import EndSessionEndpoint, end_session_metadata
-    from idp.oidc.logout import bp as logout_bp
-    from idp.oidc.userinfo import UserInfoEndpoint, userinfo_metadata
-    from idp.oidc.userinfo import bp as userinfo_bp
-
-    if server not in _registered:
-        server.register_endpoint(RevocationEndpoint)
-        server.register_endpoint(IntrospectionEndpoint)
-        server.register_endpoint(UserInfoEndpoint.create())
-        server.register_endpoint(EndSessionEndpoint)
-        _registered.add(server)
-    for blueprint in (bp, userinfo_bp, logout_bp):
-        app.register_blueprint(blueprint)
-    for contributor in (token_endpoints_metadata, userinfo_metadata, end_session_metadata):
-        add_metadata(app, contributor)

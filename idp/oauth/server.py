@@ -31,10 +31,7 @@ def insecure_transport(error: InsecureTransportError):
 
 
 def init_oauth(app: Flask) -> None:
-    """Bind the authorization server to `app`."""
-    from idp.oauth.endpoints import register_endpoints  # late import: the endpoints import `authorization`
-
-    register_endpoints(app, authorization)
+    """Bind the authorization server to `app` (its endpoints are registered first, by the app factory)."""
     app.register_error_handler(InsecureTransportError, insecure_transport)
     app.config.setdefault("OAUTH2_SCOPES_SUPPORTED", list(SCOPES))
     authorization.init_app(app, query_client=get_client, save_token=save_token)
