@@ -48,11 +48,11 @@ REQUIRE_SERVICES = bool(os.environ.get("CI")) or os.environ.get("IDP_TEST_REQUIR
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
 
-def require_service(name: str, available: bool) -> None:
+def require_service(name: str, available: bool, hint: str | None = None) -> None:
     """Skip a test whose service is absent on a developer machine; fail it in CI."""
     if available:
         return
-    message = f"{name} is not configured (set IDP_TEST_{name.upper()}_URL)"
+    message = f"{name} is not configured ({hint or f'set IDP_TEST_{name.upper()}_URL'})"
     if REQUIRE_SERVICES:
         pytest.fail(message + "; CI must run every service-backed test")
     pytest.skip(message)  # a service absent on a developer machine; CI fails above instead

@@ -32,7 +32,7 @@ from sqlalchemy import select
 from idp.db import db
 from idp.models import AuditEvent, UserSession
 from tests.admin_ui.test_browser import CHROMIUM, CHROMIUM_ARGS
-from tests.conftest import POSTGRES_URL, REQUIRE_SERVICES, require_service
+from tests.conftest import POSTGRES_URL, require_service
 from tests.oidc.conftest import PASSWORD
 from tests.oidc.flow import csrf_token, pkce_pair
 from tests.support import free_port, stop_process_group, wait_until
@@ -108,10 +108,7 @@ http {{
 @pytest.fixture
 def nginx(tmp_path):
     """start(upstreams, tls, https_port) -> http port; nginx is stopped after the test."""
-    if not Path(NGINX).exists():
-        if REQUIRE_SERVICES:
-            pytest.fail("nginx is not installed (apt-get install nginx); CI must run this test")
-        pytest.skip("nginx is not installed (apt-get install nginx)")
+    require_service("nginx", Path(NGINX).exists(), hint="apt-get install nginx")
     started = []
 
     def start(upstreams: list[str], tls: dict[str, Path], https_port: int) -> int:
@@ -203,8 +200,7 @@ def https_session(ca: Path, source: str = "127.0.0.1") -> requests.Session:
 @pytest.mark.parametrize("database_url", ["postgresql" if POSTGRES_URL else "sqlite"], indirect=True)
 def test_browser_signs_in_through_nginx_tls_in_front_of_two_replicas(app, database_url, start_server, nginx, resolve_test_host, relying_party, make_user, make_client, tmp_path):
     require_service("database", database_url.startswith("postgresql"))  # one PostgreSQL behind every replica
-    if not CHROMIUM.exists():
-        (pytest.fail if REQUIRE_SERVICES else pytest.skip)(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    require_service("chromium", CHROMIUM.exists(), hint="apt-get install chromium")
     tls = make_tls_files(tmp_path)
     https_port = free_port()  # the issuer names nginx's port, so it is chosen first
     issuer = f"https://{HOST}:{https_port}"
