@@ -46,10 +46,10 @@ def show_error(form: ClientForm, error: ValidationError) -> None:
         form.form_errors.append(str(error))
 
 
-def confirm_page(client: Client, *, title: str, message: str, button: str):
-    """The confirmation page of a client action (GET, renders only); the POST to the same URL does it."""
+def confirm_page(client: Client, *, title: str, message: str, button: str, fields: dict | None = None):
+    """The confirmation page of a client action (GET, renders only); the POST to the same URL (with `fields`) does it."""
     return render_template("admin/confirm.html", form=ConfirmForm(), title=title, message=message, button=button,
-                           danger=True, cancel=url_for("admin.client_detail", client_id=client.client_id))
+                           fields=fields, danger=True, cancel=url_for("admin.client_detail", client_id=client.client_id))
 
 
 def require_a_grant(form: ClientForm) -> bool:

@@ -5,7 +5,7 @@ Each action is a GET confirmation page that only renders and a POST on the same 
 
 from __future__ import annotations
 
-from flask import flash, redirect, url_for
+from flask import flash, redirect, request, url_for
 
 from admin_ui.blueprint import bp
 from admin_ui.auth import recent_auth_required
@@ -46,19 +46,30 @@ def user_mfa_reset(user_id: int):
     return run_action(user, act)
 
 
-def _user_verb(user: User) -> tuple[bool, str]:
-    """(the requirement the action sets, its verb): the action toggles the current one."""
-    required = not factors.summary(user.id).required
+def _intended(current: bool) -> tuple[bool, str]:
+    """(the requirement the action sets, its verb): what the confirmation page showed, else the opposite of now.
+
+    The page names the state it asks for, so a form sent twice (or after another admin's change)
+    sets that state again instead of flipping it back.
+    """
+    asked = request.form.get("required")
+    required = asked == "1" if asked in ("0", "1") else not current
     return required, "Require" if required else "Stop requiring"
+
+
+def _user_verb(user: User) -> tuple[bool, str]:
+    """The requirement a user's action sets, and its verb."""
+    return _intended(factors.summary(user.id).required)
 
 
 @bp.get("/users/<int:user_id>/mfa/require")
 def user_mfa_require_page(user_id: int):
     """Confirm requiring a second factor of this user, or no longer requiring it."""
     user = get_or_404(User, user_id)
-    _, verb = _user_verb(user)
+    required, verb = _user_verb(user)
     return confirm_page(user, title=f"{verb} a second factor of {user.email}?", button=f"{verb} a second factor",
-                        message="Without a factor they set one up right after their password at the next sign-in.")
+                        message="Without a factor they set one up right after their password at the next sign-in.",
+                        fields={"required": int(required)})
 
 
 @bp.post("/users/<int:user_id>/mfa/require")
@@ -76,18 +87,18 @@ def user_mfa_require(user_id: int):
 
 
 def _client_verb(client) -> tuple[bool, str]:
-    """(the requirement the action sets, its verb): the action toggles the current one."""
-    required = not policy.client_requires_mfa(client.id)
-    return required, "Require" if required else "Stop requiring"
+    """The requirement a client's action sets, and its verb."""
+    return _intended(policy.client_requires_mfa(client.id))
 
 
 @bp.get("/clients/<client_id>/mfa/require")
 def client_mfa_require_page(client_id: str):
     """Confirm making this client require two factors of its users, or stopping."""
     client = client_or_404(client_id)
-    _, verb = _client_verb(client)
+    required, verb = _client_verb(client)
     return confirm_client_page(client, title=f"{verb} two factors for {client.name}?", button=f"{verb} two factors",
-                               message="Users signing in to it with a password only are asked for their second factor (step-up).")
+                               message="Users signing in to it with a password only are asked for their second factor (step-up).",
+                               fields={"required": int(required)})
 
 
 @bp.post("/clients/<client_id>/mfa/require")

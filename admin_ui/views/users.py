@@ -124,9 +124,9 @@ def user_password(user_id: int):
 
 
 # Each user action is a GET confirmation page that only renders and a POST on the same URL that acts.
-def confirm_page(user: User, *, title: str, message: str, button: str):
-    """The confirmation page of a user action; its form POSTs to the same URL."""
-    return render_template("admin/confirm.html", form=ConfirmForm(), title=title, message=message,
+def confirm_page(user: User, *, title: str, message: str, button: str, fields: dict | None = None):
+    """The confirmation page of a user action; its form POSTs to the same URL (with `fields` as hidden inputs)."""
+    return render_template("admin/confirm.html", form=ConfirmForm(), title=title, message=message, fields=fields,
                            button=button, danger=True, cancel=url_for("admin.user_detail", user_id=user.id))
 
 

@@ -62,3 +62,18 @@ def test_admin_sees_resets_and_requires_factors(app, signed_in, make_user, make_
         assert db.session.get(MfaRequirement, user.id) is not None
         actions = set(db.session.scalars(select(AuditEvent.action)))
         assert {"mfa.user_requirement_set", "mfa.client_requirement_set"} <= actions
+
+
+def test_a_confirmed_requirement_sent_twice_stays_set(app, signed_in, make_user, make_client):
+    user = make_user(email="twice@example.com")
+    url = f"/admin/users/{user.id}/mfa/require"
+    page = signed_in.get(url).get_data(as_text=True)
+    assert '<input type="hidden" name="required" value="1">' in page  # the page names the state it asks for
+    for _ in range(2):  # a double submit, or a second admin confirming the same page
+        assert signed_in.post(url, {"required": "1"}).status_code == 303
+    with app.app_context():
+        assert db.session.get(MfaRequirement, user.id) is not None
+    registered, _ = make_client(name="Twice")
+    for _ in range(2):
+        assert signed_in.post(f"/admin/clients/{registered.client_id}/mfa/require", {"required": "1"}).status_code == 303
+    assert "required (two factors)" in signed_in.get(f"/admin/clients/{registered.client_id}").get_data(as_text=True)
