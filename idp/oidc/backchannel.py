@@ -25,6 +25,7 @@ from idp.db import db
 from idp.keyring.service import signing_key
 from idp.oauth.models import AuthorizationCode
 from idp.security import random_token
+from idp.signout import signed_out_everywhere
 from idp.sessions.store import session_ended
 from idp.tasks import outbox
 from idp.tokens.models import RefreshFamily
@@ -81,7 +82,12 @@ def participating_clients(sids: list[str]) -> list[Client]:
     ))
 
 
-@session_ended.connect
+def connect() -> None:
+    """Queue logout tokens whenever SSO sessions end or a user is signed out everywhere (wired by the app factory)."""
+    session_ended.connect(_queue_backchannel_logout)
+    signed_out_everywhere.connect(_queue_offline_logout)
+
+
 def _queue_backchannel_logout(sender, rows, reason: str, **extra) -> None:
     """One outbox message per (client, session) of the ended SSO sessions, in their transaction."""
     for row in rows:
@@ -92,7 +98,7 @@ def _queue_backchannel_logout(sender, rows, reason: str, **extra) -> None:
             outbox.add(KIND, client_id=client.client_id, sub=subject, sid=row.sid, reason=reason)
 
 
-def queue_offline_logout(user: User) -> None:
+def _queue_offline_logout(sender, user: User, **extra) -> None:
     """After sign-out-everywhere: a sub-only logout token to clients holding offline grants of `user`."""
     clients = db.session.scalars(
         select(Client).where(

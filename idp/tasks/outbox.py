@@ -88,14 +88,19 @@ def add(kind: str, **payload: Any) -> OutboxMessage:
     return message
 
 
-@event.listens_for(Session, "after_commit")
+def connect() -> None:
+    """Publish after every commit, forget after a rollback (wired by the app factory; once per process)."""
+    for name, listener in (("after_commit", _nudge_after_commit), ("after_soft_rollback", _discard)):
+        if not event.contains(Session, name, listener):
+            event.listen(Session, name, listener)
+
+
 def _nudge_after_commit(session: Session) -> None:
     ids = session.info.pop(_PENDING, [])
     if ids:
         _publisher.submit(_nudge, current_app.extensions["celery"], ids)
 
 
-@event.listens_for(Session, "after_soft_rollback")
 def _discard(session: Session, previous_transaction) -> None:
     if not session.in_transaction():
         session.info.pop(_PENDING, None)

@@ -18,7 +18,7 @@ from idp.models import Client, OutboxMessage, User
 from idp.sessions.service import new_row
 from idp.tasks import outbox
 from idp.tokens.refresh import start_family
-from idp.users.service import sign_out_everywhere
+from idp.signout import sign_out_everywhere
 from tests.conftest import empty_broker
 from tests.support import free_port
 

@@ -125,7 +125,8 @@ def test_raised_argon2_parameters_rehash_the_password_at_the_next_sign_in(user, 
 
 
 def test_a_disabled_user_cannot_sign_in(client, user, app):
-    from idp.users.service import disable_user, require_user
+    from idp.signout import disable_user
+    from idp.users.service import require_user
 
     with app.app_context():
         disable_user(require_user(user.email))
