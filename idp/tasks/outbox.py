@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from idp.clock import utcnow
 from idp.db import db
+from idp.tasks import publish
 from idp.tasks.models import OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -120,8 +121,6 @@ def _nudge(celery: Celery, ids: list[int]) -> None:
 
 def publish_message(celery: Celery, message_id: int, countdown: float = 0) -> None:
     """Publish the `idp.outbox` task of one message (one quick attempt); raises broker errors."""
-    from idp.tasks import publish  # late import: idp.tasks imports the app's task modules
-
     # The copy expires when the relay would publish the next one anyway.
     expires = countdown + REPUBLISH_AFTER.total_seconds()
     publish(celery, TASK_NAME, {"message_id": message_id}, countdown=countdown or None, expires=expires)
