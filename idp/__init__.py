@@ -104,11 +104,11 @@ def configure_extensions(app: Flask) -> None:
     database.init_app(app)
     init_outages(app)
     app.session_interface = ServerSessionInterface()
-    # A CSRF token expires with the session's idle timeout (the admin UI checks its own, shorter one).
-    app.config.update(SESSION_COOKIE_HTTPONLY=True, WTF_CSRF_TIME_LIMIT=app.config["SSO_SESSION_IDLE_TTL"], MAX_CONTENT_LENGTH=1024 * 1024)
+    # MAX_CONTENT_LENGTH is a setting under Flask's own name; Flask-WTF reads the CSRF lifetime here.
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, WTF_CSRF_TIME_LIMIT=app.config["CSRF_TOKEN_TTL"])
     extensions.csrf.init_app(app)
     init_cors(app)
-    app.extensions["idp.keyring_cache"] = _KeyringCache()
+    app.extensions["idp.keyring_cache"] = _KeyringCache(seconds=app.config["KEYRING_CACHE_SECONDS"])
     celery_init_app(app)
     wire_receivers()
     configure_oauth(app)

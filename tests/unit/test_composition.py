@@ -52,3 +52,15 @@ def test_importing_the_package_builds_nothing():
     import idp.oauth.server as server_module
 
     assert not [name for name, value in vars(server_module).items() if type(value).__name__ == "AuthorizationServer"]
+
+
+def test_settings_from_the_table_reach_the_app(make_app):
+    """Discovery max-age, the body limit, the CSRF lifetime and the keyring cache come from settings."""
+    configured = make_app(DISCOVERY_MAX_AGE=60, MAX_CONTENT_LENGTH=2048, CSRF_TOKEN_TTL=90, KEYRING_CACHE_SECONDS=2)
+    client = configured.test_client()
+
+    discovery = client.get("/.well-known/openid-configuration")
+    assert discovery.headers["Cache-Control"] == "public, max-age=60"
+    assert client.post("/token", data={"grant_type": "client_credentials", "pad": "x" * 4096}).status_code == 413
+    assert configured.config["WTF_CSRF_TIME_LIMIT"] == 90
+    assert configured.extensions["idp.keyring_cache"]._seconds == 2
