@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from jwcrypto import jwt
 
 from idp.oauth.server import EXTENSION, authorization_server
 
 GRANT_TYPES = ["client_credentials"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def client_credentials_token(app, registered, secret) -> dict:
@@ -48,10 +52,17 @@ def test_two_apps_in_one_process_share_no_server_state(app, make_app, make_clien
 
 
 def test_importing_the_package_builds_nothing():
-    """Nothing is composed at import time: the server module holds no server, only the builder."""
-    import idp.oauth.server as server_module
-
-    assert not [name for name, value in vars(server_module).items() if type(value).__name__ == "AuthorizationServer"]
+    """Nothing is composed or computed at import time: no server object, no receiver, no dummy hash."""
+    probe = (
+        "import idp, idp.oauth.server as server, idp.security as security\n"
+        "from idp.sessions.store import session_ended\n"
+        "from idp.signout import signed_out_everywhere\n"
+        "servers = [name for name, value in vars(server).items() if type(value).__name__ == 'AuthorizationServer']\n"
+        "print(servers, len(session_ended.receivers), len(signed_out_everywhere.receivers), security._dummy_hash.cache_info().currsize)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]", "0", "0", "0"]
 
 
 def test_settings_from_the_table_reach_the_app(make_app):
