@@ -83,9 +83,10 @@ def participating_clients(sids: list[str]) -> list[Client]:
 
 
 def connect() -> None:
-    """Queue logout tokens whenever SSO sessions end or a user is signed out everywhere (wired by the app factory)."""
+    """Queue logout tokens whenever SSO sessions end or a user is signed out everywhere, and deliver them (wired by the app factory)."""
     session_ended.connect(_queue_backchannel_logout)
     signed_out_everywhere.connect(_queue_offline_logout)
+    outbox.handler(KIND, max_attempts=MAX_ATTEMPTS, retry_base=lambda config: config["BACKCHANNEL_RETRY_BASE_SECONDS"])(deliver_backchannel_logout)
 
 
 def _queue_backchannel_logout(sender, rows, reason: str, **extra) -> None:
@@ -110,7 +111,6 @@ def _queue_offline_logout(sender, user: User, **extra) -> None:
         outbox.add(KIND, client_id=client.client_id, sub=user.subject, sid=None, reason="sign_out_everywhere")
 
 
-@outbox.handler(KIND, max_attempts=MAX_ATTEMPTS, retry_base=lambda config: config["BACKCHANNEL_RETRY_BASE_SECONDS"])
 def deliver_backchannel_logout(payload: dict, *, attempt: int, final: bool) -> bool:
     """POST a fresh logout token to the client's back-channel URI (section 2.5); True once it answered 2xx."""
     client_id, sid = payload["client_id"], payload.get("sid")

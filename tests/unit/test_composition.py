@@ -54,15 +54,15 @@ def test_two_apps_in_one_process_share_no_server_state(app, make_app, make_clien
 def test_importing_the_package_builds_nothing():
     """Nothing is composed or computed at import time: no server object, no receiver, no dummy hash."""
     probe = (
-        "import idp, idp.oauth.server as server, idp.security as security\n"
+        "import idp, idp.oauth.server as server, idp.security as security, idp.tasks.outbox as outbox\n"
         "from idp.sessions.store import session_ended\n"
         "from idp.signout import signed_out_everywhere\n"
         "servers = [name for name, value in vars(server).items() if type(value).__name__ == 'AuthorizationServer']\n"
-        "print(servers, len(session_ended.receivers), len(signed_out_everywhere.receivers), security._dummy_hash.cache_info().currsize)\n"
+        "print(servers, len(session_ended.receivers), len(signed_out_everywhere.receivers), len(outbox.HANDLERS), security._dummy_hash.cache_info().currsize)\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["[]", "0", "0", "0"]
+    assert result.stdout.split() == ["[]", "0", "0", "0", "0"]
 
 
 def test_settings_from_the_table_reach_the_app(make_app):
