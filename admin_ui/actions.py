@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from idp import signout
 from idp.db import db
 from idp.errors import ValidationError
 from idp.sessions.models import UserSession
 from idp.sessions.service import end_session
-from idp import signout
 from idp.users.models import User
 
 

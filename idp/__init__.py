@@ -20,8 +20,8 @@ from idp.auth.views import bp as auth_bp
 from idp.config import ConfigError
 from idp.cors import init_cors
 from idp.db import db as database, engine_options  # not `db`: that name is the idp.db module (migrations read idp.db.UTCDateTime)
-from idp.errors import register_error_handlers
 from idp import extensions
+from idp.errors import register_error_handlers
 from idp.health import bp as health_bp
 from idp.input_guard import init_input_guard
 from idp.keyring.service import _KeyringCache

@@ -14,8 +14,8 @@ from idp.auth.views import protect_pages
 from idp.db import db
 from idp.errors import NotFoundError, ValidationError
 from idp.sessions.service import current_session_row, start_session
-from idp.users.models import User
 from idp.signout import sign_out_everywhere
+from idp.users.models import User
 from idp.users.service import validate_password
 
 bp = Blueprint("account", __name__, template_folder="templates")

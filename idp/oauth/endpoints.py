@@ -22,9 +22,9 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
 from flask import Blueprint, Flask
 
-from idp.extensions import csrf
 from idp.cors import client_origins
 from idp.db import db
+from idp.extensions import csrf
 from idp.oauth.presented import PresentedAccessToken, find_presented_token
 from idp.oauth.server import authorization_server
 from idp.oidc.discovery import add_metadata

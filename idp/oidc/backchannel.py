@@ -25,8 +25,8 @@ from idp.db import db
 from idp.keyring.service import signing_key
 from idp.oauth.models import AuthorizationCode
 from idp.security import random_token
-from idp.signout import signed_out_everywhere
 from idp.sessions.store import session_ended
+from idp.signout import signed_out_everywhere
 from idp.tasks import outbox
 from idp.tokens.models import RefreshFamily
 from idp.users.models import User

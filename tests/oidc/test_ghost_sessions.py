@@ -9,10 +9,10 @@ import pytest
 import requests
 from sqlalchemy import select
 
+from idp import signout
 from idp.db import db
 from idp.models import User, UserSession
 from idp.sessions.service import new_row
-from idp import signout
 from tests.oidc.conftest import PASSWORD, basic
 from tests.oidc.flow import csrf_token, sign_in
 

@@ -6,9 +6,9 @@ import pytest
 from sqlalchemy import select, update
 
 from idp import security
+from idp.auth import throttle
 from idp.clock import utcnow
 from idp.db import db
-from idp.auth import throttle
 from idp.models import AuditEvent, LoginThrottle, UserSession
 from tests.oidc.conftest import PASSWORD
 from tests.oidc.flow import csrf_token, page_form

@@ -3,13 +3,13 @@
 import pytest
 from sqlalchemy import select
 
+from idp import signout
 from idp.db import db
 from idp.errors import ValidationError
 from idp.models import AuditEvent, Client, RefreshFamily, User, UserSession
 from idp.sessions.service import end_session, new_row
 from idp.tokens.access import InvalidTokenError, issue_access_token, verify_access_token
 from idp.tokens.refresh import InvalidRefreshToken, rotate, start_family
-from idp import signout
 from idp.users import service
 
 

@@ -3,11 +3,11 @@
 import pytest
 from sqlalchemy import func, select
 
+from idp import signout
 from idp.db import db
 from idp.errors import ValidationError
 from idp.models import AuditEvent, User
 from idp.security import hash_password
-from idp import signout
 from idp.users import service
 
 
