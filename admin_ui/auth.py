@@ -15,7 +15,7 @@ from datetime import timedelta
 from functools import wraps
 
 from flask import Flask, current_app, flash, redirect, render_template, request, url_for
-from flask_login import LoginManager, UserMixin, current_user
+from flask_login import UserMixin, current_user
 from flask_wtf.csrf import CSRFError, validate_csrf
 from wtforms.validators import ValidationError as WTFormsValidationError
 from werkzeug.exceptions import Forbidden, HTTPException
@@ -27,14 +27,13 @@ from idp.audit.service import record
 from idp.clock import utcnow
 from idp.csrf import check_origin
 from idp.db import db
+from idp.extensions import csrf, login_manager
 from idp.auth.throttle import retry_after_header, wait_text
 from idp.input_guard import split_local_path
 from idp.sessions.interface import ADMIN_PREFIX
 from idp.sessions.service import current_session_row, end_current_session, start_session
 from idp.users.models import User
 
-login_manager = LoginManager()
-login_manager.session_protection = None  # the session is a server-side row already bound at sign-in
 
 # Reachable without signing in.
 PUBLIC_ENDPOINTS = {"admin.login_page", "admin.login", "admin.static", "admin.logout"}
@@ -98,8 +97,6 @@ def safe_next(target: str | None) -> str | None:
 
 def init_app(app: Flask) -> None:
     """Attach flask-login and the /admin guards to the app (called once when the blueprint registers)."""
-    from idp import csrf
-
     login_manager.init_app(app)
     # The admin views check their CSRF token in `require_admin` instead (see `check_csrf`).
     csrf.exempt(bp)

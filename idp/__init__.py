@@ -1,20 +1,54 @@
-"""idp: a self-hosted OAuth 2.0 / OpenID Connect provider."""
+"""idp: a self-hosted OAuth 2.0 / OpenID Connect provider.
+
+`create_app` is the one composition root: it loads the settings, binds the shared extensions
+(idp/extensions.py), builds this app's authorization server, mounts every blueprint and wires
+every signal receiver. Importing a module of the package does none of this.
+"""
 
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
 from typing import Any, Mapping
 
 from flask import Flask
 
+from admin_ui import bp as admin_bp
 from idp import config as settings
+from idp import models  # noqa: F401  (registers every model on the metadata)
+from idp.account.views import bp as account_bp
+from idp.auth.views import bp as auth_bp
 from idp.config import ConfigError
+from idp.cors import init_cors
+from idp.db import db as database, engine_options  # not `db`: that name is the idp.db module (migrations read idp.db.UTCDateTime)
+from idp import extensions
+from idp.errors import register_error_handlers
+from idp.health import bp as health_bp
+from idp.input_guard import init_input_guard
+from idp.keyring.service import _KeyringCache
+from idp.keyring.views import bp as keyring_bp
+from idp.logs import configure_logging as configure_json_logging, init_request_ids
+from idp.metrics.views import init_metrics
+from idp.mfa.views import bp as mfa_bp
+from idp.oauth import session_binding
+from idp.oauth.endpoints import IntrospectionEndpoint, RevocationEndpoint, token_endpoints_metadata
+from idp.oauth.endpoints import bp as token_endpoints_bp
+from idp.oauth.server import build_authorization_server
+from idp.oauth.views import bp as oauth_bp
+from idp.oidc import backchannel
+from idp.oidc.discovery import add_metadata
+from idp.oidc.discovery import bp as discovery_bp
+from idp.oidc.logout import EndSessionEndpoint, end_session_metadata
+from idp.oidc.logout import bp as logout_bp
+from idp.oidc.userinfo import UserInfoEndpoint, userinfo_metadata
+from idp.oidc.userinfo import bp as userinfo_bp
 from idp.outages import IdpFlask, init_outages
-from idp.csrf import OriginCheckingCSRF
+from idp.proxies import init_proxies
 from idp.routing import check_methods
+from idp.security import KeyEncryptor
+from idp.sessions.interface import ServerSessionInterface
+from idp.tasks import celery_init_app, outbox
 
-csrf = OriginCheckingCSRF()
+__all__ = ["create_app"]
 
 
 def create_app(config: Mapping[str, Any] | None = None, *, require_secrets: bool = True) -> Flask:
@@ -24,12 +58,10 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secrets: bool
     app.config.update(values)
     configure_secrets(app, required=require_secrets)
     configure_logging(app)
-    configure_input_guard(app)
+    init_input_guard(app)  # bounded route integers and unstorable text refused before anything else runs
     configure_extensions(app)
     configure_blueprints(app)
-    configure_proxies(app)
-    from idp.errors import register_error_handlers
-
+    init_proxies(app)
     register_error_handlers(app)
     check_methods(app)
     return app
@@ -45,8 +77,6 @@ def read_key_file(keys_dir: str, name: str) -> list[str]:
 
 def configure_secrets(app: Flask, *, required: bool) -> None:
     """Take SECRET_KEY and the key-encryption keys from the environment or, failing that, KEYS_DIR."""
-    from idp.security import KeyEncryptor
-
     if not app.config["SECRET_KEY"]:
         app.config["SECRET_KEY"] = next(iter(read_key_file(app.config["KEYS_DIR"], "secret-key")), None)
     if not app.config["KEY_ENCRYPTION_KEYS"]:
@@ -61,102 +91,51 @@ def configure_secrets(app: Flask, *, required: bool) -> None:
 
 def configure_logging(app: Flask) -> None:
     """JSON lines on stderr at the configured level, each request's id in them (idp/logs.py)."""
-    from idp.logs import configure_logging as configure_json_logging, init_request_ids
-
     configure_json_logging(app.config["LOG_LEVEL"])
     init_request_ids(app)
 
 
-def configure_input_guard(app: Flask) -> None:
-    """Bounded route integers and the check refusing unstorable text, before anything else runs."""
-    from idp.input_guard import init_input_guard
-
-    init_input_guard(app)
-
-
 def configure_extensions(app: Flask) -> None:
-    """Database, server-side sessions, CSRF, the keyring cache and Celery."""
-    from idp import models  # noqa: F401  (registers every model on the metadata)
-    from idp.oidc import backchannel  # noqa: F401  (connects its session_ended receiver)
-    from idp.tasks import outbox  # noqa: F401  (publishes queued tasks after commit)
-    from idp.db import db, engine_options
-    from idp.keyring.service import _KeyringCache
-    from idp.sessions.interface import ServerSessionInterface
-    from idp.tasks import celery_init_app
-    from idp.cors import init_cors
-
+    """Database, server-side sessions, CSRF, the keyring cache, Celery, the authorization server."""
     app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
     if app.config["DATABASE_URL"].startswith("sqlite"):
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config))
-    db.init_app(app)
+    database.init_app(app)
     init_outages(app)
     app.session_interface = ServerSessionInterface()
-    # A CSRF token expires with the session's idle timeout (the admin UI checks its own, shorter one).
-    app.config.update(SESSION_COOKIE_HTTPONLY=True, WTF_CSRF_TIME_LIMIT=app.config["SSO_SESSION_IDLE_TTL"], MAX_CONTENT_LENGTH=1024 * 1024)
-    csrf.init_app(app)
+    # MAX_CONTENT_LENGTH is a setting under Flask's own name; Flask-WTF reads the CSRF lifetime here.
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, WTF_CSRF_TIME_LIMIT=app.config["CSRF_TOKEN_TTL"])
+    extensions.csrf.init_app(app)
     init_cors(app)
-    app.extensions["idp.keyring_cache"] = _KeyringCache()
+    app.extensions["idp.keyring_cache"] = _KeyringCache(seconds=app.config["KEYRING_CACHE_SECONDS"])
     celery_init_app(app)
+    wire_receivers()
     configure_oauth(app)
-    from idp.oidc.discovery import add_metadata
-
     add_metadata(app, backchannel.backchannel_metadata)
 
 
-def configure_proxies(app: Flask) -> None:
-    """Client address, scheme and host from X-Forwarded-* of IDP_TRUSTED_PROXIES hops only."""
-    from idp.proxies import init_proxies
-
-    init_proxies(app)
-
-
-# The server is module-level, shared by every app of a process: its endpoints are registered once.
-_servers_with_endpoints: weakref.WeakSet = weakref.WeakSet()
+def wire_receivers() -> None:
+    """Connect the features that react to another's events (connecting twice is a no-op)."""
+    # Ending an SSO session revokes the refresh families bound to it and tells relying parties.
+    session_binding.connect()
+    backchannel.connect()
+    # Messages written to the outbox are published once their transaction commits.
+    outbox.connect()
 
 
 def configure_oauth(app: Flask) -> None:
-    """The authorization server on `app`, with every resource-facing endpoint (revocation,
+    """This app's authorization server with every resource-facing endpoint (revocation,
     introspection, userinfo, end-session) registered on it, mounted, and advertised in discovery."""
-    from idp.oauth.endpoints import IntrospectionEndpoint, RevocationEndpoint, token_endpoints_metadata
-    from idp.oauth.endpoints import bp as token_endpoints_bp
-    from idp.oauth.server import authorization, init_oauth
-    from idp.oidc.discovery import add_metadata
-    from idp.oidc.logout import EndSessionEndpoint, end_session_metadata
-    from idp.oidc.logout import bp as logout_bp
-    from idp.oidc.userinfo import UserInfoEndpoint, userinfo_metadata
-    from idp.oidc.userinfo import bp as userinfo_bp
-
-    if authorization not in _servers_with_endpoints:
-        authorization.register_endpoint(RevocationEndpoint)
-        authorization.register_endpoint(IntrospectionEndpoint)
-        authorization.register_endpoint(UserInfoEndpoint.create())
-        authorization.register_endpoint(EndSessionEndpoint)
-        _servers_with_endpoints.add(authorization)
+    build_authorization_server(app, endpoints=(RevocationEndpoint, IntrospectionEndpoint, UserInfoEndpoint.create(), EndSessionEndpoint))
     for blueprint in (token_endpoints_bp, userinfo_bp, logout_bp):
         app.register_blueprint(blueprint)
     for contributor in (token_endpoints_metadata, userinfo_metadata, end_session_metadata):
         add_metadata(app, contributor)
-    init_oauth(app)
 
 
 def configure_blueprints(app: Flask) -> None:
     """Mount every feature's blueprint."""
-    from idp.account.views import bp as account_bp
-    from idp.auth.views import bp as auth_bp
-    from idp.health import bp as health_bp
-    from idp.keyring.views import bp as keyring_bp
-    from idp.mfa.views import bp as mfa_bp
-    from idp.oauth.views import bp as oauth_bp
-    from idp.oidc.discovery import bp as discovery_bp
-    from admin_ui import bp as admin_bp
-
-    for blueprint in (health_bp, keyring_bp, discovery_bp, admin_bp):
+    for blueprint in (health_bp, keyring_bp, discovery_bp, admin_bp, oauth_bp, auth_bp, account_bp, mfa_bp):
         app.register_blueprint(blueprint)
-    app.register_blueprint(oauth_bp)
-    app.register_blueprint(auth_bp)
-    app.register_blueprint(account_bp)
-    app.register_blueprint(mfa_bp)
-    from idp.metrics.views import init_metrics
-
     init_metrics(app)

@@ -26,8 +26,13 @@ from flask import Flask
 from sqlalchemy.exc import OperationalError
 
 from idp import create_app
-from idp.config import ConfigError, generate_key_encryption_key
+from idp.clients.service import create_client, list_clients
+from idp.config import ConfigError, generate_key_encryption_key, load
 from idp.errors import IdpError
+from idp.keyring.service import ensure_keys
+from idp.migrate import upgrade
+from idp.signout import disable_user, set_password, sign_out_everywhere
+from idp.users.service import create_user, list_users, require_user
 
 EXIT_USAGE = 2
 
@@ -98,8 +103,6 @@ def ensure_local_secrets(app: Flask) -> list[str]:
 @cli.command()
 def init() -> None:
     """Create local secrets (embedded default), the schema and the first signing keys; idempotent."""
-    from idp.keyring.service import ensure_keys
-    from idp.migrate import upgrade
 
     made = ensure_local_secrets(create_app(require_secrets=False))
     for path in made:
@@ -125,7 +128,6 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Apply migrations up to REVISION."""
-    from idp.migrate import upgrade
 
     upgrade(create_app(require_secrets=False), revision)
     click.echo("database upgraded")
@@ -152,7 +154,6 @@ def read_password_stdin() -> str:
 @with_app()
 def users_create(app: Flask, email: str, password_stdin: bool, name: str | None, admin: bool) -> None:
     """Create a user."""
-    from idp.users.service import create_user
 
     user = create_user(email, read_password_stdin(), name=name, is_admin=admin, actor="cli")
     click.echo(json.dumps({"id": user.id, "sub": user.subject, "email": user.email, "is_admin": user.is_admin}))
@@ -163,7 +164,6 @@ def users_create(app: Flask, email: str, password_stdin: bool, name: str | None,
 @with_app()
 def users_list(app: Flask, as_json: bool) -> None:
     """List users."""
-    from idp.users.service import list_users
 
     rows = [
         {"id": u.id, "sub": u.subject, "email": u.email, "name": u.name, "is_admin": u.is_admin,
@@ -183,7 +183,6 @@ def users_list(app: Flask, as_json: bool) -> None:
 @with_app()
 def users_disable(app: Flask, email: str) -> None:
     """Disable a user: they can no longer sign in, and every token and session they hold dies."""
-    from idp.users.service import disable_user, require_user
 
     disable_user(require_user(email), actor="cli")
     click.echo(f"disabled {email}")
@@ -195,7 +194,6 @@ def users_disable(app: Flask, email: str) -> None:
 @with_app()
 def users_set_password(app: Flask, email: str, password_stdin: bool) -> None:
     """Set a user's password; every session and token they hold dies."""
-    from idp.users.service import require_user, set_password
 
     set_password(require_user(email), read_password_stdin(), actor="cli")
     click.echo(f"password set for {email}; all their sessions and tokens are revoked")
@@ -206,7 +204,6 @@ def users_set_password(app: Flask, email: str, password_stdin: bool) -> None:
 @with_app()
 def users_sign_out(app: Flask, email: str) -> None:
     """Sign a user out everywhere: every session, access token and refresh token (offline too)."""
-    from idp.users.service import require_user, sign_out_everywhere
 
     sign_out_everywhere(require_user(email), actor="cli")
     click.echo(f"signed {email} out everywhere")
@@ -237,7 +234,6 @@ def clients() -> None:
 def clients_create(app: Flask, name, redirect_uris, post_logout_redirect_uris, public, grant_types, scope,
                    token_endpoint_auth_method, skip_consent, no_pkce, backchannel_logout_uri, id_token_alg, as_json) -> None:
     """Register a client; its secret is printed once and never stored."""
-    from idp.clients.service import create_client
 
     client, secret = create_client(
         name,
@@ -269,7 +265,6 @@ def clients_create(app: Flask, name, redirect_uris, post_logout_redirect_uris, p
 @with_app()
 def clients_list(app: Flask, as_json: bool) -> None:
     """List clients."""
-    from idp.clients.service import list_clients
 
     rows = [
         {"client_id": c.client_id, "name": c.name, "public": c.is_public, "redirect_uris": c.redirect_uris,
@@ -288,7 +283,6 @@ def clients_list(app: Flask, as_json: bool) -> None:
 
 def default_bind() -> tuple[str, int]:
     """Host and port taken from the issuer when it is a loopback URL (the embedded default)."""
-    from idp.config import load
 
     parts = urlsplit(load()["ISSUER"])
     return "127.0.0.1", parts.port or (443 if parts.scheme == "https" else 80)

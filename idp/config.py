@@ -58,6 +58,9 @@ class Setting:
 
 
 MINUTE, HOUR, DAY = 60, 3600, 86400
+# The default of IDP_KEYRING_CACHE_SECONDS (idp/keyring/service.py): a key takes up to this much
+# longer to appear in or leave a web process's view than the database says.
+KEYRING_CACHE_SECONDS = 5
 
 SETTINGS: tuple[Setting, ...] = (
     # Identity and storage
@@ -72,6 +75,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATABASE_CONNECT_TIMEOUT", 3, "PostgreSQL: seconds to wait for a connection, a free one in the pool, or the acknowledgement of sent data, before answering 503.", _int),
     Setting("DATABASE_STATEMENT_TIMEOUT", 5, "PostgreSQL: seconds a statement may run before it is cancelled (0 = no limit; migrations never have one).", _int),
     Setting("TRUSTED_PROXIES", 0, "Reverse-proxy hops in front of the web server whose `X-Forwarded-For`/`-Proto`/`-Host`/`-Port` are believed (0 = ignore those headers).", _int),
+    # gunicorn's own FORWARDED_ALLOW_IPS is refused (see IGNORED_VARIABLES): it would apply the same trust a second time.
+    Setting("MAX_CONTENT_LENGTH", 1024 * 1024, "Largest request body in bytes; a larger one is refused with 413 before it is read.", _int),
     # Observability
     Setting("METRICS", lambda s: is_loopback_host(urlsplit(s["ISSUER"]).hostname), "Serve Prometheus metrics at `/metrics` (default: on for a loopback issuer, off otherwise).", _bool),
     Setting("METRICS_ALLOWED_NETWORKS", lambda s: ["127.0.0.0/8", "::1/128"], "Comma-separated networks (CIDR) whose clients may read `/metrics`; others get 403.", _list),
@@ -88,11 +93,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SSO_SESSION_ABSOLUTE_TTL", 7 * DAY, "An end-user SSO session ends this long after sign-in, however used.", _int),
     Setting("ADMIN_SESSION_IDLE_TTL", 30 * MINUTE, "An admin UI session unused this long ends.", _int),
     Setting("ADMIN_SESSION_ABSOLUTE_TTL", 12 * HOUR, "An admin UI session ends this long after sign-in, however used.", _int),
-    # Keys
+    Setting("CSRF_TOKEN_TTL", lambda s: s["SSO_SESSION_IDLE_TTL"], "Seconds a form's CSRF token stays valid (default: the SSO session's idle lifetime; the admin UI checks its own, shorter one).", _int),
     # Back-channel logout
     Setting("BACKCHANNEL_RETRY_BASE_SECONDS", 5, "First retry delay of a failed back-channel logout delivery; doubles each retry.", _int),
     # Keys
     Setting("JWKS_MAX_AGE", 5 * MINUTE, "`Cache-Control: max-age` of the JWKS; a new key is published at least this long before it signs.", _int),
+    Setting("DISCOVERY_MAX_AGE", 5 * MINUTE, "`Cache-Control: max-age` of the discovery documents (`/.well-known/...`).", _int),
+    Setting("KEYRING_CACHE_SECONDS", KEYRING_CACHE_SECONDS, "How long each web process trusts its in-memory view of the keyring; a rotation reaches every replica within this many seconds.", _int),
     # Password hashing: argon2id. The defaults are OWASP's stated minimum for argon2id (Password
     # Storage Cheat Sheet: 19 MiB, 2 iterations, 1 lane). Raising them rehashes each password at its
     # next successful sign-in.
@@ -113,7 +120,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEBAUTHN_CHALLENGE_TTL", 2 * MINUTE, "Seconds a WebAuthn challenge stays valid (each is single use).", _int),
     # Key rotation and background jobs (seconds)
     Setting("KEY_ROTATION_PERIOD", 30 * DAY, "How long a key signs before the scheduled rotation replaces it (0 = rotate only by hand).", _int),
-    Setting("KEY_ROTATION_LEAD_TIME", lambda s: max(HOUR, minimum_lead_time(s)), "How long a `next` key is published before it may sign; at least JWKS_MAX_AGE + CLOCK_SKEW + 5.", _int),
+    Setting("KEY_ROTATION_LEAD_TIME", lambda s: max(HOUR, minimum_lead_time(s)), "How long a `next` key is published before it may sign; at least JWKS_MAX_AGE + CLOCK_SKEW + KEYRING_CACHE_SECONDS.", _int),
     Setting("ID_TOKEN_HINT_TTL", lambda s: s["SSO_SESSION_ABSOLUTE_TTL"], "How long after issue an ID token is still accepted as `id_token_hint`, at logout or authorization (default: the SSO session's absolute lifetime).", _int),
     Setting("KEY_RETIREMENT_GRACE", lambda s: minimum_retirement_grace(s), "How long a retired key stays published; at least the longest token lifetime (access, ID, id_token_hint) + CLOCK_SKEW.", _int),
     Setting("AUDIT_RETENTION", 365 * DAY, "Audit events older than this are purged (0 = keep forever).", _int),
@@ -125,14 +132,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ADMIN_PAGE_SIZE", 50, "Rows per page on the admin UI's lists (1 to 500).", _int),
 )
 
-# Every web process trusts its cached view of the keyring for this long (idp/keyring/service.py),
-# so a key takes up to this much longer to appear or disappear than the database says.
-KEYRING_CACHE_SECONDS = 5
-
 
 def minimum_lead_time(values: Mapping[str, Any]) -> int:
     """A next key must outlive every cached JWKS that lacks it: HTTP cache + clock skew + process cache."""
-    return values["JWKS_MAX_AGE"] + values["CLOCK_SKEW"] + KEYRING_CACHE_SECONDS
+    return values["JWKS_MAX_AGE"] + values["CLOCK_SKEW"] + values["KEYRING_CACHE_SECONDS"]
 
 
 def minimum_retirement_grace(values: Mapping[str, Any]) -> int:
@@ -144,6 +147,11 @@ def minimum_retirement_grace(values: Mapping[str, Any]) -> int:
 TOOL_PREFIXES = ("IDP_TEST_", "IDP_BENCH_")
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+# Variables other programs would read in our processes, each overridden by a setting of ours: refused
+# rather than silently ignored. gunicorn reads FORWARDED_ALLOW_IPS, but `idp serve` has it believe no
+# forwarded header, so IDP_TRUSTED_PROXIES (idp/proxies.py) is the one place that trust is decided.
+IGNORED_VARIABLES = {"FORWARDED_ALLOW_IPS": "TRUSTED_PROXIES"}
 
 _DATABASE_SCHEMES = {"sqlite", "postgresql", "postgresql+psycopg", "postgres"}
 
@@ -176,6 +184,9 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
 def refuse_unknown_variables(environ: Mapping[str, str]) -> None:
     """An ``IDP_*`` variable the table lacks is a typo or a removed setting: say so, never ignore it."""
     known = [setting.env for setting in SETTINGS]
+    for name, instead in IGNORED_VARIABLES.items():
+        if name in environ:
+            raise ConfigError(f"{name} is not read: set IDP_{instead} instead")
     for name in sorted(environ):
         if name.startswith("IDP_") and name not in known and not name.startswith(TOOL_PREFIXES):
             closest = difflib.get_close_matches(name, known, n=1, cutoff=0) or known[:1]
@@ -193,7 +204,7 @@ def _validate(values: dict[str, Any]) -> None:
         if setting.parse is _int and values[setting.name] < 0:
             raise ConfigError(f"{setting.env} must not be negative")
     if values["KEY_ROTATION_LEAD_TIME"] < minimum_lead_time(values):
-        raise ConfigError(f"IDP_KEY_ROTATION_LEAD_TIME must be at least JWKS_MAX_AGE + CLOCK_SKEW + {KEYRING_CACHE_SECONDS} = {minimum_lead_time(values)} seconds")
+        raise ConfigError(f"IDP_KEY_ROTATION_LEAD_TIME must be at least JWKS_MAX_AGE + CLOCK_SKEW + {values['KEYRING_CACHE_SECONDS']} = {minimum_lead_time(values)} seconds")
     if values["KEY_RETIREMENT_GRACE"] < minimum_retirement_grace(values):
         raise ConfigError(
             "IDP_KEY_RETIREMENT_GRACE must be at least the longest of ACCESS_TOKEN_TTL, ID_TOKEN_TTL and "
@@ -212,6 +223,8 @@ def _validate(values: dict[str, Any]) -> None:
             raise ConfigError(f"IDP_{name} must be at least 1")
     if values["ARGON2_MEMORY_COST"] < 8 * values["ARGON2_PARALLELISM"]:
         raise ConfigError("IDP_ARGON2_MEMORY_COST must be at least 8 KiB per lane (8 x IDP_ARGON2_PARALLELISM)")
+    if values["MAX_CONTENT_LENGTH"] < 1024:
+        raise ConfigError("IDP_MAX_CONTENT_LENGTH must be at least 1024 bytes")
     if values["PURGE_BATCH_SIZE"] < 1:
         raise ConfigError("IDP_PURGE_BATCH_SIZE must be at least 1")
     if not 1 <= values["ADMIN_PAGE_SIZE"] <= 500:

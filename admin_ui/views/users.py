@@ -6,18 +6,19 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from admin_ui import actions
-from admin_ui.blueprint import bp
 from admin_ui.auth import recent_auth_required
+from admin_ui.blueprint import bp
 from admin_ui.forms import ConfirmForm, PasswordForm, UserCreateForm, UserEditForm, UserFilterForm
 from admin_ui.queries import USER_STATUSES, recent_events_for, user_grants, users_page
 from admin_ui.views.common import actor, cursor_args, get_or_404
-from idp.account.service import revoke_app
 from idp.clients.service import get_client
 from idp.db import db
 from idp.errors import ValidationError
+from idp.grants import revoke_app
 from idp.sessions.service import list_sessions_for_user
+from idp.signout import set_password
 from idp.users.models import User
-from idp.users.service import create_user, enable_user, set_password, update_user
+from idp.users.service import create_user, enable_user, update_user
 
 
 def apply_service_error(form, error: ValidationError) -> None:

@@ -6,6 +6,7 @@ from functools import wraps
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
+from idp import grants
 from idp.account import service
 from idp.account.forms import ActionForm, PasswordForm
 from idp.auth.throttle import retry_after_header, wait_text
@@ -13,8 +14,9 @@ from idp.auth.views import protect_pages
 from idp.db import db
 from idp.errors import NotFoundError, ValidationError
 from idp.sessions.service import current_session_row, start_session
+from idp.signout import sign_out_everywhere
 from idp.users.models import User
-from idp.users.service import sign_out_everywhere, validate_password
+from idp.users.service import validate_password
 
 bp = Blueprint("account", __name__, template_folder="templates")
 bp.after_request(protect_pages)  # the same anti-framing and no-store headers as the sign-in pages
@@ -54,7 +56,7 @@ def _render(user: User, password_form: PasswordForm, status: int = 200):
         sessions=service.sso_sessions(user.id),
         current_sid=current.sid if current else None,
         describe_device=service.describe_device,
-        apps=service.granted_apps(user.id),
+        apps=grants.granted_apps(user.id),
         password_form=password_form,
         action_form=ActionForm(),
     ), status
@@ -119,7 +121,7 @@ def revoke_application(user: User, client_id: str):
     if not ActionForm().validate_on_submit():
         abort(400)
     try:
-        service.revoke_app(user.id, client_id)
+        grants.revoke_app(user.id, client_id)
     except NotFoundError:
         abort(404)
     flash("Access revoked.")

@@ -6,10 +6,11 @@ import json
 
 import click
 
+from idp import create_app
+from idp.jobs.service import JOBS, describe_run, last_runs, run_job
+
 
 def _app_context():
-    from idp import create_app
-
     return create_app().app_context()
 
 
@@ -17,7 +18,6 @@ def _app_context():
 @click.option("--json", "as_json", is_flag=True)
 def jobs(as_json: bool) -> None:
     """The last run of each background job: when, how long, outcome and counts."""
-    from idp.jobs.service import JOBS, describe_run, last_runs
 
     with _app_context():
         runs = {run.job: describe_run(run) for run in last_runs()}
@@ -41,7 +41,6 @@ def jobs(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def purge(as_json: bool) -> None:
     """Delete expired codes, tokens, sessions, denylist entries, old audit events and job runs now."""
-    from idp.jobs.service import run_job
 
     with _app_context():
         run = run_job("purge")

@@ -20,6 +20,7 @@ from idp.jobs.locks import single_runner
 from idp.jobs.models import JobRun
 from idp.keyring.rotation import run_rotation
 from idp.purge import purge_expired
+from idp.tasks import send_task
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +169,6 @@ def enqueue(name: str) -> str:
     (the beat schedule runs the job anyway once the broker is back).
     """
     require_job(name)
-    from idp.tasks import send_task
-
     return send_task(task_name(name))
 
 

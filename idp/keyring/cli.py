@@ -6,14 +6,18 @@ import json
 
 import click
 
+from idp import create_app
+from idp.db import db
 from idp.errors import ValidationError
+from idp.jobs.service import run_job
+from idp.keyring.rotation import revoke_key, rotate_now
+from idp.keyring.service import describe_key, list_keys, require_key, rewrap_keys
+from idp.mfa.totp import rewrap_secrets
 
 ALGORITHM_CHOICE = click.Choice(["RS256", "ES256"])
 
 
 def _app_context():
-    from idp import create_app
-
     return create_app().app_context()
 
 
@@ -26,7 +30,6 @@ def keys() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def keys_list(as_json: bool) -> None:
     """List signing keys with algorithm, state and dates (private halves are never shown)."""
-    from idp.keyring.service import describe_key, list_keys
 
     with _app_context():
         rows = [describe_key(key) for key in list_keys()]
@@ -44,8 +47,6 @@ def keys_list(as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="With --now: even if the next key is younger than the lead time.")
 def keys_rotate(immediately: bool, alg: str | None, force: bool) -> None:
     """Run the scheduled rotation step now, or with --now rotate at once (old key stays published)."""
-    from idp.jobs.service import run_job
-    from idp.keyring.rotation import rotate_now
 
     if (alg or force) and not immediately:
         raise ValidationError("--alg and --force go with --now")
@@ -65,8 +66,6 @@ def keys_rotate(immediately: bool, alg: str | None, force: bool) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def keys_revoke(kid: str, yes: bool) -> None:
     """Withdraw a compromised key from the JWKS at once: every token it signed stops verifying."""
-    from idp.keyring.rotation import revoke_key
-    from idp.keyring.service import require_key
 
     with _app_context():
         key = require_key(kid)
@@ -89,9 +88,6 @@ def keys_revoke(kid: str, yes: bool) -> None:
 @keys.command("rewrap")
 def keys_rewrap() -> None:
     """Re-encrypt every private key and authenticator-app key under the first (newest) key-encryption key."""
-    from idp.db import db
-    from idp.keyring.service import rewrap_keys
-    from idp.mfa.totp import rewrap_secrets
 
     with _app_context():
         result = rewrap_keys(actor="cli")

@@ -30,7 +30,6 @@ from sqlalchemy.exc import IntegrityError
 
 from idp.audit.service import record
 from idp.clock import utcnow
-from idp.config import KEYRING_CACHE_SECONDS
 from idp.db import db
 from idp.errors import IdpError, ValidationError
 from idp.keyring.models import KeyState, SigningKey
@@ -59,7 +58,7 @@ class RotationPolicy:
             period=timedelta(seconds=period) if period else None,
             lead_time=timedelta(seconds=config["KEY_ROTATION_LEAD_TIME"]),
             # Other web processes may sign with a just-retired key until their cache expires.
-            grace=timedelta(seconds=config["KEY_RETIREMENT_GRACE"] + KEYRING_CACHE_SECONDS),
+            grace=timedelta(seconds=config["KEY_RETIREMENT_GRACE"] + config["KEYRING_CACHE_SECONDS"]),
         )
 
     def rotation_due(self, active: SigningKey, now: datetime) -> bool:

@@ -28,7 +28,7 @@ from idp.security import KeyEncryptor
 ALGORITHMS = ("RS256", "ES256")  # RS256 is mandatory for OpenID Connect (Core 15.1)
 RSA_BITS = 2048
 log = logging.getLogger(__name__)
-# KEYRING_CACHE_SECONDS (idp/config.py): how long a web process trusts its cached view of the
+# IDP_KEYRING_CACHE_SECONDS (idp/config.py): how long a web process trusts its cached view of the
 # keyring; a rotation or revocation made anywhere is seen by every replica within that many
 # seconds, without a restart. Rotation timings add it to their safety margins.
 
@@ -204,8 +204,9 @@ class _KeyringCache:
     passes. Past the limit the outage is a 503 like any other.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, clock: Callable[[], float] = time.monotonic, seconds: float = KEYRING_CACHE_SECONDS):
         self._lock = threading.Lock()
+        self._seconds = seconds  # IDP_KEYRING_CACHE_SECONDS
         self._clock = clock  # tests drive it to check the window without sleeping
         self._snapshot: _Snapshot | None = None
         self._loaded_at = 0.0
@@ -216,7 +217,7 @@ class _KeyringCache:
         if self._snapshot is None:
             return True
         now = self._clock()
-        return now - self._loaded_at >= KEYRING_CACHE_SECONDS and now >= self._retry_at
+        return now - self._loaded_at >= self._seconds and now >= self._retry_at
 
     def snapshot(self) -> _Snapshot:
         if self._stale():
@@ -242,7 +243,7 @@ class _KeyringCache:
             if at_stake or not self._may_serve_stale(error, loaded_at):
                 raise
             # Try again as soon as a fresh snapshot would have expired, or the stale one must.
-            self._retry_at = min(loaded_at + KEYRING_CACHE_SECONDS, self._loaded_at + stale_limit(current_app.config))
+            self._retry_at = min(loaded_at + self._seconds, self._loaded_at + stale_limit(current_app.config))
             db.session.rollback()  # nothing to lose; the request's next query starts afresh
             return
         if self._serving_stale:

@@ -22,11 +22,11 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
 from flask import Blueprint, Flask
 
-from idp import csrf
 from idp.cors import client_origins
 from idp.db import db
+from idp.extensions import csrf
 from idp.oauth.presented import PresentedAccessToken, find_presented_token
-from idp.oauth.server import authorization
+from idp.oauth.server import authorization_server
 from idp.oidc.discovery import add_metadata
 
 REVOCATION_PATH = "/revoke"
@@ -97,7 +97,7 @@ def endpoint_response(name: str):
     """Authlib's response for endpoint `name`, errors included."""
     # Plain http to a non-loopback host raises InsecureTransportError before Authlib's own error
     # handling; the app's handler answers it like every endpoint (idp.oauth.server.insecure_transport).
-    return authorization.create_endpoint_response(name)
+    return authorization_server().create_endpoint_response(name)
 
 
 @bp.post(REVOCATION_PATH)

@@ -391,15 +391,8 @@ def authenticate_client_secret_basic_safely(query_client, request):
 
 
 def register_grants(server) -> None:
-    """Register the grants, their extensions and the token generator on Authlib's server.
-
-    Called at every `init_app` (Authlib resets the token generator there); the grants, bound to
-    the module-level server, are registered once.
-    """
+    """Register the grants, their extensions and the token generator on a new Authlib server."""
     server.register_token_generator("default", generate_token)
-    if getattr(server, "_idp_grants_registered", False):
-        return
-    server._idp_grants_registered = True
     server.register_client_auth_method("client_secret_basic", authenticate_client_secret_basic_safely)
     server.register_extension(issuer_parameter)
     server.register_grant(

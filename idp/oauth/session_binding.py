@@ -27,7 +27,11 @@ def session_alive(sid: str, *, now: datetime | None = None) -> bool:
     return row is not None and not timed_out(current_app, row, now or utcnow())
 
 
-@session_ended.connect
+def connect() -> None:
+    """Revoke bound families whenever sessions end (wired by the app factory)."""
+    session_ended.connect(_on_session_ended)
+
+
 def _on_session_ended(sender, rows, reason: str, **_) -> None:
     """Ending an SSO session (logout, timeout, admin revoke) revokes the refresh tokens bound to it."""
     revoke_families(sids=[row.sid for row in rows if row.kind == "sso"], include_offline=False, reason="session_ended", actor="system")

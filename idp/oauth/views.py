@@ -16,7 +16,7 @@ from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import Blueprint, Response, current_app, redirect, request, url_for
 
-from idp import csrf
+from idp.extensions import csrf
 from idp.clients.service import AUTH_METHODS, GRANT_TYPES, SCOPES
 from idp.clock import utcnow
 from idp.cors import client_origins
@@ -29,7 +29,7 @@ from idp.oauth.consents import has_consent
 from idp.oauth.grants import (
     PROMPTS, Principal, issuer_parameter, requested_max_age, requested_prompts,
 )
-from idp.oauth.server import authorization
+from idp.oauth.server import authorization_server
 from idp.metrics import TOKENS_ISSUED
 from idp.oidc.discovery import add_metadata
 from idp.routing import spec_defined_methods
@@ -106,7 +106,7 @@ def authorize():
     if fresh:
         principal = replace(principal, acr=policy.acr_for(principal.amr, fresh=True))
     try:
-        grant = authorization.get_consent_grant(end_user=principal)
+        grant = authorization_server().get_consent_grant(end_user=principal)
     except OAuth2Error as error:
         return _refuse(error, principal, parameters)
     except ValueError:
@@ -138,7 +138,7 @@ def _answer(grant, principal: Principal | None, parameters, rid: str, entry: dic
     decided_here = entry.get("consent_sid") == principal.sid
     if decided_here and entry.get("consent") == "deny":
         pending.forget(rid)
-        return authorization.create_authorization_response(grant=grant, grant_user=None)
+        return authorization_server().create_authorization_response(grant=grant, grant_user=None)
     allowed_here = decided_here and entry.get("consent") == "allow"
     client = grant.client
     asks_again = "consent" in prompts or not (client.skip_consent or has_consent(principal.user.id, client.id, grant.request.scope))
@@ -148,7 +148,7 @@ def _answer(grant, principal: Principal | None, parameters, rid: str, entry: dic
         return redirect(url_for("auth.consent", rid=pending.remember(parameters)))
 
     pending.forget(rid)
-    return authorization.create_authorization_response(grant=grant, grant_user=principal)
+    return authorization_server().create_authorization_response(grant=grant, grant_user=principal)
 
 
 def _needs_sign_in(principal: Principal, prompts: set[str], max_age: int | None, hinted_subject: str | None, fresh: bool) -> bool:
@@ -198,8 +198,8 @@ def _refuse(error: OAuth2Error, principal: Principal | None, parameters: list[tu
 def _authorization_error(error: OAuth2Error) -> Response:
     """Redirect an error to a validated redirect_uri with state and iss (RFC 6749 4.1.2.1, RFC 9207); else a page."""
     if error.redirect_uri:
-        response = authorization.handle_error_response(None, error)
-        issuer_parameter.add_issuer_parameter(authorization, response)
+        response = authorization_server().handle_error_response(None, error)
+        issuer_parameter.add_issuer_parameter(authorization_server(), response)
         return response
     return _error_page(error.error, error.get_error_description() or "")
 
@@ -220,9 +220,9 @@ def token():
     """The token endpoint: authorization_code, refresh_token, client_credentials (RFC 6749 3.2, 5)."""
     if any(len(request.values.getlist(name)) > 1 for name in request.values):
         # RFC 6749 3.2: request parameters MUST NOT be included more than once.
-        response = authorization.handle_error_response(None, InvalidRequestError("A parameter is repeated."))
+        response = authorization_server().handle_error_response(None, InvalidRequestError("A parameter is repeated."))
     else:
-        response = authorization.create_token_response()
+        response = authorization_server().create_token_response()
         if response.status_code == 200:
             TOKENS_ISSUED.labels(request.form.get("grant_type", "")).inc()
     # RFC 6749 5.1: tokens, and errors about them, are never cached.

@@ -26,6 +26,7 @@ from idp.keyring.service import signing_key
 from idp.oauth.models import AuthorizationCode
 from idp.security import random_token
 from idp.sessions.store import session_ended
+from idp.signout import signed_out_everywhere
 from idp.tasks import outbox
 from idp.tokens.models import RefreshFamily
 from idp.users.models import User
@@ -81,7 +82,13 @@ def participating_clients(sids: list[str]) -> list[Client]:
     ))
 
 
-@session_ended.connect
+def connect() -> None:
+    """Queue logout tokens whenever SSO sessions end or a user is signed out everywhere, and deliver them (wired by the app factory)."""
+    session_ended.connect(_queue_backchannel_logout)
+    signed_out_everywhere.connect(_queue_offline_logout)
+    outbox.handler(KIND, max_attempts=MAX_ATTEMPTS, retry_base=lambda config: config["BACKCHANNEL_RETRY_BASE_SECONDS"])(deliver_backchannel_logout)
+
+
 def _queue_backchannel_logout(sender, rows, reason: str, **extra) -> None:
     """One outbox message per (client, session) of the ended SSO sessions, in their transaction."""
     for row in rows:
@@ -92,7 +99,7 @@ def _queue_backchannel_logout(sender, rows, reason: str, **extra) -> None:
             outbox.add(KIND, client_id=client.client_id, sub=subject, sid=row.sid, reason=reason)
 
 
-def queue_offline_logout(user: User) -> None:
+def _queue_offline_logout(sender, user: User, **extra) -> None:
     """After sign-out-everywhere: a sub-only logout token to clients holding offline grants of `user`."""
     clients = db.session.scalars(
         select(Client).where(
@@ -104,7 +111,6 @@ def queue_offline_logout(user: User) -> None:
         outbox.add(KIND, client_id=client.client_id, sub=user.subject, sid=None, reason="sign_out_everywhere")
 
 
-@outbox.handler(KIND, max_attempts=MAX_ATTEMPTS, retry_base=lambda config: config["BACKCHANNEL_RETRY_BASE_SECONDS"])
 def deliver_backchannel_logout(payload: dict, *, attempt: int, final: bool) -> bool:
     """POST a fresh logout token to the client's back-channel URI (section 2.5); True once it answered 2xx."""
     client_id, sid = payload["client_id"], payload.get("sid")

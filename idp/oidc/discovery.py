@@ -44,5 +44,5 @@ def metadata() -> dict[str, Any]:
 def discovery_document():
     """OpenID Provider / OAuth 2.0 Authorization Server metadata."""
     response = jsonify(metadata())
-    response.headers["Cache-Control"] = "public, max-age=300"
+    response.headers["Cache-Control"] = f"public, max-age={current_app.config['DISCOVERY_MAX_AGE']}"
     return response

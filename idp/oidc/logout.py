@@ -23,11 +23,11 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, SubmitField
 
-from idp import csrf
+from idp.extensions import csrf
 from idp.audit.service import record
 from idp.db import db
 from idp.errors import render_error_page
-from idp.oauth.server import authorization
+from idp.oauth.server import authorization_server
 from idp.routing import spec_defined_methods
 from idp.sessions.service import current_session_row, end_current_session
 from idp.tokens.access import InvalidTokenError
@@ -139,7 +139,7 @@ def page_headers(response):
 def end_session():
     """RP-Initiated Logout 1.0 section 2: sign out at once with a matching hint, else after confirming."""
     try:
-        logout = authorization.validate_endpoint_request(EndSessionEndpoint.ENDPOINT_NAME)
+        logout = authorization_server().validate_endpoint_request(EndSessionEndpoint.ENDPOINT_NAME)
     except OAuth2Error as error:
         # Section 4: on an error, no redirect; the reason is shown (escaped) for the RP's developer.
         return render_error_page(400, "Sign-out request refused", f"The sign-out request is invalid: {error.description or error.error}.")
@@ -173,7 +173,7 @@ def without_hint(params: dict, client) -> dict:
 
 def finish(logout):
     """End the session, then redirect to the registered URI or show the signed-out page."""
-    response = authorization.create_endpoint_response(EndSessionEndpoint.ENDPOINT_NAME, logout)
+    response = authorization_server().create_endpoint_response(EndSessionEndpoint.ENDPOINT_NAME, logout)
     return response if response is not None else render_template("logout/signed_out.html")
 
 

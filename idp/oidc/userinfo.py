@@ -14,7 +14,7 @@ from authlib.oauth2.rfc6750 import BearerTokenValidator, InsufficientScopeError,
 from authlib.oidc.core import UserInfoEndpoint as _UserInfoEndpoint
 from flask import Blueprint, current_app, request
 
-from idp import csrf
+from idp.extensions import csrf
 from idp.cors import any_origin
 from idp.oauth.endpoints import endpoint_response
 from idp.oauth.presented import PresentedAccessToken

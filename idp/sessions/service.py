@@ -12,7 +12,7 @@ from idp.sessions.models import UserSession
 from idp.sessions.store import end_rows, end_session, new_row, session_ended
 from idp.users.models import User
 
-__all__ = ["current_session_row", "end_all_for_user", "end_current_session", "end_session", "list_sessions_for_user",
+__all__ = ["current_session_row", "end_all_for_user", "end_current_session", "end_session", "find_session_of_user", "list_sessions_for_user",
            "new_row", "session_ended", "start_session"]
 
 def start_session(user: User, *, data: dict | None = None) -> UserSession:
@@ -60,9 +60,15 @@ def end_all_for_user(user_id: int, *, reason: str, actor: str, kind: str | None 
     return len(rows)
 
 
-def list_sessions_for_user(user_id: int) -> list[UserSession]:
-    """A user's signed-in sessions, newest first."""
-    return list(db.session.scalars(
-        select(UserSession).where(UserSession.user_id == user_id).order_by(UserSession.created_at.desc(), UserSession.id.desc())
-    ))
+def list_sessions_for_user(user_id: int, *, kind: str | None = None) -> list[UserSession]:
+    """A user's signed-in sessions (optionally of one kind), newest first."""
+    query = select(UserSession).where(UserSession.user_id == user_id)
+    if kind:
+        query = query.where(UserSession.kind == kind)
+    return list(db.session.scalars(query.order_by(UserSession.created_at.desc(), UserSession.id.desc())))
+
+
+def find_session_of_user(user_id: int, sid: str, *, kind: str) -> UserSession | None:
+    """The user's own session of `kind` with this public id, or None (another user's id finds nothing)."""
+    return db.session.scalar(select(UserSession).where(UserSession.sid == sid, UserSession.user_id == user_id, UserSession.kind == kind))
 

@@ -7,6 +7,7 @@ from flask import Flask, current_app
 from kombu.exceptions import OperationalError as BrokerError
 
 from idp.errors import IdpError
+from idp.tasks.schedule import BEAT_SCHEDULE
 
 # Redis re-delivers a message a worker took but never acknowledged (the worker was SIGKILLed, its
 # node lost) after this long. It must exceed the longest task (an outbox delivery is cut off after
@@ -55,8 +56,6 @@ def celery_init_app(app: Flask) -> Celery:
         broker_transport_options=REDIS_TRANSPORT_OPTIONS if uses_redis(app.config["CELERY_BROKER_URL"]) else {},
         include=["idp.tasks.jobs", "idp.tasks.outbox", "idp.oidc.backchannel"],
     )
-    from idp.tasks.schedule import BEAT_SCHEDULE
-
     celery_app.conf.beat_schedule = BEAT_SCHEDULE
     celery_app.set_default()
     app.extensions["celery"] = celery_app

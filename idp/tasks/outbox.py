@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from idp.clock import utcnow
 from idp.db import db
+from idp.tasks import publish
 from idp.tasks.models import OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -88,14 +89,19 @@ def add(kind: str, **payload: Any) -> OutboxMessage:
     return message
 
 
-@event.listens_for(Session, "after_commit")
+def connect() -> None:
+    """Publish after every commit, forget after a rollback (wired by the app factory; once per process)."""
+    for name, listener in (("after_commit", _nudge_after_commit), ("after_soft_rollback", _discard)):
+        if not event.contains(Session, name, listener):
+            event.listen(Session, name, listener)
+
+
 def _nudge_after_commit(session: Session) -> None:
     ids = session.info.pop(_PENDING, [])
     if ids:
         _publisher.submit(_nudge, current_app.extensions["celery"], ids)
 
 
-@event.listens_for(Session, "after_soft_rollback")
 def _discard(session: Session, previous_transaction) -> None:
     if not session.in_transaction():
         session.info.pop(_PENDING, None)
@@ -115,8 +121,6 @@ def _nudge(celery: Celery, ids: list[int]) -> None:
 
 def publish_message(celery: Celery, message_id: int, countdown: float = 0) -> None:
     """Publish the `idp.outbox` task of one message (one quick attempt); raises broker errors."""
-    from idp.tasks import publish  # late import: idp.tasks imports the app's task modules
-
     # The copy expires when the relay would publish the next one anyway.
     expires = countdown + REPUBLISH_AFTER.total_seconds()
     publish(celery, TASK_NAME, {"message_id": message_id}, countdown=countdown or None, expires=expires)

@@ -1,4 +1,4 @@
-"""User accounts: creation with argon2id, authentication, disabling, token versions."""
+"""User accounts: creation with argon2id, authentication, token versions, enabling, edits (the changes that end everything: idp/signout.py)."""
 
 from __future__ import annotations
 
@@ -93,79 +93,11 @@ def bump_token_version(user: User, *, reason: str, actor: str) -> None:
     record("user.token_version_bumped", actor=actor, target=f"user:{user.id}", reason=reason, token_version=user.token_version)
 
 
-def end_everything(user: User, *, reason: str, actor: str) -> None:
-    """Bump the token version and end every session and refresh family of `user` (caller commits).
-
-    The bump alone already makes every older credential fail at its next use; ending the rows too
-    frees them at once and tells relying parties (back-channel logout) without waiting.
-    """
-    from idp.oidc.backchannel import queue_offline_logout
-    from idp.sessions.service import end_all_for_user
-    from idp.tokens.refresh import revoke_families
-
-    bump_token_version(user, reason=reason, actor=actor)
-    end_all_for_user(user.id, reason=reason, actor=actor)
-    queue_offline_logout(user)
-    revoke_families(user_id=user.id, include_offline=True, reason=reason, actor=actor)
-
-
-def sign_out_everywhere(user: User, *, actor: str) -> None:
-    """End every session and token of `user`, offline grants included."""
-    end_everything(user, reason="sign_out_everywhere", actor=actor)
-    db.session.commit()
-
-
-def set_password(user: User, password: str, *, actor: str) -> None:
-    """Set a new password (an admin's or the user's own act); every old credential dies."""
-    validate_password(password)
-    user.password_hash = hash_password(password)
-    record("user.password_set", actor=actor, target=f"user:{user.id}")
-    end_everything(user, reason="password_changed", actor=actor)
-    db.session.commit()
-
-
-def change_password(user: User, current: str, new: str, *, actor: str, ip: str | None = None) -> None:
-    """The user's own change: the current password must be right, else nothing changes."""
-    ok, _ = verify_password(user.password_hash, (current or "")[:MAX_PASSWORD_LENGTH])
-    if not ok:
-        record("user.password_change_failed", actor=actor, target=f"user:{user.id}", ip=ip)
-        db.session.commit()
-        raise ValidationError("current password is wrong", field="current_password")
-    set_password(user, new, actor=actor)
-
-
-def set_admin(user: User, is_admin: bool, *, actor: str) -> None:
-    """Grant or revoke admin rights; a change of rights ends every session of the user."""
-    if user.is_admin == is_admin:
-        return
-    user.is_admin = is_admin
-    record("user.admin_granted" if is_admin else "user.admin_revoked", actor=actor, target=f"user:{user.id}")
-    end_everything(user, reason="admin_rights_changed", actor=actor)
-    db.session.commit()
-
-
-def disable_user(user: User, *, actor: str = "system") -> None:
-    """Disable a user and end everything they hold; idempotent."""
-    if user.disabled_at is None:
-        user.disabled_at = utcnow()
-        record("user.disabled", actor=actor, target=f"user:{user.id}")
-        end_everything(user, reason="disabled", actor=actor)
-    db.session.commit()
-
-
 def enable_user(user: User, *, actor: str) -> None:
     """Let a disabled user sign in again (their old sessions and tokens stay dead)."""
     if user.disabled_at is not None:
         user.disabled_at = None
         record("user.enabled", actor=actor, target=f"user:{user.id}")
-    db.session.commit()
-
-
-def delete_user(user: User, *, actor: str) -> None:
-    """Delete a user; sessions, codes, consents and refresh families go with the row (ON DELETE CASCADE)."""
-    end_everything(user, reason="deleted", actor=actor)
-    record("user.deleted", actor=actor, target=f"user:{user.id}", email=user.email)
-    db.session.delete(user)
     db.session.commit()
 
 

@@ -80,7 +80,7 @@ def test_a_user_without_admin_rights_cannot_sign_in(app, browser, make_user):
 
 
 def test_a_disabled_admin_cannot_sign_in(app, browser, make_user):
-    from idp.users.service import disable_user
+    from idp.signout import disable_user
 
     user = make_user(email="old-admin@example.com", password=PASSWORD, is_admin=True)
     with app.app_context():

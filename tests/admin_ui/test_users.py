@@ -54,7 +54,7 @@ def test_search_matches_an_email_prefix_literally(app, signed_in):
 
 def test_status_filter(app, signed_in, make_user, admin):
     gone = make_user(email="gone@example.com")
-    from idp.users.service import disable_user
+    from idp.signout import disable_user
 
     with app.app_context():
         disable_user(db.session.get(User, gone.id), actor="test")

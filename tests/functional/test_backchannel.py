@@ -11,8 +11,8 @@ from idp.db import db
 from idp.models import AuditEvent, Client, User, UserSession
 from idp.oidc.backchannel import LOGOUT_EVENT
 from idp.sessions.service import end_session, new_row
+from idp.signout import sign_out_everywhere
 from idp.tokens.refresh import start_family
-from idp.users.service import sign_out_everywhere
 from tests.support import Receiver, free_port, wait_until
 
 

@@ -16,9 +16,9 @@ from idp.jobs.models import JobRun
 from idp.jobs.service import INTERRUPTED, rerun_interrupted
 from idp.models import Client, OutboxMessage, User
 from idp.sessions.service import new_row
+from idp.signout import sign_out_everywhere
 from idp.tasks import outbox
 from idp.tokens.refresh import start_family
-from idp.users.service import sign_out_everywhere
 from tests.conftest import empty_broker
 from tests.support import free_port
 

@@ -255,7 +255,8 @@ def hostile_tokens(app, user: User, client: Client, recorder_url: str) -> dict[s
     # this one is refused for its version alone; and one for a user disabled since.
     for name, change in (("older token version", "bump"), ("disabled user", "disable")):
         with app.app_context():
-            from idp.users.service import create_user, disable_user
+            from idp.signout import disable_user
+            from idp.users.service import create_user
 
             victim = create_user(f"{change}@example.com", "correct horse battery")
             db.session.refresh(victim)

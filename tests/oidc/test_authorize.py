@@ -454,7 +454,8 @@ def test_signing_in_replaces_the_session_id(oidc, rp, user):
 
 
 def test_a_disabled_user_is_signed_out(oidc, rp, user, app):
-    from idp.users.service import disable_user, require_user
+    from idp.signout import disable_user
+    from idp.users.service import require_user
 
     oidc.sign_in_and_authorize(rp, user.email)
     with app.app_context():

@@ -9,19 +9,19 @@ import pytest
 import requests
 from sqlalchemy import select
 
+from idp import signout
 from idp.db import db
 from idp.models import User, UserSession
 from idp.sessions.service import new_row
-from idp.users import service
 from tests.oidc.conftest import PASSWORD, basic
 from tests.oidc.flow import csrf_token, sign_in
 
 TRIGGERS = {
-    "sign_out_everywhere": lambda user: service.sign_out_everywhere(user, actor="test"),
-    "set_password": lambda user: service.set_password(user, "a brand new password", actor="test"),
-    "disable": lambda user: service.disable_user(user, actor="test"),
-    "revoke_admin": lambda user: service.set_admin(user, False, actor="test"),
-    "delete": lambda user: service.delete_user(user, actor="test"),
+    "sign_out_everywhere": lambda user: signout.sign_out_everywhere(user, actor="test"),
+    "set_password": lambda user: signout.set_password(user, "a brand new password", actor="test"),
+    "disable": lambda user: signout.disable_user(user, actor="test"),
+    "revoke_admin": lambda user: signout.set_admin(user, False, actor="test"),
+    "delete": lambda user: signout.delete_user(user, actor="test"),
 }
 
 

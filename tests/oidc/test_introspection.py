@@ -117,7 +117,8 @@ def test_revoked_access_token_is_inactive_at_once(app, client, user, rp):
 @pytest.mark.parametrize("state", ["rotated", "family revoked", "expired", "family expired", "version bumped", "user disabled"])
 def test_dead_refresh_tokens_are_exactly_inactive(app, client, user, rp, state):
     from idp.tokens.refresh import find_family, revoke_family, rotate
-    from idp.users.service import bump_token_version, disable_user
+    from idp.signout import disable_user
+    from idp.users.service import bump_token_version
 
     now = utcnow()
     if state == "expired":

@@ -6,9 +6,9 @@ import pytest
 from sqlalchemy import select, update
 
 from idp import security
+from idp.auth import throttle
 from idp.clock import utcnow
 from idp.db import db
-from idp.auth import throttle
 from idp.models import AuditEvent, LoginThrottle, UserSession
 from tests.oidc.conftest import PASSWORD
 from tests.oidc.flow import csrf_token, page_form
@@ -125,7 +125,8 @@ def test_raised_argon2_parameters_rehash_the_password_at_the_next_sign_in(user, 
 
 
 def test_a_disabled_user_cannot_sign_in(client, user, app):
-    from idp.users.service import disable_user, require_user
+    from idp.signout import disable_user
+    from idp.users.service import require_user
 
     with app.app_context():
         disable_user(require_user(user.email))

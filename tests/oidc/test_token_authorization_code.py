@@ -126,7 +126,8 @@ def test_missing_or_unknown_code(oidc, rp):
 
 
 def test_a_user_disabled_after_the_code_was_issued_gets_nothing(oidc, rp, user, app):
-    from idp.users.service import disable_user, require_user
+    from idp.signout import disable_user
+    from idp.users.service import require_user
 
     result = oidc.sign_in_and_authorize(rp, user.email)
     with app.app_context():

@@ -64,3 +64,30 @@ def test_every_setting_is_documented_once():
     names = [setting.name for setting in SETTINGS]
     assert len(names) == len(set(names))
     assert all(setting.doc and setting.env.startswith("IDP_") for setting in SETTINGS)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"IDP_MAX_CONTENT_LENGTH": "10"}, "IDP_MAX_CONTENT_LENGTH must be at least 1024 bytes"),
+        ({"IDP_KEYRING_CACHE_SECONDS": "-1"}, "IDP_KEYRING_CACHE_SECONDS must not be negative"),
+        ({"IDP_DISCOVERY_MAX_AGE": "soon"}, "IDP_DISCOVERY_MAX_AGE='soon' is not valid"),
+        ({"FORWARDED_ALLOW_IPS": "*"}, "FORWARDED_ALLOW_IPS is not read: set IDP_TRUSTED_PROXIES instead"),
+    ],
+)
+def test_settings_once_outside_the_table_are_checked_like_every_other(env, message):
+    with pytest.raises(ConfigError) as caught:
+        load(environ=env)
+    assert str(caught.value) == message
+
+
+def test_the_keyring_cache_lifetime_widens_the_minimum_lead_time():
+    assert load(environ={})["KEY_ROTATION_LEAD_TIME"] == 3600
+    with pytest.raises(ConfigError) as caught:
+        load(environ={"IDP_KEYRING_CACHE_SECONDS": "30", "IDP_KEY_ROTATION_LEAD_TIME": "389"})
+    assert "JWKS_MAX_AGE + CLOCK_SKEW + 30 = 390 seconds" in str(caught.value)
+
+
+def test_csrf_tokens_last_as_long_as_an_idle_session_unless_set():
+    assert load(environ={"IDP_SSO_SESSION_IDLE_TTL": "600"})["CSRF_TOKEN_TTL"] == 600
+    assert load(environ={"IDP_CSRF_TOKEN_TTL": "120"})["CSRF_TOKEN_TTL"] == 120

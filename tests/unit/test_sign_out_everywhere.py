@@ -3,6 +3,7 @@
 import pytest
 from sqlalchemy import select
 
+from idp import signout
 from idp.db import db
 from idp.errors import ValidationError
 from idp.models import AuditEvent, Client, RefreshFamily, User, UserSession
@@ -36,11 +37,11 @@ def assert_all_refused(user_id: int, client_id: int, held: dict) -> None:
 
 
 TRIGGERS = {
-    "sign_out_everywhere": lambda user: service.sign_out_everywhere(user, actor="test"),
-    "set_password": lambda user: service.set_password(user, "a brand new password", actor="test"),
-    "change_password": lambda user: service.change_password(user, "correct horse battery", "a brand new password", actor="test"),
-    "disable": lambda user: service.disable_user(user, actor="test"),
-    "grant_admin": lambda user: service.set_admin(user, True, actor="test"),
+    "sign_out_everywhere": lambda user: signout.sign_out_everywhere(user, actor="test"),
+    "set_password": lambda user: signout.set_password(user, "a brand new password", actor="test"),
+    "change_password": lambda user: signout.change_password(user, "correct horse battery", "a brand new password", actor="test"),
+    "disable": lambda user: signout.disable_user(user, actor="test"),
+    "grant_admin": lambda user: signout.set_admin(user, True, actor="test"),
 }
 
 
@@ -58,7 +59,7 @@ def test_delete_user_removes_everything(app, make_user, make_client):
     user, (client, _) = make_user(), make_client()
     with app.app_context():
         held = hold_credentials(app, user.id, client.id)
-        service.delete_user(db.session.get(User, user.id), actor="test")
+        signout.delete_user(db.session.get(User, user.id), actor="test")
         assert db.session.get(User, user.id) is None
         assert db.session.scalar(select(RefreshFamily)) is None  # cascaded
         assert_all_refused(user.id, client.id, held)
@@ -67,7 +68,7 @@ def test_delete_user_removes_everything(app, make_user, make_client):
 def test_wrong_current_password_changes_nothing_and_is_audited(app_ctx, make_user):
     user = make_user()
     with pytest.raises(ValidationError, match="current password is wrong"):
-        service.change_password(db.session.get(User, user.id), "wrong", "a brand new password", actor="test")
+        signout.change_password(db.session.get(User, user.id), "wrong", "a brand new password", actor="test")
     assert db.session.get(User, user.id).token_version == 1
     assert service.authenticate(user.email, "correct horse battery") is not None
     assert db.session.scalar(select(AuditEvent.action).where(AuditEvent.action == "user.password_change_failed"))
@@ -88,6 +89,6 @@ def test_ending_a_session_revokes_bound_families_but_not_offline_ones(app, make_
 
 def test_revoking_admin_rights_is_a_bump_too(app_ctx, make_user):
     user = make_user(is_admin=True)
-    service.set_admin(db.session.get(User, user.id), False, actor="test")
-    service.set_admin(db.session.get(User, user.id), False, actor="test")  # no change, no bump
+    signout.set_admin(db.session.get(User, user.id), False, actor="test")
+    signout.set_admin(db.session.get(User, user.id), False, actor="test")  # no change, no bump
     assert db.session.get(User, user.id).token_version == 2

@@ -3,6 +3,7 @@
 import pytest
 from sqlalchemy import func, select
 
+from idp import signout
 from idp.db import db
 from idp.errors import ValidationError
 from idp.models import AuditEvent, User
@@ -70,7 +71,7 @@ def test_authenticate_upgrades_outdated_hash(app_ctx):
 
 def test_disabled_user_cannot_sign_in_and_version_is_bumped(app_ctx):
     user = service.create_user("frank@example.com", "correct horse battery")
-    service.disable_user(user, actor="test")
-    service.disable_user(user, actor="test")  # idempotent
+    signout.disable_user(user, actor="test")
+    signout.disable_user(user, actor="test")  # idempotent
     assert user.is_disabled and user.token_version == 2
     assert service.authenticate("frank@example.com", "correct horse battery") is None
