@@ -50,5 +50,4 @@ def revoke_sessions(sids: list[str], *, actor: str) -> int:
     rows = list(db.session.scalars(select(UserSession).where(UserSession.sid.in_(sids)))) if sids else []
     for row in rows:
         end_session(row, reason="admin", actor=actor)
-    db.session.commit()
     return len(rows)

@@ -55,7 +55,6 @@ def end_own_session(user_id: int, sid: str) -> None:
     if row is None:
         raise NotFoundError("no such session")
     end_session(row, reason="user_signed_out_session", actor=f"user:{user_id}")
-    db.session.commit()
 
 
 def granted_apps(user_id: int) -> list[GrantedApp]:
@@ -85,7 +84,6 @@ def revoke_app(user_id: int, client_id: str, *, actor: str | None = None) -> int
     for family in families:
         revoke_family(family, reason="user_revoked_access" if actor == f"user:{user_id}" else "admin", actor=actor)
     record("consent.revoked", actor=actor, target=f"client:{client.client_id}", user=user_id, families=len(families))
-    db.session.commit()
     return len(families)
 
 

@@ -162,7 +162,6 @@ def create_client(
     db.session.add(client)
     db.session.flush()
     record("client.created", actor=actor, target=f"client:{client.client_id}", public=public)
-    db.session.commit()
     return client, secret
 
 
@@ -216,7 +215,6 @@ def rotate_client_secret(client: Client, *, actor: str = "system") -> str:
     secret = random_token(32, prefix=CLIENT_SECRET_PREFIX)
     client.secret_digest = digest(secret)
     record("client.secret_rotated", actor=actor, target=f"client:{client.client_id}")
-    db.session.commit()
     return secret
 
 

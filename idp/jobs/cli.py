@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from typing import Iterator
 
 import click
 
 
-def _app_context():
+@contextmanager
+def _app_context() -> Iterator[None]:
+    """The command's app context and its one transaction (the command's edge, idp/db.py)."""
     from idp import create_app
+    from idp.db import unit_of_work
 
-    return create_app().app_context()
+    with create_app().app_context(), unit_of_work():
+        yield
 
 
 @click.command()

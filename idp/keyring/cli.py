@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from typing import Iterator
 
 import click
 
@@ -11,10 +13,14 @@ from idp.errors import ValidationError
 ALGORITHM_CHOICE = click.Choice(["RS256", "ES256"])
 
 
-def _app_context():
+@contextmanager
+def _app_context() -> Iterator[None]:
+    """The command's app context and its one transaction (the command's edge, idp/db.py)."""
     from idp import create_app
+    from idp.db import unit_of_work
 
-    return create_app().app_context()
+    with create_app().app_context(), unit_of_work():
+        yield
 
 
 @click.group()
@@ -89,14 +95,12 @@ def keys_revoke(kid: str, yes: bool) -> None:
 @keys.command("rewrap")
 def keys_rewrap() -> None:
     """Re-encrypt every private key and authenticator-app key under the first (newest) key-encryption key."""
-    from idp.db import db
     from idp.keyring.service import rewrap_keys
     from idp.mfa.totp import rewrap_secrets
 
     with _app_context():
         result = rewrap_keys(actor="cli")
         apps = rewrap_secrets(actor="cli")
-        db.session.commit()
     click.echo(
         f"rewrapped {result['rewrapped']} keys under the newest key-encryption key "
         f"({result['were_under_older_key']} needed an older one) and {apps} authenticator-app keys; "

@@ -24,7 +24,7 @@ from webauthn.helpers.structs import (
 
 from idp.audit.service import record
 from idp.clock import utcnow
-from idp.db import db
+from idp.db import db, durable
 from idp.mfa import policy
 from idp.mfa.models import Passkey
 from idp.users.models import User
@@ -136,9 +136,9 @@ def authenticate(credential: str, challenge: bytes, *, user: User | None = None)
     except (WebAuthnException, ValueError, KeyError, TypeError) as error:
         raise PasskeyError("The passkey's answer could not be verified.") from error
     if (verified.new_sign_count or passkey.sign_count) and verified.new_sign_count <= passkey.sign_count:
-        record("mfa.passkey_clone_warning", actor=f"user:{owner.id}", target=f"user:{owner.id}", passkey=passkey.id,
-               stored=passkey.sign_count, presented=verified.new_sign_count)
-        db.session.commit()
+        with durable("a passkey clone warning, audited"):  # the refusal rolls back the rest
+            record("mfa.passkey_clone_warning", actor=f"user:{owner.id}", target=f"user:{owner.id}", passkey=passkey.id,
+                   stored=passkey.sign_count, presented=verified.new_sign_count)
         raise PasskeyError("This passkey's signature counter went backwards; it may have been copied. Use another factor.")
     # Compare-and-set: two racing uses of one counter value cannot both succeed.
     moved = db.session.execute(

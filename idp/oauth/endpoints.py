@@ -24,7 +24,6 @@ from flask import Blueprint, Flask
 
 from idp import csrf
 from idp.cors import client_origins
-from idp.db import db
 from idp.oauth.presented import PresentedAccessToken, find_presented_token
 from idp.oauth.server import authorization
 from idp.oidc.discovery import add_metadata
@@ -73,7 +72,6 @@ class RevocationEndpoint(PresentedTokenParams, _RevocationEndpoint):
 
     def revoke_token(self, token, request):
         token.revoke(actor=f"client:{request.client.get_client_id()}")
-        db.session.commit()
 
 
 class IntrospectionEndpoint(PresentedTokenParams, _IntrospectionEndpoint):

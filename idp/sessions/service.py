@@ -47,7 +47,6 @@ def end_current_session(*, reason: str = "logout") -> None:
     current.clear()
     current.row, current.cookie_value, current.ended = None, None, True
     current.modified = False
-    db.session.commit()
 
 
 def end_all_for_user(user_id: int, *, reason: str, actor: str, kind: str | None = None) -> int:

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from idp.audit.service import record
 from idp.clock import utcnow
-from idp.db import db
+from idp.db import db, durable
 from idp.errors import NotFoundError, ValidationError
 from idp.security import hash_password, verify_password
 from idp.users.models import User
@@ -69,7 +69,6 @@ def create_user(email: str, password: str, *, name: str | None = None, is_admin:
     db.session.add(user)
     db.session.flush()
     record("user.created", actor=actor, target=f"user:{user.id}", is_admin=is_admin)
-    db.session.commit()
     return user
 
 
@@ -80,8 +79,10 @@ def authenticate(email: str, password: str) -> User | None:
     if not ok or user is None or user.is_disabled:
         return None
     if new_hash:  # argon2 parameters changed since this hash was made: upgrade it now
-        user.password_hash = new_hash
-        db.session.commit()
+        # Now, not at the edge: the throttle then writes on a connection of its own, and SQLite
+        # lets one writer at a time (idp/auth/throttle.py).
+        with durable("an upgraded password hash, before the throttle's own connection writes"):
+            user.password_hash = new_hash
     return user
 
 
@@ -112,7 +113,6 @@ def end_everything(user: User, *, reason: str, actor: str) -> None:
 def sign_out_everywhere(user: User, *, actor: str) -> None:
     """End every session and token of `user`, offline grants included."""
     end_everything(user, reason="sign_out_everywhere", actor=actor)
-    db.session.commit()
 
 
 def set_password(user: User, password: str, *, actor: str) -> None:
@@ -121,15 +121,14 @@ def set_password(user: User, password: str, *, actor: str) -> None:
     user.password_hash = hash_password(password)
     record("user.password_set", actor=actor, target=f"user:{user.id}")
     end_everything(user, reason="password_changed", actor=actor)
-    db.session.commit()
 
 
 def change_password(user: User, current: str, new: str, *, actor: str, ip: str | None = None) -> None:
     """The user's own change: the current password must be right, else nothing changes."""
     ok, _ = verify_password(user.password_hash, (current or "")[:MAX_PASSWORD_LENGTH])
     if not ok:
-        record("user.password_change_failed", actor=actor, target=f"user:{user.id}", ip=ip)
-        db.session.commit()
+        with durable("a refused password change, audited"):  # the refusal rolls back the rest
+            record("user.password_change_failed", actor=actor, target=f"user:{user.id}", ip=ip)
         raise ValidationError("current password is wrong", field="current_password")
     set_password(user, new, actor=actor)
 
@@ -141,7 +140,6 @@ def set_admin(user: User, is_admin: bool, *, actor: str) -> None:
     user.is_admin = is_admin
     record("user.admin_granted" if is_admin else "user.admin_revoked", actor=actor, target=f"user:{user.id}")
     end_everything(user, reason="admin_rights_changed", actor=actor)
-    db.session.commit()
 
 
 def disable_user(user: User, *, actor: str = "system") -> None:
@@ -150,7 +148,6 @@ def disable_user(user: User, *, actor: str = "system") -> None:
         user.disabled_at = utcnow()
         record("user.disabled", actor=actor, target=f"user:{user.id}")
         end_everything(user, reason="disabled", actor=actor)
-    db.session.commit()
 
 
 def enable_user(user: User, *, actor: str) -> None:
@@ -158,7 +155,6 @@ def enable_user(user: User, *, actor: str) -> None:
     if user.disabled_at is not None:
         user.disabled_at = None
         record("user.enabled", actor=actor, target=f"user:{user.id}")
-    db.session.commit()
 
 
 def delete_user(user: User, *, actor: str) -> None:
@@ -166,7 +162,6 @@ def delete_user(user: User, *, actor: str) -> None:
     end_everything(user, reason="deleted", actor=actor)
     record("user.deleted", actor=actor, target=f"user:{user.id}", email=user.email)
     db.session.delete(user)
-    db.session.commit()
 
 
 def list_users(limit: int = 1000) -> list[User]:
