@@ -1,4 +1,4 @@
-"""Admin actions beyond a single domain service call; each writes its audit events and commits.
+"""Admin actions beyond a single domain service call; each writes its audit events (the request's edge commits, idp/db.py).
 
 Account actions (password, disable, admin rights, sign-out everywhere) are the users service's
 own functions, which bump the token version and end every session and refresh family at once;

@@ -192,10 +192,33 @@ def commit_app_contexts(app) -> None:
 
     @app.teardown_appcontext
     def _commit(error: BaseException | None) -> None:
-        if error is not None or not db.session.registry.has() or not db.session.in_transaction():
+        if error is not None or not db.session.registry.has() or not db.session().in_transaction():
             return
+        session = db.session()
+        # The session is removed next: what the block loaded stays readable, as it did before.
+        session.expire_on_commit = False
         try:
-            db.session.commit()
+            session.commit()
         except Exception as failure:
             if not is_database_unavailable(failure):
                 raise
+
+
+def committing(service: Callable) -> Callable:
+    """`service` as its own unit of work, as one request runs it (idp/db.py): what it changed is
+    committed when it returns and rolled back when it raises (what it kept `durable` stays)."""
+    from functools import wraps
+
+    from idp.db import db
+
+    @wraps(service)
+    def run(*args, **kwargs):
+        try:
+            result = service(*args, **kwargs)
+        except BaseException:
+            db.session.rollback()
+            raise
+        db.session.commit()
+        return result
+
+    return run

@@ -166,7 +166,7 @@ def create_client(
 
 
 def update_client(client: Client, *, actor: str, **changes) -> list[str]:
-    """Change a client's settings (its type stays); validated like registration. Returns changed fields; caller commits."""
+    """Change a client's settings (its type stays); validated like registration. Returns changed fields."""
     current = {
         "name": client.name,
         "redirect_uris": client.redirect_uris,
@@ -192,7 +192,7 @@ def update_client(client: Client, *, actor: str, **changes) -> list[str]:
 
 
 def delete_client(client: Client, *, actor: str) -> None:
-    """Delete a client (caller commits); its codes, consents and refresh families go with it (ON DELETE CASCADE).
+    """Delete a client; its codes, consents and refresh families go with it (ON DELETE CASCADE).
 
     Access tokens already issued stay valid until they expire; refresh tokens die with their family.
     """

@@ -47,7 +47,7 @@ def _new_jwk(alg: str) -> jwk.JWK:
 
 
 def generate_key(alg: str, state: KeyState, *, actor: str = "system", now: datetime | None = None) -> SigningKey:
-    """Create a key in `state` (caller commits); kid is its RFC 7638 thumbprint."""
+    """Create a key in `state`; kid is its RFC 7638 thumbprint."""
     key = _new_jwk(alg)
     kid = key.thumbprint()  # RFC 7638, SHA-256
     public = json.loads(key.export_public())

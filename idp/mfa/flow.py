@@ -97,7 +97,7 @@ def record_failed_guess(user: User, ip: str | None, factor: str, reason: str) ->
 
 
 def start_signed_in_session(user: User, amr: tuple[str, ...]):
-    """Start the SSO session of a complete sign-in, remembering its methods; commits."""
+    """Start the SSO session of a complete sign-in, remembering its methods."""
     amr = policy.combine(*amr)
     row = start_session(user, data={**pending.carried(), AMR_KEY: list(amr)})
     if amr != (policy.PASSWORD,):

@@ -79,7 +79,7 @@ def registration_options(user: User) -> Ceremony:
 
 
 def register(user: User, credential: str, challenge: bytes, name: str) -> Passkey:
-    """Verify an attestation for `challenge` and store the credential; audited; caller commits."""
+    """Verify an attestation for `challenge` and store the credential; audited."""
     name = " ".join((name or "").split())[:MAX_NAME_LENGTH] or "Passkey"
     rp_id, origin = relying_party()
     try:
@@ -113,7 +113,7 @@ def authentication_options(user: User | None = None) -> Ceremony:
 
 
 def authenticate(credential: str, challenge: bytes, *, user: User | None = None) -> tuple[Passkey, tuple[str, ...]]:
-    """Verify an assertion for `challenge`; return the passkey and the amr it earns; caller commits.
+    """Verify an assertion for `challenge`; return the passkey and the amr it earns.
 
     A signature counter that did not move forward (from a non-zero one) means a cloned
     authenticator (WebAuthn L3 6.1.1): refused, and audited as such.
@@ -160,7 +160,7 @@ def amr_of(passkey: Passkey) -> tuple[str, ...]:
 
 
 def remove(user: User, passkey_id: int, *, actor: str) -> bool:
-    """Remove one of the user's passkeys; audited; caller commits."""
+    """Remove one of the user's passkeys; audited."""
     passkey = db.session.scalar(select(Passkey).where(Passkey.id == passkey_id, Passkey.user_id == user.id))
     if passkey is None:
         return False

@@ -50,7 +50,7 @@ def new_code_value() -> str:
 
 
 def save_code(value: str, granted: CodeRequest, *, now: datetime | None = None) -> AuthorizationCode:
-    """Store a code's digest and what it grants; commits."""
+    """Store a code's digest and what it grants."""
     now = now or utcnow()
     row = AuthorizationCode(
         code_digest=digest(value),

@@ -63,7 +63,7 @@ def _new_token(family: RefreshFamily, now: datetime) -> tuple[str, RefreshToken]
 
 
 def pair_access_token(rotation: Rotation, access: IssuedAccessToken) -> None:
-    """Remember the access token issued beside the rotation's new refresh token (caller commits).
+    """Remember the access token issued beside the rotation's new refresh token.
 
     Revoking the family then denies it too: RFC 7009 2.1 says revoking a refresh token SHOULD
     invalidate the access tokens of the same grant, and a detected reuse (RFC 9700 4.14.2) must
@@ -85,7 +85,7 @@ def start_family(
     amr: tuple[str, ...] = (),
     now: datetime | None = None,
 ) -> Rotation:
-    """Open a family for a new grant and return its first token (caller commits)."""
+    """Open a family for a new grant and return its first token."""
     now = now or utcnow()
     family = RefreshFamily(
         client_id=client.id,
@@ -235,7 +235,7 @@ def _on_reuse(family_id: int) -> None:
 
 
 def revoke_family(family: RefreshFamily, *, reason: str, actor: str) -> None:
-    """Revoke every token of a family and deny its unexpired access tokens (caller commits); idempotent."""
+    """Revoke every token of a family and deny its unexpired access tokens; idempotent."""
     _revoke([family], reason=reason, actor=actor)
 
 
@@ -278,7 +278,7 @@ def live_token(value: str, *, now: datetime | None = None) -> tuple[RefreshToken
 
 
 def revoke_families(*, user_id: int | None = None, sids: list[str] | None = None, include_offline: bool, reason: str, actor: str) -> int:
-    """Revoke live families of a user or bound to sessions (caller commits). Returns how many.
+    """Revoke live families of a user or bound to sessions. Returns how many.
 
     OpenID Connect intends `offline_access` grants to outlive a logout, so session-ending revokes
     only session-bound families; signing out everywhere passes include_offline=True.

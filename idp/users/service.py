@@ -87,7 +87,7 @@ def authenticate(email: str, password: str) -> User | None:
 
 
 def bump_token_version(user: User, *, reason: str, actor: str) -> None:
-    """Invalidate every token, refresh family and session of `user` (caller commits)."""
+    """Invalidate every token, refresh family and session of `user`."""
     # Computed by the database, so two concurrent bumps never collapse into one.
     user.token_version = User.token_version + 1
     db.session.flush()
@@ -95,7 +95,7 @@ def bump_token_version(user: User, *, reason: str, actor: str) -> None:
 
 
 def end_everything(user: User, *, reason: str, actor: str) -> None:
-    """Bump the token version and end every session and refresh family of `user` (caller commits).
+    """Bump the token version and end every session and refresh family of `user`.
 
     The bump alone already makes every older credential fail at its next use; ending the rows too
     frees them at once and tells relying parties (back-channel logout) without waiting.
@@ -162,6 +162,7 @@ def delete_user(user: User, *, actor: str) -> None:
     end_everything(user, reason="deleted", actor=actor)
     record("user.deleted", actor=actor, target=f"user:{user.id}", email=user.email)
     db.session.delete(user)
+    db.session.flush()  # the cascades run now, in the caller's transaction
 
 
 def list_users(limit: int = 1000) -> list[User]:
@@ -170,7 +171,7 @@ def list_users(limit: int = 1000) -> list[User]:
 
 
 def update_user(user: User, *, email: str, name: str | None, actor: str) -> None:
-    """Change a user's email and display name (caller commits); raise ValidationError on bad or duplicate input."""
+    """Change a user's email and display name; raise ValidationError on bad or duplicate input."""
     email = normalize_email(email)
     name = (name or "").strip() or None
     if name and len(name) > 200:
