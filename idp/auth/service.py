@@ -8,7 +8,7 @@ from typing import Callable, Generic, TypeVar
 
 from idp.audit.service import record
 from idp.auth import throttle
-from idp.db import durable
+from idp.db import commit_now, durable
 from idp.errors import ValidationError
 from idp.metrics import LOGIN_FAILURES, LOGIN_THROTTLED
 from idp.users.models import User
@@ -46,6 +46,9 @@ def throttled_check(account: str, ip: str | None, verify: Callable[[], T | None]
         return Checked(None, refusal.retry_after)
     value = verify()
     if value:
+        # What a right check wrote (a spent code, a changed password) is committed before the
+        # throttle gives its reservation back on a connection of its own: SQLite has one writer.
+        commit_now("a right check's writes, before the throttle's own connection writes")
         throttle.succeeded(reservation)
     return Checked(value)
 

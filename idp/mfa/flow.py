@@ -15,7 +15,7 @@ from flask import current_app, redirect, session, url_for
 from idp.audit.service import record
 from idp.auth.service import SIGN_IN_FAILED, Checked, throttled_check
 from idp.clients.service import get_client
-from idp.db import commit_now, db, durable
+from idp.db import db, durable
 from idp.mfa import policy
 from idp.oauth import pending
 from idp.sessions.service import start_session
@@ -80,13 +80,7 @@ def checked_guess(user: User, ip: str | None, spend: Callable[[], T | None]) -> 
     its reservation back on a connection of its own (SQLite allows one writer at a time).
     """
 
-    def verify():
-        value = spend()
-        if value:
-            commit_now("a right code spent, before the throttle's own connection writes (SQLite: one writer)")
-        return value
-
-    return throttled_check(throttle_key(user.id), ip, verify, form="second_factor", actor=f"user:{user.id}")
+    return throttled_check(throttle_key(user.id), ip, spend, form="second_factor", actor=f"user:{user.id}")
 
 
 def record_failed_guess(user: User, ip: str | None, factor: str, reason: str) -> None:
