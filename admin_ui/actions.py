@@ -1,4 +1,4 @@
-"""Admin actions beyond a single domain service call; each writes its audit events and commits.
+"""Admin actions beyond a single domain service call; each writes its audit events (the request's edge commits, idp/db.py).
 
 Account actions (password, disable, admin rights, sign-out everywhere) are idp/signout.py's
 functions, which bump the token version and end every session and refresh family at once;
@@ -50,5 +50,4 @@ def revoke_sessions(sids: list[str], *, actor: str) -> int:
     rows = list(db.session.scalars(select(UserSession).where(UserSession.sid.in_(sids)))) if sids else []
     for row in rows:
         end_session(row, reason="admin", actor=actor)
-    db.session.commit()
     return len(rows)

@@ -210,7 +210,6 @@ def login():
     outcome = attempt(form.email.data, form.password.data, ip=request.remote_addr)
     if outcome.user is not None:
         start_session(outcome.user)
-        db.session.commit()
         flash(f"Signed in as {outcome.user.email}.", "success")
         return redirect(safe_next(request.args.get("next")) or url_for("admin.dashboard"), 303)
     if outcome.refusal == "throttled":
@@ -253,7 +252,6 @@ def reauth():
     if checked.value:
         current_session_row().auth_time = utcnow()
         record("admin.reauthenticated", actor=current_user.actor, target=f"user:{user.id}", ip=request.remote_addr)
-        db.session.commit()
         return redirect(reauth_target(), 303)
     if checked.retry_after:
         # A stolen session cookie must not become a password oracle: once throttled, it is signed out.

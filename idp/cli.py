@@ -28,6 +28,7 @@ from sqlalchemy.exc import OperationalError
 from idp import create_app
 from idp.clients.service import create_client, list_clients
 from idp.config import ConfigError, generate_key_encryption_key, load
+from idp.db import unit_of_work
 from idp.errors import IdpError
 from idp.keyring.service import ensure_keys
 from idp.migrate import upgrade
@@ -53,13 +54,14 @@ class IdpGroup(click.Group):
 
 
 def with_app(require_secrets: bool = True):
-    """Run the command inside an app context; the app is passed as the first argument."""
+    """Run the command inside an app context and one transaction (the command's edge, idp/db.py:
+    committed when it returns, rolled back if it fails); the app is passed as the first argument."""
 
     def decorator(fn):
         @wraps(fn)
         def wrapper(*args, **kwargs):
             app = create_app(require_secrets=require_secrets)
-            with app.app_context():
+            with app.app_context(), unit_of_work():
                 return fn(app, *args, **kwargs)
 
         return wrapper
@@ -113,7 +115,7 @@ def init() -> None:
         )
     app = create_app()
     upgrade(app)
-    with app.app_context():
+    with app.app_context(), unit_of_work():
         created = ensure_keys(actor="cli")
     click.echo(f"database ready: {app.config['DATABASE_URL'].split('@')[-1]}")
     click.echo(f"signing keys: {len(created)} created" if created else "signing keys: already present")

@@ -1,9 +1,26 @@
-"""Database wiring: the declarative base with a naming convention and the Flask-SQLAlchemy handle."""
+"""Database wiring: the declarative base, the Flask-SQLAlchemy handle, and who owns the transaction.
+
+One transaction per request, task or CLI command, committed at the edge and nowhere else:
+
+- a request: `IdpFlask.process_response` (idp/outages.py) commits after the after-request hooks
+  and the session save, before the response leaves (a commit that fails on a lost database still
+  becomes a 503). A response of 400 or more first rolls back what the view changed
+  (`response_keeps_changes`), so a request that fails after a service changed something leaves
+  no half-written row, while the session's own row is still saved;
+- a Celery task: the task class in idp/tasks/__init__.py wraps its run in `unit_of_work()`;
+- a CLI command: idp/cli.py, idp/keyring/cli.py and idp/jobs/cli.py wrap theirs in `unit_of_work()`.
+
+Services never commit. The few records a failing request must keep (a failed sign-in and its
+throttle count, refresh-token or code reuse revoking what was issued, the audit of a refused
+action) are written inside `durable()`, which commits them at once; and a few long-running jobs
+commit in named steps (batches, claims), each explained where it happens.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
 
 import sqlite3
 
@@ -46,6 +63,44 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+
+
+@contextmanager
+def unit_of_work() -> Iterator[None]:
+    """One task's or command's transaction: committed when the block ends, rolled back if it raises."""
+    try:
+        yield
+    except BaseException:
+        db.session.rollback()
+        raise
+    db.session.commit()
+
+
+def response_keeps_changes(status_code: int) -> bool:
+    """A response below 400 keeps the request's changes; an error answer rolls them back."""
+    return status_code < 400
+
+
+@contextmanager
+def durable(why: str) -> Iterator[None]:
+    """Commit what the block writes now, so it survives the failure the caller is about to answer.
+
+    For the few records a refused request must keep (RFC 9700 4.14.2 reuse detection revoking a
+    family, a failed sign-in counted by the throttle, the audit of a refused action). The commit
+    takes whatever the transaction holds, so use it before anything else was written; `why`
+    names the record where it is used.
+    """
+    yield
+    commit_now(why)
+
+
+def commit_now(why: str) -> None:
+    """Commit the transaction so far, before the edge would; `why` names the reason where it is used.
+
+    For `durable` records, and where a write must be committed before another connection writes
+    (SQLite lets one writer at a time: the throttle counts on a connection of its own).
+    """
+    db.session.commit()
 
 
 @event.listens_for(Engine, "connect")

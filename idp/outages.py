@@ -21,7 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from idp.db import db
+from idp.db import db, response_keeps_changes
 from idp.errors import render_error_page, wants_json
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,20 @@ def answer_deferred_database_error() -> Response | None:
 
 
 class IdpFlask(Flask):
-    """Flask, answering a lost database with 503 wherever in the request it is met."""
+    """Flask, answering a lost database with 503 wherever in the request it is met, and owning
+    the request's transaction (idp/db.py): it ends here, before the response is sent."""
+
+    def process_response(self, response):
+        # An error answer drops what the view changed before the session is saved, so the
+        # session's own row (its CSRF token, last-seen time) is still kept; then one commit
+        # holds the view's changes and the session's. It runs before the response leaves: a
+        # commit that fails becomes the error answer (a lost database: 503), never a false success.
+        if not database_lost() and not response_keeps_changes(response.status_code):
+            db.session.rollback()
+        response = super().process_response(response)
+        if not database_lost():
+            db.session.commit()  # the request's edge
+        return response
 
     def handle_user_exception(self, e):
         if is_database_unavailable(e):

@@ -22,7 +22,7 @@ from idp.audit.models import AuditEvent
 from idp.audit.service import record
 from idp.auth.models import LoginThrottle
 from idp.clock import utcnow
-from idp.db import db
+from idp.db import commit_now, db
 from idp.jobs.models import JobRun
 from idp.oauth.models import AuthorizationCode
 from idp.sessions.store import idle_ttl
@@ -53,7 +53,6 @@ def purge_expired(now: datetime | None = None) -> dict[str, int]:
     if any(counts.values()):
         # Deleting audit events is itself worth an audit event.
         record("data.purged", actor="system", **counts)
-        db.session.commit()
     return counts
 
 
@@ -78,7 +77,7 @@ def purge_refresh_tokens(cutoff: datetime, batch: int) -> dict[str, int]:
     )):
         counts["refresh_tokens"] += db.session.execute(delete(tokens).where(tokens.c.family_id.in_(ids))).rowcount
         counts["refresh_families"] += db.session.execute(delete(families).where(families.c.id.in_(ids))).rowcount
-        db.session.commit()
+        commit_now("batch: a purge of a large backlog never holds one long transaction")
     # Tokens past their idle expiry; each batch tells which families may now be empty.
     while True:
         doomed = _first(tokens, tokens.c.expires_at < cutoff, tokens.c.expires_at, batch)
@@ -86,7 +85,7 @@ def purge_refresh_tokens(cutoff: datetime, batch: int) -> dict[str, int]:
         if owners:
             counts["refresh_tokens"] += len(owners)
             counts["refresh_families"] += _delete_empty_families(set(owners), cutoff)
-        db.session.commit()
+        commit_now("batch: a purge of a large backlog never holds one long transaction")
         if len(owners) < batch:
             return counts
 
@@ -123,7 +122,7 @@ def purge_sessions(cutoff: datetime, batch: int) -> int:
         while rows := list(db.session.scalars(select(UserSession).where(dead).limit(batch))):
             for row in rows:
                 end_session(row, reason="expired", actor="system")
-            db.session.commit()
+            commit_now("batch: a purge of a large backlog never holds one long transaction")
             ended += len(rows)
     return ended
 
@@ -166,7 +165,7 @@ def _delete_in_batches(table: Table, dead: ColumnElement[bool], order: ColumnEle
     deleted = 0
     while True:
         count = db.session.execute(delete(table).where(_first(table, dead, order, batch))).rowcount
-        db.session.commit()
+        commit_now("batch: a purge of a large backlog never holds one long transaction")
         deleted += count
         if count < batch:
             return deleted

@@ -13,7 +13,7 @@ from flask import current_app
 
 from idp.audit.service import record
 from idp.clock import utcnow
-from idp.db import db
+from idp.db import db, durable
 from idp.errors import ValidationError
 from idp.security import hash_password, verify_password
 from idp.sessions.service import end_all_for_user
@@ -28,7 +28,7 @@ signed_out_everywhere = _signals.signal("signed-out-everywhere")
 
 
 def end_everything(user: User, *, reason: str, actor: str) -> None:
-    """Bump the token version and end every session and refresh family of `user` (caller commits).
+    """Bump the token version and end every session and refresh family of `user`.
 
     The bump alone already makes every older credential fail at its next use; ending the rows too
     frees them at once and tells relying parties (back-channel logout) without waiting.
@@ -43,7 +43,6 @@ def end_everything(user: User, *, reason: str, actor: str) -> None:
 def sign_out_everywhere(user: User, *, actor: str) -> None:
     """End every session and token of `user`, offline grants included."""
     end_everything(user, reason="sign_out_everywhere", actor=actor)
-    db.session.commit()
 
 
 def set_password(user: User, password: str, *, actor: str) -> None:
@@ -52,15 +51,14 @@ def set_password(user: User, password: str, *, actor: str) -> None:
     user.password_hash = hash_password(password)
     record("user.password_set", actor=actor, target=f"user:{user.id}")
     end_everything(user, reason="password_changed", actor=actor)
-    db.session.commit()
 
 
 def change_password(user: User, current: str, new: str, *, actor: str, ip: str | None = None) -> None:
     """The user's own change: the current password must be right, else nothing changes."""
     ok, _ = verify_password(user.password_hash, (current or "")[:MAX_PASSWORD_LENGTH])
     if not ok:
-        record("user.password_change_failed", actor=actor, target=f"user:{user.id}", ip=ip)
-        db.session.commit()
+        with durable("a refused password change, audited"):  # the refusal rolls back the rest
+            record("user.password_change_failed", actor=actor, target=f"user:{user.id}", ip=ip)
         raise ValidationError("current password is wrong", field="current_password")
     set_password(user, new, actor=actor)
 
@@ -72,7 +70,6 @@ def set_admin(user: User, is_admin: bool, *, actor: str) -> None:
     user.is_admin = is_admin
     record("user.admin_granted" if is_admin else "user.admin_revoked", actor=actor, target=f"user:{user.id}")
     end_everything(user, reason="admin_rights_changed", actor=actor)
-    db.session.commit()
 
 
 def disable_user(user: User, *, actor: str = "system") -> None:
@@ -81,7 +78,6 @@ def disable_user(user: User, *, actor: str = "system") -> None:
         user.disabled_at = utcnow()
         record("user.disabled", actor=actor, target=f"user:{user.id}")
         end_everything(user, reason="disabled", actor=actor)
-    db.session.commit()
 
 
 def delete_user(user: User, *, actor: str) -> None:
@@ -89,4 +85,4 @@ def delete_user(user: User, *, actor: str) -> None:
     end_everything(user, reason="deleted", actor=actor)
     record("user.deleted", actor=actor, target=f"user:{user.id}", email=user.email)
     db.session.delete(user)
-    db.session.commit()
+    db.session.flush()  # the cascades run now, in the caller's transaction

@@ -24,7 +24,7 @@ from idp import create_app
 from idp.config import SETTINGS, generate_key_encryption_key
 from idp.db import db
 from idp.models import Base, SigningKey
-from tests.support import Process, free_port, wait_until
+from tests.support import Process, commit_app_contexts, free_port, wait_until
 
 # Under pytest-xdist each worker ("gw0", "gw1", ...) gets its own PostgreSQL database and Redis
 # database, so the schema resets and Celery queues of one worker never touch another's.
@@ -197,6 +197,7 @@ def build_app(config) -> Flask:
     """create_app(config) with the process-wide compiled-template cache."""
     built = create_app(config)
     built.jinja_env.bytecode_cache = TEMPLATE_CODE
+    commit_app_contexts(built)
     return built
 
 

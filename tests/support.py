@@ -180,3 +180,47 @@ class Receiver:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def commit_app_contexts(app) -> None:
+    """A test's `with app.app_context():` block is its unit of work, as a CLI command is (idp/db.py).
+
+    Services no longer commit; a test that changes rows through them in one context and reads them
+    in another (a request, a thread, a process) gets them committed when the block ends without an
+    error. A request has committed or rolled back at its own edge by then, so this adds nothing there.
+    """
+    from idp.db import db
+    from idp.outages import is_database_unavailable
+
+    @app.teardown_appcontext
+    def _commit(error: BaseException | None) -> None:
+        if error is not None or not db.session.registry.has() or not db.session().in_transaction():
+            return
+        session = db.session()
+        # The session is removed next: what the block loaded stays readable, as it did before.
+        session.expire_on_commit = False
+        try:
+            session.commit()
+        except Exception as failure:
+            if not is_database_unavailable(failure):
+                raise
+
+
+def committing(service: Callable) -> Callable:
+    """`service` as its own unit of work, as one request runs it (idp/db.py): what it changed is
+    committed when it returns and rolled back when it raises (what it kept `durable` stays)."""
+    from functools import wraps
+
+    from idp.db import db
+
+    @wraps(service)
+    def run(*args, **kwargs):
+        try:
+            result = service(*args, **kwargs)
+        except BaseException:
+            db.session.rollback()
+            raise
+        db.session.commit()
+        return result
+
+    return run

@@ -130,7 +130,6 @@ def client_edit(client_id: str):
             db.session.rollback()
             show_error(form, error)
         else:
-            db.session.commit()
             flash(f"Saved {client.name}." if changed else "Nothing changed.", "success")
             return redirect(url_for("admin.client_detail", client_id=client.client_id), 303)
     return render_template("admin/clients/form.html", form=form, client=client), 400
@@ -182,6 +181,5 @@ def client_delete(client_id: str):
     client = client_or_404(client_id)
     name = client.name
     delete_client(client, actor=actor())
-    db.session.commit()
     flash(f"Deleted {name}.", "success")
     return redirect(url_for("admin.clients"), 303)

@@ -13,7 +13,6 @@ from admin_ui.views.clients import client_or_404
 from admin_ui.views.clients import confirm_page as confirm_client_page
 from admin_ui.views.common import actor, get_or_404
 from admin_ui.views.users import confirm_page, run_action
-from idp.db import db
 from idp.mfa import factors, policy
 from idp.users.models import User
 
@@ -40,7 +39,6 @@ def user_mfa_reset(user_id: int):
 
     def act():
         removed = factors.reset(user.id, actor=actor())
-        db.session.commit()
         return f"Removed {removed} second factor{'s' if removed != 1 else ''} and recovery codes of {user.email}."
 
     return run_action(user, act)
@@ -80,7 +78,6 @@ def user_mfa_require(user_id: int):
 
     def act():
         policy.set_user_requirement(user.id, required, actor=actor())
-        db.session.commit()
         return f"{user.email} {'must now use' if required else 'no longer has to use'} a second factor."
 
     return run_action(user, act)
@@ -107,6 +104,5 @@ def client_mfa_require(client_id: str):
     client = client_or_404(client_id)
     required, _ = _client_verb(client)
     policy.set_client_requirement(client.id, client.client_id, required, actor=actor())
-    db.session.commit()
     flash(f"{client.name} {'now requires' if required else 'no longer requires'} two factors.", "success")
     return redirect(url_for("admin.client_detail", client_id=client.client_id), 303)

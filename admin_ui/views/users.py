@@ -97,7 +97,6 @@ def user_edit(user_id: int):
             db.session.rollback()
             apply_service_error(form, error)
         else:
-            db.session.commit()
             flash(f"Saved {user.email}.", "success")
             return redirect(url_for("admin.user_detail", user_id=user.id), 303)
     return render_template("admin/users/edit.html", form=form, user=user), 400

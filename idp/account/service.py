@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 from idp.auth.service import throttled_check
-from idp.db import db
 from idp.errors import NotFoundError, ValidationError
 from idp.sessions.models import UserSession
 from idp.sessions.service import end_session, find_session_of_user, list_sessions_for_user
@@ -37,7 +36,6 @@ def end_own_session(user_id: int, sid: str) -> None:
     if row is None:
         raise NotFoundError("no such session")
     end_session(row, reason="user_signed_out_session", actor=f"user:{user_id}")
-    db.session.commit()
 
 
 def change_own_password(user: User, current: str, new: str, *, ip: str | None) -> int:

@@ -109,7 +109,6 @@ def password(user: User):
         return page, status, retry_after_header(retry_after)
     # The bump ended every session, this one too; give this browser a fresh one (new id).
     start_session(user)
-    db.session.commit()
     flash("Password changed. Every other device is signed out.")
     return redirect(url_for("account.account"))
 

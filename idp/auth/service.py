@@ -8,7 +8,7 @@ from typing import Callable, Generic, TypeVar
 
 from idp.audit.service import record
 from idp.auth import throttle
-from idp.db import db
+from idp.db import commit_now, durable
 from idp.errors import ValidationError
 from idp.metrics import LOGIN_FAILURES, LOGIN_THROTTLED
 from idp.users.models import User
@@ -39,12 +39,16 @@ def throttled_check(account: str, ip: str | None, verify: Callable[[], T | None]
         reservation = throttle.reserve(account, ip)
     except throttle.Throttled as refusal:
         log.warning("password check refused by throttle (%s) for %s from %s", refusal.kind, account, ip)
-        throttle.record_refusal(refusal, account=account, ip=ip, form=form, actor=actor)
-        db.session.commit()
+        # The request answers 429 and so rolls back; the refusal's audit event must stay.
+        with durable("the throttle's refusal, audited"):
+            throttle.record_refusal(refusal, account=account, ip=ip, form=form, actor=actor)
         LOGIN_THROTTLED.inc()
         return Checked(None, refusal.retry_after)
     value = verify()
     if value:
+        # What a right check wrote (a spent code, a changed password) is committed before the
+        # throttle gives its reservation back on a connection of its own: SQLite has one writer.
+        commit_now("a right check's writes, before the throttle's own connection writes")
         throttle.succeeded(reservation)
     return Checked(value)
 
@@ -65,17 +69,17 @@ class SignInAttempt:
 def attempt_sign_in(email: str, password: str, *, ip: str | None, form: str = "login") -> SignInAttempt:
     """Check credentials unless the throttle refuses; audit the outcome.
 
-    A failure is committed at once; a success is recorded in the open transaction, for the
-    caller to commit with the session it starts.
+    A failure's audit event is kept at once (`durable`: the request answers 401 and rolls back);
+    a success is recorded in the request's transaction, with the session it starts.
     """
     key = throttle.account_key(email, get_user_by_email(email))
     checked = throttled_check(key, ip, lambda: authenticate(email, password), form=form)
     if checked.retry_after:
         return SignInAttempt(None, retry_after=checked.retry_after)
     if checked.value is None:
-        record(SIGN_IN_FAILED, actor="anonymous", target=key, ip=ip, **_attempted(email))
+        with durable("a failed sign-in, audited"):
+            record(SIGN_IN_FAILED, actor="anonymous", target=key, ip=ip, **_attempted(email))
         LOGIN_FAILURES.inc()
-        db.session.commit()
         return SignInAttempt(None)
     user = checked.value
     record(SIGNED_IN, actor=f"user:{user.id}", target=f"user:{user.id}", ip=ip)

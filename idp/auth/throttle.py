@@ -196,5 +196,4 @@ def clear(key: str, *, actor: str) -> LoginThrottle:
         raise NotFoundError("no such throttle")
     db.session.execute(update(_TABLE).where(_TABLE.c.key == key).values(failures=0, backoff=0, blocked_until=0))
     record(CLEARED, actor=actor, target=row.account or f"ip:{row.ip}", ip=row.ip, bucket=row.kind)
-    db.session.commit()
     return row

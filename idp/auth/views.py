@@ -12,7 +12,6 @@ from idp.auth.service import attempt_sign_in
 from idp.auth.throttle import retry_after_header, wait_text
 from idp.clients.models import Client
 from idp.clients.service import get_client
-from idp.db import db
 from idp.errors import render_error_page
 from idp.input_guard import split_local_path
 from idp.mfa import flow as mfa_flow
@@ -90,7 +89,6 @@ def login():
     if second_step is not None:
         return second_step
     row = start_session(attempt.user, data=pending.carried())
-    db.session.commit()
     return continue_after_sign_in(row, attempt.user, rid=form.rid.data, next_path=form.next.data)
 
 
@@ -155,6 +153,5 @@ def consent():
         grant_consent(user, client, asked.scope)
     else:
         record("consent.denied", actor=f"user:{user.id}", target=f"client:{client.client_id}", scope=asked.scope)
-        db.session.commit()
     pending.note(asked.form.rid.data, consent=decision, consent_sid=asked.principal.sid)
     return redirect(pending.resume_url(asked.entry, AUTHORIZE_PATH))

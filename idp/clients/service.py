@@ -162,12 +162,11 @@ def create_client(
     db.session.add(client)
     db.session.flush()
     record("client.created", actor=actor, target=f"client:{client.client_id}", public=public)
-    db.session.commit()
     return client, secret
 
 
 def update_client(client: Client, *, actor: str, **changes) -> list[str]:
-    """Change a client's settings (its type stays); validated like registration. Returns changed fields; caller commits."""
+    """Change a client's settings (its type stays); validated like registration. Returns changed fields."""
     current = {
         "name": client.name,
         "redirect_uris": client.redirect_uris,
@@ -193,7 +192,7 @@ def update_client(client: Client, *, actor: str, **changes) -> list[str]:
 
 
 def delete_client(client: Client, *, actor: str) -> None:
-    """Delete a client (caller commits); its codes, consents and refresh families go with it (ON DELETE CASCADE).
+    """Delete a client; its codes, consents and refresh families go with it (ON DELETE CASCADE).
 
     Access tokens already issued stay valid until they expire; refresh tokens die with their family.
     """
@@ -216,7 +215,6 @@ def rotate_client_secret(client: Client, *, actor: str = "system") -> str:
     secret = random_token(32, prefix=CLIENT_SECRET_PREFIX)
     client.secret_digest = digest(secret)
     record("client.secret_rotated", actor=actor, target=f"client:{client.client_id}")
-    db.session.commit()
     return secret
 
 

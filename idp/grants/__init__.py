@@ -55,5 +55,4 @@ def revoke_app(user_id: int, client_id: str, *, actor: str | None = None) -> int
     for family in families:
         revoke_family(family, reason="user_revoked_access" if actor == f"user:{user_id}" else "admin", actor=actor)
     record("consent.revoked", actor=actor, target=f"client:{client.client_id}", user=user_id, families=len(families))
-    db.session.commit()
     return len(families)

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from typing import Iterator
 
 import click
 
 from idp import create_app
+from idp.db import unit_of_work
 from idp.jobs.service import JOBS, describe_run, last_runs, run_job
 
 
-def _app_context():
-    return create_app().app_context()
+@contextmanager
+def _app_context() -> Iterator[None]:
+    """The command's app context and its one transaction (the command's edge, idp/db.py)."""
+    with create_app().app_context(), unit_of_work():
+        yield
 
 
 @click.command()

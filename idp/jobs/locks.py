@@ -63,7 +63,7 @@ def _advisory_lock(job: str) -> Iterator[bool]:
 def _advisory_unlock(connection: Connection, key: int) -> None:
     try:
         connection.scalar(select(func.pg_advisory_unlock(key)))
-        connection.commit()
+        connection.commit()  # its own connection (the lock), not the unit of work
     except SQLAlchemyError:
         # A lock left on a pooled connection would block the job forever: close it for real.
         log.warning("could not release job lock %s; discarding its connection", key, exc_info=True)

@@ -14,7 +14,7 @@ from flask import current_app
 from sqlalchemy import func, select, update
 
 from idp.clock import utcnow
-from idp.db import db
+from idp.db import commit_now, db
 from idp.errors import NotFoundError, ValidationError
 from idp.jobs.locks import single_runner
 from idp.jobs.models import JobRun
@@ -76,7 +76,7 @@ def _start(name: str) -> int:
     _close_interrupted(name, now)
     run = JobRun(job=name, started_at=now, outcome="running", counts={})
     db.session.add(run)
-    db.session.commit()
+    commit_now("step: the run shows as running while the job runs")
     return run.id
 
 
@@ -98,7 +98,7 @@ def rerun_interrupted() -> list[str]:
     scheduled tick or the broker's visibility timeout.
     """
     stale = db.session.scalars(select(JobRun.job).where(JobRun.outcome == "running").distinct()).all()
-    db.session.commit()  # do not sit in a transaction while taking locks
+    commit_now("step: do not sit in a transaction while taking the job locks")
     rerun = []
     for name in stale:
         if name not in JOBS:
@@ -113,7 +113,7 @@ def rerun_interrupted() -> list[str]:
         except Exception:
             db.session.rollback()
             raise
-        db.session.commit()
+        commit_now("step: each interrupted job is closed and queued again on its own")
         log.warning("job %s was interrupted (its runner died); queued it again", name)
         rerun.append(name)
     return rerun
@@ -124,7 +124,7 @@ def _finish(run_id: int, outcome: str, *, counts: dict[str, int] | None = None, 
         run = db.session.get(JobRun, run_id)
         run.outcome, run.finished_at, run.error = outcome, utcnow(), error
         run.counts = dict(counts or {})
-        db.session.commit()
+        commit_now("step: a job's outcome is kept though the job failed and rolled back its own work")
         return run
     except Exception:
         # Recording must not hide the job's own error (the database may be what failed).
@@ -137,7 +137,7 @@ def _record_skipped(name: str) -> JobRun:
     now = utcnow()
     run = JobRun(job=name, started_at=now, finished_at=now, outcome="skipped", counts={})
     db.session.add(run)
-    db.session.commit()
+    commit_now("step: a skipped run is kept though the caller then fails (the CLI exits 1)")
     return run
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from typing import Iterator
 
 import click
 
 from idp import create_app
-from idp.db import db
+from idp.db import unit_of_work
 from idp.errors import ValidationError
 from idp.jobs.service import run_job
 from idp.keyring.rotation import revoke_key, rotate_now
@@ -17,8 +19,11 @@ from idp.mfa.totp import rewrap_secrets
 ALGORITHM_CHOICE = click.Choice(["RS256", "ES256"])
 
 
-def _app_context():
-    return create_app().app_context()
+@contextmanager
+def _app_context() -> Iterator[None]:
+    """The command's app context and its one transaction (the command's edge, idp/db.py)."""
+    with create_app().app_context(), unit_of_work():
+        yield
 
 
 @click.group()
@@ -92,7 +97,6 @@ def keys_rewrap() -> None:
     with _app_context():
         result = rewrap_keys(actor="cli")
         apps = rewrap_secrets(actor="cli")
-        db.session.commit()
     click.echo(
         f"rewrapped {result['rewrapped']} keys under the newest key-encryption key "
         f"({result['were_under_older_key']} needed an older one) and {apps} authenticator-app keys; "

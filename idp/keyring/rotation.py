@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from idp.audit.service import record
 from idp.clock import utcnow
-from idp.db import db
+from idp.db import commit_now, db
 from idp.errors import IdpError, ValidationError
 from idp.keyring.models import KeyState, SigningKey
 from idp.keyring.service import ALGORITHMS, generate_key, invalidate_cache, require_key
@@ -126,7 +126,7 @@ def _advance(alg: str, now: datetime, rules: RotationPolicy) -> Counter[str]:
     if upcoming is None:
         generate_key(alg, KeyState.NEXT, actor=SYSTEM, now=now)
         counts["created"] += 1
-    db.session.commit()
+    commit_now("step: each algorithm rotates in a transaction of its own")
     return counts
 
 
@@ -147,7 +147,7 @@ def _purge_expired_keys(alg: str, now: datetime, rules: RotationPolicy) -> Count
             raise RotationConflict(f"key {key.kid} changed while being purged")
         record("key.purged", actor=SYSTEM, target=f"key:{key.kid}", alg=alg, state=key.state.value, ended_at=ended_at.isoformat())
         purged += 1
-    db.session.commit()
+    commit_now("step: each algorithm's purge is a transaction of its own")
     return Counter(purged=purged)
 
 
@@ -222,7 +222,7 @@ def _manual_change() -> Iterator[None]:
     """One transaction of a change made by hand: committed whole and seen by this process at once, or rolled back."""
     try:
         yield
-        db.session.commit()
+        commit_now("a change by hand: committed whole, its conflict answered here, and seen at once")
     except IntegrityError:
         # The partial unique indexes refused a second active or next key: someone else rotated.
         db.session.rollback()

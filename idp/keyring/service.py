@@ -47,7 +47,7 @@ def _new_jwk(alg: str) -> jwk.JWK:
 
 
 def generate_key(alg: str, state: KeyState, *, actor: str = "system", now: datetime | None = None) -> SigningKey:
-    """Create a key in `state` (caller commits); kid is its RFC 7638 thumbprint."""
+    """Create a key in `state`; kid is its RFC 7638 thumbprint."""
     key = _new_jwk(alg)
     kid = key.thumbprint()  # RFC 7638, SHA-256
     public = json.loads(key.export_public())
@@ -76,7 +76,6 @@ def ensure_keys(*, actor: str = "system", now: datetime | None = None) -> list[S
             made.append(generate_key(alg, KeyState.ACTIVE, actor=actor, now=now))
         if KeyState.NEXT not in states:
             made.append(generate_key(alg, KeyState.NEXT, actor=actor, now=now))
-    db.session.commit()
     return made
 
 
@@ -101,7 +100,6 @@ def rewrap_keys(*, actor: str) -> dict[str, int]:
                 "it was written under back into the list (after the new one) and run rewrap again"
             ) from None
     record("keys.rewrapped", actor=actor, keys=len(rows), were_under_older_key=older)
-    db.session.commit()
     invalidate_cache()
     return {"rewrapped": len(rows), "were_under_older_key": older}
 

@@ -29,7 +29,7 @@ def summary(user_id: int) -> FactorSummary:
 
 
 def reset(user_id: int, *, actor: str) -> int:
-    """Remove every factor of a user (lost device): they sign in with the password again; audited; caller commits."""
+    """Remove every factor of a user (lost device): they sign in with the password again; audited."""
     removed = 0
     for model in (TotpFactor, RecoveryCode, Passkey):
         removed += db.session.execute(delete(model).where(model.user_id == user_id)).rowcount

@@ -15,7 +15,7 @@ from flask import current_app, redirect, session, url_for
 from idp.audit.service import record
 from idp.auth.service import SIGN_IN_FAILED, Checked, throttled_check
 from idp.clients.service import get_client
-from idp.db import db
+from idp.db import db, durable
 from idp.mfa import policy
 from idp.oauth import pending
 from idp.sessions.service import start_session
@@ -50,7 +50,6 @@ def after_password(user: User, *, rid: str, next_path: str):
 
 def _wait(user: User, rid: str, next_path: str, *, enrol: bool):
     session[WAITING_KEY] = {"user": user.id, "tv": user.token_version, "at": time.time(), "rid": rid, "next": next_path, "enrol": enrol}
-    db.session.commit()  # the password step's audit event
     return redirect(url_for("mfa.enrol_at_sign_in" if enrol else "mfa.second_factor_page"))
 
 
@@ -81,29 +80,22 @@ def checked_guess(user: User, ip: str | None, spend: Callable[[], T | None]) -> 
     its reservation back on a connection of its own (SQLite allows one writer at a time).
     """
 
-    def verify():
-        value = spend()
-        if value:
-            db.session.commit()
-        return value
-
-    return throttled_check(throttle_key(user.id), ip, verify, form="second_factor", actor=f"user:{user.id}")
+    return throttled_check(throttle_key(user.id), ip, spend, form="second_factor", actor=f"user:{user.id}")
 
 
 def record_failed_guess(user: User, ip: str | None, factor: str, reason: str) -> None:
-    """Count a wrong, reused or expired code against the throttle; commits."""
+    """Count a wrong, reused or expired code against the throttle; its audit event is kept (`durable`)."""
     db.session.rollback()  # nothing of the failed attempt is kept but its audit event
-    record(SIGN_IN_FAILED, actor=f"user:{user.id}", target=throttle_key(user.id), ip=ip, factor=factor, reason=reason)
-    db.session.commit()
+    with durable("a failed second-factor guess, audited"):
+        record(SIGN_IN_FAILED, actor=f"user:{user.id}", target=throttle_key(user.id), ip=ip, factor=factor, reason=reason)
 
 
 def start_signed_in_session(user: User, amr: tuple[str, ...]):
-    """Start the SSO session of a complete sign-in, remembering its methods; commits."""
+    """Start the SSO session of a complete sign-in, remembering its methods."""
     amr = policy.combine(*amr)
     row = start_session(user, data={**pending.carried(), AMR_KEY: list(amr)})
     if amr != (policy.PASSWORD,):
         record("mfa.signed_in", actor=f"user:{user.id}", target=f"session:{row.sid}", amr=list(amr))
-    db.session.commit()
     return row
 
 

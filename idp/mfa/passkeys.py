@@ -24,7 +24,7 @@ from webauthn.helpers.structs import (
 
 from idp.audit.service import record
 from idp.clock import utcnow
-from idp.db import db
+from idp.db import db, durable
 from idp.mfa import policy
 from idp.mfa.models import Passkey
 from idp.users.models import User
@@ -79,7 +79,7 @@ def registration_options(user: User) -> Ceremony:
 
 
 def register(user: User, credential: str, challenge: bytes, name: str) -> Passkey:
-    """Verify an attestation for `challenge` and store the credential; audited; caller commits."""
+    """Verify an attestation for `challenge` and store the credential; audited."""
     name = " ".join((name or "").split())[:MAX_NAME_LENGTH] or "Passkey"
     rp_id, origin = relying_party()
     try:
@@ -113,7 +113,7 @@ def authentication_options(user: User | None = None) -> Ceremony:
 
 
 def authenticate(credential: str, challenge: bytes, *, user: User | None = None) -> tuple[Passkey, tuple[str, ...]]:
-    """Verify an assertion for `challenge`; return the passkey and the amr it earns; caller commits.
+    """Verify an assertion for `challenge`; return the passkey and the amr it earns.
 
     A signature counter that did not move forward (from a non-zero one) means a cloned
     authenticator (WebAuthn L3 6.1.1): refused, and audited as such.
@@ -136,9 +136,9 @@ def authenticate(credential: str, challenge: bytes, *, user: User | None = None)
     except (WebAuthnException, ValueError, KeyError, TypeError) as error:
         raise PasskeyError("The passkey's answer could not be verified.") from error
     if (verified.new_sign_count or passkey.sign_count) and verified.new_sign_count <= passkey.sign_count:
-        record("mfa.passkey_clone_warning", actor=f"user:{owner.id}", target=f"user:{owner.id}", passkey=passkey.id,
-               stored=passkey.sign_count, presented=verified.new_sign_count)
-        db.session.commit()
+        with durable("a passkey clone warning, audited"):  # the refusal rolls back the rest
+            record("mfa.passkey_clone_warning", actor=f"user:{owner.id}", target=f"user:{owner.id}", passkey=passkey.id,
+                   stored=passkey.sign_count, presented=verified.new_sign_count)
         raise PasskeyError("This passkey's signature counter went backwards; it may have been copied. Use another factor.")
     # Compare-and-set: two racing uses of one counter value cannot both succeed.
     moved = db.session.execute(
@@ -160,7 +160,7 @@ def amr_of(passkey: Passkey) -> tuple[str, ...]:
 
 
 def remove(user: User, passkey_id: int, *, actor: str) -> bool:
-    """Remove one of the user's passkeys; audited; caller commits."""
+    """Remove one of the user's passkeys; audited."""
     passkey = db.session.scalar(select(Passkey).where(Passkey.id == passkey_id, Passkey.user_id == user.id))
     if passkey is None:
         return False

@@ -71,7 +71,7 @@ def client_requires_mfa(client_pk: int) -> bool:
 
 
 def set_user_requirement(user_id: int, required: bool, *, actor: str) -> None:
-    """An admin requires (or stops requiring) a second factor of one user; audited; caller commits."""
+    """An admin requires (or stops requiring) a second factor of one user; audited."""
     row = db.session.get(MfaRequirement, user_id)
     if required and row is None:
         db.session.add(MfaRequirement(user_id=user_id, created_by=actor[:64]))
@@ -83,7 +83,7 @@ def set_user_requirement(user_id: int, required: bool, *, actor: str) -> None:
 
 
 def set_client_requirement(client_pk: int, client_id: str, required: bool, *, actor: str) -> None:
-    """A client requires (or stops requiring) two factors of its users; audited; caller commits."""
+    """A client requires (or stops requiring) two factors of its users; audited."""
     row = db.session.get(ClientMfaRequirement, client_pk)
     if required and row is None:
         db.session.add(ClientMfaRequirement(client_id=client_pk))

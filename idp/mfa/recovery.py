@@ -59,5 +59,5 @@ def spend(user_id: int, code: str) -> int | None:
 
 
 def remove_all(user_id: int) -> None:
-    """Delete the user's codes (their last second factor went); caller commits."""
+    """Delete the user's codes (their last second factor went)."""
     db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))

@@ -96,7 +96,7 @@ def spend_code(factor: TotpFactor, code: str, *, now: datetime | None = None) ->
 
 
 def confirm_enrolment(user: User, factor: TotpFactor, code: str) -> bool:
-    """Complete enrolment with a correct code (which is then spent); audited; caller commits."""
+    """Complete enrolment with a correct code (which is then spent); audited."""
     if not spend_code(factor, code):
         return False
     db.session.execute(update(TotpFactor).where(TotpFactor.id == factor.id).values(confirmed_at=utcnow()).execution_options(synchronize_session=False))
@@ -105,7 +105,7 @@ def confirm_enrolment(user: User, factor: TotpFactor, code: str) -> bool:
 
 
 def remove(user: User, *, actor: str) -> bool:
-    """Remove the user's authenticator app (confirmed or not); audited; caller commits."""
+    """Remove the user's authenticator app (confirmed or not); audited."""
     factors = list(db.session.scalars(select(TotpFactor).where(TotpFactor.user_id == user.id)))
     for factor in factors:
         db.session.delete(factor)
@@ -115,7 +115,7 @@ def remove(user: User, *, actor: str) -> bool:
 
 
 def rewrap_secrets(*, actor: str) -> int:
-    """Re-encrypt every authenticator-app key under the newest key-encryption key; caller commits.
+    """Re-encrypt every authenticator-app key under the newest key-encryption key.
 
     Raises ValidationError, before anything changes, when no listed key decrypts one of them.
     """

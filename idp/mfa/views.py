@@ -19,7 +19,7 @@ from idp.auth.forms import LoginForm
 from idp.auth.service import Checked, attempt_sign_in
 from idp.auth.throttle import retry_after_header, wait_text
 from idp.auth.views import continue_after_sign_in, protect_pages
-from idp.db import db
+from idp.db import commit_now, db, durable
 from idp.errors import render_error_page
 from idp.mfa import flow, passkeys, policy, recovery, totp
 from idp.mfa.forms import CodeForm, ConfirmForm, PasskeyForm
@@ -197,13 +197,11 @@ def totp_confirm(user: User):
         db.session.rollback()
         return _setup_page(user, factor, url_for("mfa.totp_confirm"), WRONG_CODE, 400)
     codes = recovery.regenerate(user.id, actor=f"user:{user.id}")
-    db.session.commit()
     return _codes_page(codes, url_for("mfa.security"))
 
 
 def _setup(user: User, confirm_url: str):
     factor = totp.begin_enrolment(user)
-    db.session.commit()
     return _setup_page(user, factor, confirm_url, None, 200)
 
 
@@ -244,7 +242,7 @@ def confirm_password(user: User) -> Refusal | None:
 
 
 def _refused_change(user: User, refusal: Refusal):
-    db.session.commit()  # keeps a failed re-entry's audit event
+    commit_now("a failed password re-entry's audit event")  # the refusal's status rolls back
     return _security_page(user, refusal.message, refusal.status, refusal.retry_after)
 
 
@@ -268,7 +266,6 @@ def totp_remove(user: User):
     totp.remove(user, actor=f"user:{user.id}")
     if not policy.has_second_factor(user.id):
         recovery.remove_all(user.id)
-    db.session.commit()
     flash("The authenticator app is removed.")
     return redirect(url_for("mfa.security"))
 
@@ -283,7 +280,6 @@ def recovery_codes(user: User):
     if refusal:
         return _refused_change(user, refusal)
     codes = recovery.regenerate(user.id, actor=f"user:{user.id}")
-    db.session.commit()
     return _codes_page(codes, url_for("mfa.security"))
 
 
@@ -300,7 +296,6 @@ def _issue(purpose: str, ceremony: passkeys.Ceremony, user_id: int | None):
     kept = [entry for entry in session.get(CHALLENGES_KEY) or [] if now - entry.get("at", 0) <= ttl][-(MAX_CHALLENGES - 1):]
     kept.append({"purpose": purpose, "challenge": bytes_to_base64url(ceremony.challenge), "at": now, "user": user_id})
     session[CHALLENGES_KEY] = kept
-    db.session.commit()
     return Response(ceremony.options_json, mimetype="application/json", headers={"Cache-Control": "no-store"})
 
 
@@ -331,9 +326,9 @@ def _refused(user_id: int | None, purpose: str, error: passkeys.PasskeyError | s
     """Audit a refused WebAuthn response (after dropping anything it half-wrote); the message to show."""
     message = str(error)
     db.session.rollback()
-    record("mfa.passkey_refused", actor=f"user:{user_id}" if user_id else "anonymous", target=f"user:{user_id}" if user_id else None,
-           ip=request.remote_addr, purpose=purpose, reason=message)
-    db.session.commit()
+    with durable("a refused passkey answer, audited"):
+        record("mfa.passkey_refused", actor=f"user:{user_id}" if user_id else "anonymous", target=f"user:{user_id}" if user_id else None,
+               ip=request.remote_addr, purpose=purpose, reason=message)
     return message
 
 
@@ -368,7 +363,6 @@ def passkey_add(user: User):
     added, error = _verify("register", form, user, lambda credential, challenge: passkeys.register(user, credential, challenge, form.name.data))
     if error:
         return _security_page(user, error, 400)
-    db.session.commit()
     flash(f"Passkey “{added.name}” added.")
     return redirect(url_for("mfa.security"))
 
@@ -384,7 +378,6 @@ def passkey_remove(user: User, passkey_id: int):
         abort(404)
     if not policy.has_second_factor(user.id):
         recovery.remove_all(user.id)
-    db.session.commit()
     flash("The passkey is removed.")
     return redirect(url_for("mfa.security"))
 

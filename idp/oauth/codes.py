@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from idp.audit.service import record
 from idp.clients.models import Client
 from idp.clock import utcnow
-from idp.db import db
+from idp.db import db, durable
 from idp.oauth.models import AuthorizationCode
 from idp.security import digest, random_token
 from idp.tokens.access import IssuedAccessToken, revoke_access_token
@@ -50,7 +50,7 @@ def new_code_value() -> str:
 
 
 def save_code(value: str, granted: CodeRequest, *, now: datetime | None = None) -> AuthorizationCode:
-    """Store a code's digest and what it grants; commits."""
+    """Store a code's digest and what it grants."""
     now = now or utcnow()
     row = AuthorizationCode(
         code_digest=digest(value),
@@ -70,16 +70,15 @@ def save_code(value: str, granted: CodeRequest, *, now: datetime | None = None) 
         expires_at=now + timedelta(seconds=current_app.config["AUTHORIZATION_CODE_TTL"]),
     )
     db.session.add(row)
-    db.session.commit()
     return row
 
 
 def claim_code(value: str, client: Client, *, now: datetime | None = None) -> AuthorizationCode | None:
     """Mark the code used and return it, or None if it is unknown, expired, another client's or spent.
 
-    The claim stays uncommitted until the caller commits the tokens it issues (`record_issued`),
-    so a request that fails later (PKCE, redirect_uri) leaves the code usable. A spent code
-    revokes what it issued (and commits that).
+    The claim commits with the tokens it issues at the request's edge, so a request that fails
+    later (PKCE, redirect_uri) rolls it back and leaves the code usable. A spent code revokes
+    what it issued, kept though the request fails (`durable`).
     """
     now = now or utcnow()
     if not value or len(value) > 512:
@@ -98,20 +97,20 @@ def claim_code(value: str, client: Client, *, now: datetime | None = None) -> Au
     )
     if claimed.rowcount == 1:
         return db.session.scalar(select(AuthorizationCode).where(AuthorizationCode.code_digest == code_digest))
-    db.session.rollback()
+    db.session.rollback()  # nothing of this request but the revocation below is kept
     row = db.session.scalar(select(AuthorizationCode).where(AuthorizationCode.code_digest == code_digest))
     if row is not None and row.used_at is not None:
-        _revoke_what_it_issued(row, presented_by=client)
-        db.session.commit()
+        # RFC 6749 4.1.2: a second use should revoke what the code issued; the request fails.
+        with durable("a reused code revokes what it issued"):
+            _revoke_what_it_issued(row, presented_by=client)
     return None
 
 
 def record_issued(row: AuthorizationCode, access: IssuedAccessToken, family: RefreshFamily | None) -> None:
-    """Remember what the redemption issued, so a replay can revoke it; commits the redemption."""
+    """Remember what the redemption issued, so a replay can revoke it (in the redemption's transaction)."""
     row.issued_access_jti = access.jti
     row.issued_access_expires_at = access.expires_at
     row.issued_family_id = family.id if family else None
-    db.session.commit()
 
 
 def _revoke_what_it_issued(row: AuthorizationCode, *, presented_by: Client) -> None:

@@ -25,20 +25,20 @@ def has_consent(user_id: int, client_id: int, scope: str) -> bool:
 
 
 def grant_consent(user: User, client: Client, scope: str) -> None:
-    """Add `scope` to what the user granted the client, with an audit event; commits."""
+    """Add `scope` to what the user granted the client, with an audit event."""
     for attempt in range(2):
-        row = db.session.scalar(select(Consent).where(Consent.user_id == user.id, Consent.client_id == client.id))
-        if row is None:
-            row = Consent(user_id=user.id, client_id=client.id, scope="")
-            db.session.add(row)
-        row.scope = " ".join(sorted(set(row.scope.split()) | set(scope.split())))
-        row.granted_at = utcnow()
-        record("consent.granted", actor=f"user:{user.id}", target=f"client:{client.client_id}", scope=scope)
         try:
-            db.session.commit()
+            # A savepoint: losing the insert race undoes only this attempt, not the request's work.
+            with db.session.begin_nested():
+                row = db.session.scalar(select(Consent).where(Consent.user_id == user.id, Consent.client_id == client.id))
+                if row is None:
+                    row = Consent(user_id=user.id, client_id=client.id, scope="")
+                    db.session.add(row)
+                row.scope = " ".join(sorted(set(row.scope.split()) | set(scope.split())))
+                row.granted_at = utcnow()
+                record("consent.granted", actor=f"user:{user.id}", target=f"client:{client.client_id}", scope=scope)
             return
         except IntegrityError:
             # Another tab granted at the same moment and inserted the row first: merge into it.
-            db.session.rollback()
             if attempt:
                 raise

@@ -20,14 +20,12 @@ from __future__ import annotations
 from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
-from flask import Blueprint, Flask
+from flask import Blueprint
 
 from idp.cors import client_origins
-from idp.db import db
 from idp.extensions import csrf
 from idp.oauth.presented import PresentedAccessToken, find_presented_token
 from idp.oauth.server import authorization_server
-from idp.oidc.discovery import add_metadata
 
 REVOCATION_PATH = "/revoke"
 INTROSPECTION_PATH = "/introspect"
@@ -73,7 +71,6 @@ class RevocationEndpoint(PresentedTokenParams, _RevocationEndpoint):
 
     def revoke_token(self, token, request):
         token.revoke(actor=f"client:{request.client.get_client_id()}")
-        db.session.commit()
 
 
 class IntrospectionEndpoint(PresentedTokenParams, _IntrospectionEndpoint):

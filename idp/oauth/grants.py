@@ -23,7 +23,7 @@ from authlib.oidc.core.errors import RegistrationNotSupportedError, RequestNotSu
 from flask import current_app
 
 from idp.clients.models import Client
-from idp.db import db
+from idp.db import db, durable
 from idp.oauth import codes
 from idp.oauth.session_binding import session_alive
 from idp.oidc.id_token import issue_id_token
@@ -329,21 +329,17 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     def issue_token(self, user: Principal, credential: RefreshCredential) -> TokenResponse:
         family = credential.family
         if family.sid and not family.offline and family.revoked_at is None and not session_alive(family.sid):
-            revoke_family(family, reason="session_ended", actor="system")
-            db.session.commit()
+            # The refusal rolls back; the revocation of the dead session's family must stay.
+            with durable("a refresh family of an ended session is revoked"):
+                revoke_family(family, reason="session_ended", actor="system")
             raise InvalidGrantError("The sign-in session this refresh token was bound to has ended.")
         try:
-            rotation = rotate(credential.value, client=self.request.client, commit=False, found=(credential.token, family))
+            rotation = rotate(credential.value, client=self.request.client, found=(credential.token, family))
         except InvalidRefreshToken:
             raise InvalidGrantError("The refresh token is invalid, expired or revoked.") from None
-        try:
-            # Signed before the rotation commits, while the user's token version is locked.
-            token = self.generate_token(user=user, scope=normalize_scope(self.request.payload.scope) or family.scope, include_refresh_token=False)
-            pair_access_token(rotation, token.access)
-        except Exception:
-            db.session.rollback()
-            raise
-        db.session.commit()
+        # Signed before the edge commits the rotation, while the user's token version is locked.
+        token = self.generate_token(user=user, scope=normalize_scope(self.request.payload.scope) or family.scope, include_refresh_token=False)
+        pair_access_token(rotation, token.access)
         token["refresh_token"] = rotation.token
         return token
 

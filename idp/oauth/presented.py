@@ -103,7 +103,7 @@ class PresentedAccessToken(TokenMixin):
         return body
 
     def revoke(self, *, actor: str) -> None:
-        """Deny this jti until the token would have expired (caller commits)."""
+        """Deny this jti until the token would have expired."""
         expires_at = datetime.fromtimestamp(self.claims["exp"], tz=timezone.utc)
         revoke_access_token(self.claims["jti"], expires_at)
         record("access_token.revoked", actor=actor, target=f"access_token:{self.claims['jti']}", client=self.client_id)
@@ -166,7 +166,7 @@ class PresentedRefreshToken(TokenMixin):
         return body
 
     def revoke(self, *, actor: str) -> None:
-        """Revoke the whole family: the grant ends, not just this token (RFC 7009 2.1); caller commits."""
+        """Revoke the whole family: the grant ends, not just this token (RFC 7009 2.1)."""
         revoke_family(self.family, reason="revoked", actor=actor)
 
 

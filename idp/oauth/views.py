@@ -14,7 +14,7 @@ from datetime import timedelta
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
-from flask import Blueprint, Response, current_app, redirect, request, url_for
+from flask import Blueprint, Response, redirect, request, url_for
 
 from idp.extensions import csrf
 from idp.clients.service import AUTH_METHODS, GRANT_TYPES, SCOPES

@@ -138,4 +138,3 @@ def deliver_backchannel_logout(payload: dict, *, attempt: int, final: bool) -> b
 def adopt_legacy_message(client_id: str, sub: str | None, sid: str | None, reason: str = "") -> None:
     """A delivery queued by a release before the outbox (a rolling upgrade): move it into the outbox."""
     outbox.add(KIND, client_id=client_id, sub=sub, sid=sid, reason=reason)
-    db.session.commit()

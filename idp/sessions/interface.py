@@ -109,8 +109,9 @@ def load_row(app: Flask, kind: str, cookie_value: str) -> UserSession | None:
         or (row.user_id is not None and (token_version != row.token_version or disabled_at is not None))
     )
     if dead:
+        # Deleted in the request's transaction; an error answer rolls that back and the next
+        # request finds the same dead row and deletes it then.
         end_session(row, reason="expired")
-        db.session.commit()
         return None
     return row
 
@@ -162,7 +163,7 @@ class ServerSessionInterface(SessionInterface):
             row.data = dict(session)
         if session.modified or now - row.last_seen_at >= LAST_SEEN_RESOLUTION:
             row.last_seen_at = now
-        if (row in db.session.new or db.session.is_modified(row)) and not self._committed():
+        if (row in db.session.new or db.session.is_modified(row)) and not self._written():
             # The row was deleted while this request ran (a logout, a revocation): a clean sign-out.
             self._delete_cookie(app, response, name, session.kind)
             return
@@ -178,12 +179,16 @@ class ServerSessionInterface(SessionInterface):
         response.vary.add("Cookie")
 
     @staticmethod
-    def _committed() -> bool:
-        """Commit the session's changes; False (rolled back) if its row is gone, updating no row."""
+    def _written() -> bool:
+        """Write the session's row in the request's transaction, which the edge commits right after
+        (IdpFlask.process_response); False if the row is gone, updating no row.
+
+        A savepoint, so a row deleted meanwhile undoes only the session's write, not the view's.
+        """
         try:
-            db.session.commit()
+            with db.session.begin_nested():
+                db.session.flush()
         except StaleDataError:
-            db.session.rollback()
             return False
         return True
 

@@ -16,7 +16,7 @@ __all__ = ["current_session_row", "end_all_for_user", "end_current_session", "en
            "new_row", "session_ended", "start_session"]
 
 def start_session(user: User, *, data: dict | None = None) -> UserSession:
-    """Sign `user` in on this request's session kind, under a new id (no fixation); caller commits."""
+    """Sign `user` in on this request's session kind, under a new id (no fixation)."""
     current: ServerSession = session._get_current_object()  # type: ignore[attr-defined]
     keep = dict(data or {})
     # The CSRF token of the form that signed in (an anonymous one: from its cookie) stays valid.
@@ -40,18 +40,17 @@ def current_session_row() -> UserSession | None:
 
 
 def end_current_session(*, reason: str = "logout") -> None:
-    """End this request's session and clear its cookie; commits."""
+    """End this request's session and clear its cookie."""
     current: ServerSession = session._get_current_object()  # type: ignore[attr-defined]
     if current.row is not None:
         end_session(current.row, reason=reason, actor=f"user:{current.row.user_id}" if current.row.user_id else None)
     current.clear()
     current.row, current.cookie_value, current.ended = None, None, True
     current.modified = False
-    db.session.commit()
 
 
 def end_all_for_user(user_id: int, *, reason: str, actor: str, kind: str | None = None) -> int:
-    """End every session of a user (optionally of one kind); caller commits. Returns how many."""
+    """End every session of a user (optionally of one kind). Returns how many."""
     query = select(UserSession).where(UserSession.user_id == user_id)
     if kind:
         query = query.where(UserSession.kind == kind)

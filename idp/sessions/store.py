@@ -63,12 +63,12 @@ def new_row(app: Flask, kind: str, user: User | None = None) -> tuple[str, UserS
 
 
 def end_session(row: UserSession, *, reason: str, actor: str | None = None) -> None:
-    """Delete one session row (the browser is signed out at its next request); caller commits."""
+    """Delete one session row (the browser is signed out at its next request)."""
     end_rows([row], reason=reason, actor=actor)
 
 
 def end_rows(rows: list[UserSession], *, reason: str, actor: str | None) -> None:
-    """Delete session rows (audited), then tell `session_ended` receivers; caller commits."""
+    """Delete session rows (audited), then tell `session_ended` receivers."""
     for row in rows:
         if row.user_id is not None:
             record("session.ended", actor=actor or "system", target=f"session:{row.sid}", reason=reason, user=row.user_id, kind=row.kind)

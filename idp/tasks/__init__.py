@@ -6,6 +6,7 @@ from celery import Celery, Task
 from flask import Flask, current_app
 from kombu.exceptions import OperationalError as BrokerError
 
+from idp.db import unit_of_work
 from idp.errors import IdpError
 from idp.tasks.schedule import BEAT_SCHEDULE
 
@@ -31,8 +32,9 @@ def celery_init_app(app: Flask) -> Celery:
     """Create the Celery app bound to `app`, configured from the IdP's settings."""
 
     class FlaskTask(Task):
+        # The task's edge (idp/db.py): one transaction, committed when the run returns.
         def __call__(self, *args, **kwargs):
-            with app.app_context():
+            with app.app_context(), unit_of_work():
                 return self.run(*args, **kwargs)
 
     celery_app = Celery(app.name, task_cls=FlaskTask)

@@ -32,7 +32,7 @@ from sqlalchemy import event, or_, select, update
 from sqlalchemy.orm import Session
 
 from idp.clock import utcnow
-from idp.db import db
+from idp.db import commit_now, db
 from idp.tasks import publish
 from idp.tasks.models import OutboxMessage
 
@@ -187,7 +187,7 @@ def relay(celery: Celery, now: datetime | None = None) -> int:
         broker_down(error, waiting=len(due) - published)
     else:
         broker_up()
-    db.session.commit()
+    commit_now("step: the relay's new due times, releasing its row locks before the job reruns take theirs")
     return published
 
 
@@ -233,13 +233,13 @@ def _claim(message_id: int) -> bool:
         .values(claimed_until=now + timedelta(seconds=CLAIM_SECONDS), due_at=now + timedelta(seconds=CLAIM_SECONDS),
                 attempts=OutboxMessage.attempts + 1)
     ).rowcount
-    db.session.commit()
+    commit_now("step: the claim is seen by every other attempt before the handler runs")
     return bool(claimed)
 
 
 def _finish(message: OutboxMessage, outcome: str, *, error: str | None = None) -> str:
     message.done_at, message.outcome, message.claimed_until, message.last_error = utcnow(), outcome, None, error
-    db.session.commit()
+    commit_now("step: the outcome is kept before the task acknowledges its message")
     return outcome
 
 
@@ -251,7 +251,7 @@ def _retry_later(message: OutboxMessage, kind: Handler, error: str | None, celer
     countdown = delay <= COUNTDOWN_MAX_SECONDS
     message.due_at = now + timedelta(seconds=delay) + (REPUBLISH_AFTER if countdown else timedelta())
     message_id = message.id
-    db.session.commit()
+    commit_now("step: the retry is stored before its countdown task is published")
     if countdown:
         try:
             publish_message(celery, message_id, countdown=delay)

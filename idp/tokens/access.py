@@ -201,6 +201,6 @@ def check_access_token_state(claims: dict) -> User | None:
 
 
 def revoke_access_token(jti: str, expires_at: datetime) -> None:
-    """Deny a jti until the token would have expired anyway (caller commits); idempotent."""
+    """Deny a jti until the token would have expired anyway; idempotent."""
     if db.session.get(RevokedAccessToken, jti) is None:
         db.session.add(RevokedAccessToken(jti=jti, expires_at=expires_at, revoked_at=utcnow()))

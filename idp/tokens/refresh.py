@@ -24,7 +24,7 @@ from sqlalchemy import select, update
 from idp.audit.service import record
 from idp.clients.models import Client
 from idp.clock import utcnow
-from idp.db import db
+from idp.db import db, durable
 from idp.errors import IdpError
 from idp.metrics import REFRESH_GRACE, REFRESH_REUSE
 from idp.security import REFRESH_TOKEN_PREFIX, digest, random_token
@@ -63,7 +63,7 @@ def _new_token(family: RefreshFamily, now: datetime) -> tuple[str, RefreshToken]
 
 
 def pair_access_token(rotation: Rotation, access: IssuedAccessToken) -> None:
-    """Remember the access token issued beside the rotation's new refresh token (caller commits).
+    """Remember the access token issued beside the rotation's new refresh token.
 
     Revoking the family then denies it too: RFC 7009 2.1 says revoking a refresh token SHOULD
     invalidate the access tokens of the same grant, and a detected reuse (RFC 9700 4.14.2) must
@@ -85,7 +85,7 @@ def start_family(
     amr: tuple[str, ...] = (),
     now: datetime | None = None,
 ) -> Rotation:
-    """Open a family for a new grant and return its first token (caller commits)."""
+    """Open a family for a new grant and return its first token."""
     now = now or utcnow()
     family = RefreshFamily(
         client_id=client.id,
@@ -116,15 +116,15 @@ def lookup(value: str) -> tuple[RefreshToken, RefreshFamily] | None:
 
 
 def rotate(
-    value: str, *, client: Client, now: datetime | None = None, commit: bool = True,
+    value: str, *, client: Client, now: datetime | None = None,
     found: tuple[RefreshToken, RefreshFamily] | None = None,
 ) -> Rotation:
-    """Spend `value` and return its successor; raise InvalidRefreshToken (committing any revocation).
+    """Spend `value` and return its successor; raise InvalidRefreshToken (keeping any revocation, `durable`).
 
-    `found` is `lookup(value)` when the caller already made it. With commit=False the caller signs
-    what it issues (the access token), pairs it with the rotation and then commits: the user's and
-    the family's rows stay share-locked until then, so a token-version bump or a revocation that
-    starts meanwhile waits, and then denies what was issued.
+    `found` is `lookup(value)` when the caller already made it. The caller signs what it issues
+    (the access token) and pairs it with the rotation; the edge commits (idp/db.py): the user's
+    and the family's rows stay share-locked until then, so a token-version bump or a revocation
+    that starts meanwhile waits, and then denies what was issued.
     """
     now = now or utcnow()
     if not value or len(value) > 256:
@@ -160,8 +160,6 @@ def rotate(
     rotation = Rotation(family, *_new_token(family, now))
     db.session.flush()
     db.session.execute(update(RefreshToken).where(RefreshToken.id == token.id).values(successor_id=rotation.member.id))
-    if commit:
-        db.session.commit()
     return rotation
 
 
@@ -183,8 +181,9 @@ def _locked_revoked_at(family: RefreshFamily) -> datetime | None:
 def _revoke_outdated(family_id: int) -> None:
     family = db.session.get(RefreshFamily, family_id)
     if family is not None:
-        revoke_family(family, reason="token_version", actor="system")
-        db.session.commit()
+        # The refusal answers invalid_grant and rolls back; the revocation must stay.
+        with durable("an outdated refresh token revokes its family"):
+            revoke_family(family, reason="token_version", actor="system")
 
 
 def _redeem_in_grace(token_id: int, family_id: int, now: datetime) -> None:
@@ -228,14 +227,15 @@ def _on_reuse(family_id: int) -> None:
     """A spent token came back outside what the grace window allows: the family dies."""
     family = db.session.get(RefreshFamily, family_id)
     if family is not None and family.revoked_at is None:
-        revoke_family(family, reason="reuse", actor="system")
+        # RFC 9700 4.14.2: the refusal rolls back, the family's revocation must stay.
+        with durable("refresh-token reuse revokes its family"):
+            revoke_family(family, reason="reuse", actor="system")
+            record("refresh_token.reuse_detected", actor="system", target=f"refresh_family:{family.id}", client=family.client_id, user=family.user_id)
         REFRESH_REUSE.inc()
-        record("refresh_token.reuse_detected", actor="system", target=f"refresh_family:{family.id}", client=family.client_id, user=family.user_id)
-        db.session.commit()
 
 
 def revoke_family(family: RefreshFamily, *, reason: str, actor: str) -> None:
-    """Revoke every token of a family and deny its unexpired access tokens (caller commits); idempotent."""
+    """Revoke every token of a family and deny its unexpired access tokens; idempotent."""
     _revoke([family], reason=reason, actor=actor)
 
 
@@ -278,7 +278,7 @@ def live_token(value: str, *, now: datetime | None = None) -> tuple[RefreshToken
 
 
 def revoke_families(*, user_id: int | None = None, sids: list[str] | None = None, include_offline: bool, reason: str, actor: str) -> int:
-    """Revoke live families of a user or bound to sessions (caller commits). Returns how many.
+    """Revoke live families of a user or bound to sessions. Returns how many.
 
     OpenID Connect intends `offline_access` grants to outlive a logout, so session-ending revokes
     only session-bound families; signing out everywhere passes include_offline=True.

@@ -7,8 +7,7 @@ import re
 from sqlalchemy import select
 
 from idp.audit.service import record
-from idp.clock import utcnow
-from idp.db import db
+from idp.db import db, durable
 from idp.errors import NotFoundError, ValidationError
 from idp.security import hash_password, verify_password
 from idp.users.models import User
@@ -69,7 +68,6 @@ def create_user(email: str, password: str, *, name: str | None = None, is_admin:
     db.session.add(user)
     db.session.flush()
     record("user.created", actor=actor, target=f"user:{user.id}", is_admin=is_admin)
-    db.session.commit()
     return user
 
 
@@ -80,13 +78,15 @@ def authenticate(email: str, password: str) -> User | None:
     if not ok or user is None or user.is_disabled:
         return None
     if new_hash:  # argon2 parameters changed since this hash was made: upgrade it now
-        user.password_hash = new_hash
-        db.session.commit()
+        # Now, not at the edge: the throttle then writes on a connection of its own, and SQLite
+        # lets one writer at a time (idp/auth/throttle.py).
+        with durable("an upgraded password hash, before the throttle's own connection writes"):
+            user.password_hash = new_hash
     return user
 
 
 def bump_token_version(user: User, *, reason: str, actor: str) -> None:
-    """Invalidate every token, refresh family and session of `user` (caller commits)."""
+    """Invalidate every token, refresh family and session of `user`."""
     # Computed by the database, so two concurrent bumps never collapse into one.
     user.token_version = User.token_version + 1
     db.session.flush()
@@ -98,7 +98,6 @@ def enable_user(user: User, *, actor: str) -> None:
     if user.disabled_at is not None:
         user.disabled_at = None
         record("user.enabled", actor=actor, target=f"user:{user.id}")
-    db.session.commit()
 
 
 def list_users(limit: int = 1000) -> list[User]:
@@ -107,7 +106,7 @@ def list_users(limit: int = 1000) -> list[User]:
 
 
 def update_user(user: User, *, email: str, name: str | None, actor: str) -> None:
-    """Change a user's email and display name (caller commits); raise ValidationError on bad or duplicate input."""
+    """Change a user's email and display name; raise ValidationError on bad or duplicate input."""
     email = normalize_email(email)
     name = (name or "").strip() or None
     if name and len(name) > 200:

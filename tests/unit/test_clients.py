@@ -107,6 +107,7 @@ def test_backchannel_logout_uri_on_a_production_issuer_is_https_and_not_loopback
     production = make_app(ISSUER="https://idp.example.com")  # `app` cleans the database afterwards
     with production.app_context():
         client, _ = service.create_client("RP", redirect_uris=["https://rp.example.com/cb"], backchannel_logout_uri="https://rp.example.com/bc")
+        db.session.commit()  # registered by one request; each refusal below rolls back only itself
         for uri, message in REFUSED_BACKCHANNEL_URIS:
             with pytest.raises(ValidationError, match=message):
                 service.create_client("RP", redirect_uris=["https://rp.example.com/cb"], backchannel_logout_uri=uri)

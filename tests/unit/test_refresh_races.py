@@ -94,7 +94,7 @@ def test_a_revocation_waiting_on_an_uncommitted_refresh_denies_the_access_token_
     issued = {}
 
     def refresh():
-        rotation = rotate(token, client=db.session.get(Client, client.id), commit=False)
+        rotation = rotate(token, client=db.session.get(Client, client.id))
         access = issue_access_token(client_id=client.client_id, subject=user.subject, scope="openid offline_access", token_version=user.token_version)
         pair_access_token(rotation, access)
         issued["jti"] = access.jti

@@ -10,8 +10,13 @@ from idp.clock import utcnow
 from idp.db import db
 from idp.models import AuditEvent, Client, RefreshFamily, RefreshToken, RevokedAccessToken, User
 from idp.security import digest
-from idp.tokens.refresh import InvalidRefreshToken, rotate, start_family
+from idp.tokens.refresh import InvalidRefreshToken, start_family
+from idp.tokens.refresh import rotate as rotate_in_transaction
 from idp.users.service import bump_token_version
+from tests.support import committing
+
+# Each rotation here stands for one token request, which commits at its edge.
+rotate = committing(rotate_in_transaction)
 
 
 @pytest.fixture
