@@ -111,6 +111,8 @@ class ClientForm(FlaskForm):
     backchannel_logout_uri = StringField("Back-channel logout URI", validators=[Optional(), service_rule(lambda uri: validate_https_url(uri, "backchannel_logout_uri"))],
                                          description="Optional. The IdP POSTs a logout token here when a session ends.")
     id_token_signed_response_alg = SelectField("ID token algorithm", choices={"RS256": "RS256", "ES256": "ES256"}, default="RS256")
+    minimal_id_token = BooleanField("Keep the ID token minimal",
+                                    description="Leave name and email out of the ID token; the application reads them from userinfo.")
 
 
 class RotateForm(FlaskForm):

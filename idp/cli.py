@@ -232,10 +232,13 @@ def clients() -> None:
 @click.option("--no-pkce", is_flag=True, help="Let a confidential client omit PKCE.")
 @click.option("--backchannel-logout-uri", default=None)
 @click.option("--id-token-alg", default="RS256", show_default=True, type=click.Choice(["RS256", "ES256"]))
+@click.option("--id-token-claims", default="standard", show_default=True, type=click.Choice(["standard", "minimal"]),
+              help="standard: the ID token carries the profile and email claims granted; minimal: only sub and sign-in facts.")
 @click.option("--json", "as_json", is_flag=True)
 @with_app()
 def clients_create(app: Flask, name, redirect_uris, post_logout_redirect_uris, public, grant_types, scope,
-                   token_endpoint_auth_method, skip_consent, no_pkce, backchannel_logout_uri, id_token_alg, as_json) -> None:
+                   token_endpoint_auth_method, skip_consent, no_pkce, backchannel_logout_uri, id_token_alg,
+                   id_token_claims, as_json) -> None:
     """Register a client; its secret is printed once and never stored."""
     from idp.clients.service import create_client
 
@@ -251,6 +254,7 @@ def clients_create(app: Flask, name, redirect_uris, post_logout_redirect_uris, p
         skip_consent=skip_consent,
         backchannel_logout_uri=backchannel_logout_uri,
         id_token_signed_response_alg=id_token_alg,
+        id_token_claims=id_token_claims,
         actor="cli",
     )
     result = {"client_id": client.client_id, "name": client.name}
@@ -262,6 +266,24 @@ def clients_create(app: Flask, name, redirect_uris, post_logout_redirect_uris, p
     click.echo(f"client_id:     {client.client_id}")
     if secret:
         click.echo(f"client_secret: {secret}   (shown once; store it now)")
+
+
+@clients.command("update")
+@click.argument("client_id")
+@click.option("--name", default=None)
+@click.option("--scope", default=None, help="Space-separated scopes, replacing the registered ones.")
+@click.option("--id-token-claims", default=None, type=click.Choice(["standard", "minimal"]),
+              help="standard: the ID token carries the profile and email claims granted; minimal: only sub and sign-in facts.")
+@with_app()
+def clients_update(app: Flask, client_id: str, name, scope, id_token_claims) -> None:
+    """Change a registered client's name, scopes or ID token claims."""
+    from idp.clients.service import require_client, update_client
+    from idp.db import db
+
+    wanted = {"name": name, "scope": scope, "id_token_claims": id_token_claims}
+    changed = update_client(require_client(client_id), actor="cli", **{k: v for k, v in wanted.items() if v is not None})
+    db.session.commit()
+    click.echo(f"updated {client_id}: {', '.join(changed)}" if changed else f"nothing changed for {client_id}")
 
 
 @clients.command("list")

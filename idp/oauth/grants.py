@@ -27,6 +27,7 @@ from idp.db import db
 from idp.oauth import codes
 from idp.oauth.scopes import OFFLINE_ACCESS, USER_SCOPES
 from idp.oauth.session_binding import session_alive
+from idp.oidc.claims import id_token_claims
 from idp.oidc.id_token import issue_id_token
 from idp.tokens.access import IssuedAccessToken, issue_access_token
 from idp.tokens.models import RefreshFamily, RefreshToken
@@ -266,6 +267,7 @@ class KeyringIDToken:
             acr=principal.acr,
             amr=principal.amr,
             access_token=token.get("access_token"),
+            user_claims=id_token_claims(request.client, principal.user, token.get("scope") or ""),
         )
 
 
