@@ -28,6 +28,7 @@ from idp.db import db
 from idp.oauth.presented import PresentedAccessToken, find_presented_token
 from idp.oauth.server import authorization
 from idp.oidc.discovery import add_metadata
+from idp.web import params
 
 REVOCATION_PATH = "/revoke"
 INTROSPECTION_PATH = "/introspect"
@@ -47,10 +48,7 @@ class PresentedTokenParams:
         tokens = form.getlist("token")
         if len(tokens) != 1 or not tokens[0]:
             raise InvalidRequestError("exactly one non-empty 'token' parameter is required")
-        # RFC 6749 3.2: request parameters must not be repeated.
-        for name in ("token_type_hint", "client_id", "client_secret"):
-            if len(form.getlist(name)) > 1:
-                raise InvalidRequestError(f"'{name}' is repeated")
+        params.PRESENTED_TOKEN.enforce(params.multi(form))
         # An unknown hint is not an error: the hint only orders the search (RFC 7009 2.1, RFC 7662 2.1).
 
 

@@ -33,15 +33,9 @@ from idp.tokens.access import IssuedAccessToken, issue_access_token
 from idp.tokens.models import RefreshFamily, RefreshToken
 from idp.tokens.refresh import InvalidRefreshToken, lookup, pair_access_token, revoke_family, rotate, start_family
 from idp.users.models import User
+from idp.web import params
 
 PROMPTS = ("none", "login", "consent")
-# OAuth and OpenID parameters of the authorization request, none of which may be repeated
-# (RFC 6749 3.1); Authlib itself checks response_type, client_id, redirect_uri, scope and state.
-SINGLE_VALUED = (
-    "nonce", "prompt", "max_age", "login_hint", "id_token_hint", "code_challenge",
-    "code_challenge_method", "response_mode", "acr_values", "ui_locales", "display", "claims",
-)
-MAX_PARAMETER_LENGTH = 4096
 
 
 @dataclass(frozen=True)
@@ -218,11 +212,7 @@ class AuthorizationRequestChecks:
 
     def check(self, grant, redirect_uri) -> None:
         data, datalist = grant.request.payload.data, grant.request.payload.datalist
-        for name in SINGLE_VALUED:
-            if len(datalist.get(name, [])) > 1:
-                raise InvalidRequestError(f"Multiple '{name}' in request.")
-        if any(len(value) > MAX_PARAMETER_LENGTH for values in datalist.values() for value in values):
-            raise InvalidRequestError("A parameter is too long.")
+        params.AUTHORIZATION.enforce(datalist)
         if "request" in data:
             raise RequestNotSupportedError()
         if "request_uri" in data:

@@ -38,6 +38,7 @@ from idp.tokens.hints import verify_id_token_hint
 from idp.sessions.service import current_session_row
 from idp.tokens.access import InvalidTokenError
 from idp.users.models import User
+from idp.web import params
 
 bp = Blueprint("oauth", __name__)
 
@@ -218,9 +219,9 @@ def _has_control_characters(value: str) -> bool:
 @client_origins
 def token():
     """The token endpoint: authorization_code, refresh_token, client_credentials (RFC 6749 3.2, 5)."""
-    if any(len(request.values.getlist(name)) > 1 for name in request.values):
-        # RFC 6749 3.2: request parameters MUST NOT be included more than once.
-        response = authorization.handle_error_response(None, InvalidRequestError("A parameter is repeated."))
+    problem = params.TOKEN.violation(params.multi(request.values))
+    if problem:
+        response = authorization.handle_error_response(None, InvalidRequestError(problem))
     else:
         response = authorization.create_token_response()
         if response.status_code == 200:

@@ -33,10 +33,9 @@ from idp.sessions.service import current_session_row, end_current_session
 from idp.tokens.access import InvalidTokenError
 from idp.tokens.hints import hinted_client_id, verify_id_token_hint
 from idp.users.models import User
+from idp.web.params import LOGOUT as LOGOUT_RULE, LOGOUT_PARAMS
 
 LOGOUT_PATH = "/logout"
-LOGOUT_PARAMS = ("id_token_hint", "client_id", "post_logout_redirect_uri", "state", "logout_hint", "ui_locales")
-MAX_PARAM_LENGTH = 8192
 
 bp = Blueprint("logout", __name__, template_folder="templates")
 # An RP may send its logout request as a cross-site form POST (section 2), which cannot carry our
@@ -61,12 +60,7 @@ class EndSessionEndpoint(_EndSessionEndpoint):
     """Authlib's end-session flow with our ID token checks and stricter request validation."""
 
     def validate_request(self, request):
-        for name in LOGOUT_PARAMS:
-            values = request.payload.datalist.get(name, [])
-            if len(values) > 1:
-                raise InvalidRequestError(f"'{name}' is repeated")
-            if values and len(values[0]) > MAX_PARAM_LENGTH:
-                raise InvalidRequestError(f"'{name}' is too long")
+        LOGOUT_RULE.enforce(request.payload.datalist)
         data = request.payload.data
         client_id = data.get("client_id")
         if client_id and self.server.query_client(client_id) is None:
