@@ -28,10 +28,11 @@ from idp.clock import utcnow
 from idp.csrf import check_origin
 from idp.db import db
 from idp.auth.throttle import retry_after_header, wait_text
-from idp.input_guard import split_local_path
 from idp.sessions.interface import ADMIN_PREFIX
 from idp.sessions.service import current_session_row, end_current_session, start_session
 from idp.users.models import User
+from idp.web import redirects
+from idp.web.headers import ADMIN_PAGES, secure
 
 login_manager = LoginManager()
 login_manager.session_protection = None  # the session is a server-side row already bound at sign-in
@@ -39,10 +40,6 @@ login_manager.session_protection = None  # the session is a server-side row alre
 # Reachable without signing in.
 PUBLIC_ENDPOINTS = {"admin.login_page", "admin.login", "admin.static", "admin.logout"}
 
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
-)
 
 
 class AdminUser(UserMixin):
@@ -89,11 +86,7 @@ def send_to_sign_in():
 
 def safe_next(target: str | None) -> str | None:
     """A same-site /admin path to return to after signing in, or None; never another host."""
-    parts = split_local_path(target)
-    if parts is None or not is_admin_path(parts.path):
-        return None
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    return None if path in {f"{ADMIN_PREFIX}/login", f"{ADMIN_PREFIX}/logout"} else path
+    return redirects.safe_next(target, within=ADMIN_PREFIX, refuse={f"{ADMIN_PREFIX}/login", f"{ADMIN_PREFIX}/logout"})
 
 
 def init_app(app: Flask) -> None:
@@ -142,16 +135,7 @@ def add_security_headers(response):
     """Strict CSP, no framing, no sniffing, no Referer off-site, no caching (and HSTS on https) under /admin."""
     if not is_admin_path(request.path):
         return response
-    headers = response.headers
-    headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    headers["X-Frame-Options"] = "DENY"
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["Referrer-Policy"] = "same-origin"
-    headers["Cross-Origin-Opener-Policy"] = "same-origin"
-    headers["Cache-Control"] = "no-store"
-    if current_app.config["ISSUER"].startswith("https://"):
-        headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
-    return response
+    return secure(response, ADMIN_PAGES, hsts=True)
 
 
 def recently_authenticated() -> bool:

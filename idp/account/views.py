@@ -9,15 +9,15 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from idp.account import service
 from idp.account.forms import ActionForm, PasswordForm
 from idp.auth.throttle import retry_after_header, wait_text
-from idp.auth.views import protect_pages
 from idp.db import db
 from idp.errors import NotFoundError, ValidationError
 from idp.sessions.service import current_session_row, start_session
 from idp.users.models import User
 from idp.users.service import sign_out_everywhere, validate_password
+from idp.web import headers
 
 bp = Blueprint("account", __name__, template_folder="templates")
-bp.after_request(protect_pages)  # the same anti-framing and no-store headers as the sign-in pages
+headers.protect(bp, headers.USER_PAGES)  # the same anti-framing and no-store headers as the sign-in pages
 
 
 def signed_in_user() -> User | None:

@@ -14,7 +14,6 @@ from idp.clients.models import Client
 from idp.clients.service import get_client
 from idp.db import db
 from idp.errors import render_error_page
-from idp.input_guard import split_local_path
 from idp.mfa import flow as mfa_flow
 from idp.oauth import pending
 from idp.oauth.consents import grant_consent
@@ -22,6 +21,8 @@ from idp.oauth.grants import Principal
 from idp.oauth.scopes import describe
 from idp.oauth.views import AUTHORIZE_PATH, signed_in_principal
 from idp.sessions.service import start_session
+from idp.web import headers
+from idp.web.redirects import safe_next
 
 bp = Blueprint("auth", __name__, template_folder="templates")
 
@@ -29,18 +30,8 @@ GENERIC_FAILURE = "Incorrect email or password."
 THROTTLED = "Too many failed sign-ins. Try again in {wait}."
 
 
-@bp.after_request
-def protect_pages(response):
-    """No framing (RFC 6749 10.13: a framed Allow button invites clickjacking) and no caching of forms."""
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-def is_local_path(target: str | None) -> bool:
-    """Only a path on this server may follow a sign-in (no open redirect via `next`)."""
-    return split_local_path(target) is not None
+# No framing (RFC 6749 10.13: a framed Allow button invites clickjacking) and no caching of forms.
+headers.protect(bp, headers.USER_PAGES)
 
 
 def _pending_client(entry: dict | None) -> Client | None:
@@ -94,8 +85,9 @@ def continue_after_sign_in(row, user, *, rid: str, next_path: str):
     if entry:
         pending.note(rid, login_sid=row.sid)
         return redirect(pending.resume_url(entry, AUTHORIZE_PATH))
-    if is_local_path(next_path):
-        return redirect(next_path)
+    local = safe_next(next_path)  # only a path on this server may follow a sign-in
+    if local:
+        return redirect(local)
     return render_template("auth/signed_in.html", user=user)
 
 

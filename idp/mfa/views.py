@@ -18,15 +18,16 @@ from idp.audit.service import record
 from idp.auth.forms import LoginForm
 from idp.auth.service import Checked, attempt_sign_in
 from idp.auth.throttle import retry_after_header, wait_text
-from idp.auth.views import continue_after_sign_in, protect_pages
+from idp.auth.views import continue_after_sign_in
 from idp.db import db
 from idp.errors import render_error_page
 from idp.mfa import flow, passkeys, policy, recovery, totp
 from idp.mfa.forms import CodeForm, ConfirmForm, PasskeyForm
 from idp.users.models import User
+from idp.web import headers
 
 bp = Blueprint("mfa", __name__, template_folder="templates", static_folder="static", static_url_path="/mfa/static")
-bp.after_request(protect_pages)
+headers.protect(bp, headers.USER_PAGES)
 
 WRONG_CODE = "That code is wrong, expired or already used."
 THROTTLED = "Too many wrong codes. Try again in {wait}."
@@ -301,7 +302,7 @@ def _issue(purpose: str, ceremony: passkeys.Ceremony, user_id: int | None):
     kept.append({"purpose": purpose, "challenge": bytes_to_base64url(ceremony.challenge), "at": now, "user": user_id})
     session[CHALLENGES_KEY] = kept
     db.session.commit()
-    return Response(ceremony.options_json, mimetype="application/json", headers={"Cache-Control": "no-store"})
+    return Response(ceremony.options_json, mimetype="application/json", headers=dict(headers.NO_STORE))
 
 
 def _take(purpose: str, credential: str, user_id: int | None) -> bytes | None:

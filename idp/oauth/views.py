@@ -39,6 +39,7 @@ from idp.sessions.service import current_session_row
 from idp.tokens.access import InvalidTokenError
 from idp.users.models import User
 from idp.web import params
+from idp.web.headers import TOKEN_RESPONSE, secure
 
 bp = Blueprint("oauth", __name__)
 
@@ -226,7 +227,4 @@ def token():
         response = authorization.create_token_response()
         if response.status_code == 200:
             TOKENS_ISSUED.labels(request.form.get("grant_type", "")).inc()
-    # RFC 6749 5.1: tokens, and errors about them, are never cached.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    return response
+    return secure(response, TOKEN_RESPONSE)

@@ -33,6 +33,7 @@ from idp.sessions.service import current_session_row, end_current_session
 from idp.tokens.access import InvalidTokenError
 from idp.tokens.hints import hinted_client_id, verify_id_token_hint
 from idp.users.models import User
+from idp.web import headers
 from idp.web.params import LOGOUT as LOGOUT_RULE, LOGOUT_PARAMS
 
 LOGOUT_PATH = "/logout"
@@ -118,14 +119,8 @@ def hint_matches_session(claims: dict) -> bool:
     return claims.get("sid") in (None, row.sid)
 
 
-@bp.after_request
-def page_headers(response):
-    """Sign-out pages are never cached, framed (clickjacking the button) or leaked by Referer off-site."""
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
-    response.headers["Referrer-Policy"] = "same-origin"
-    return response
+# Sign-out pages are never cached, framed (clickjacking the button) or leaked by Referer off-site.
+headers.protect(bp, headers.LOGOUT_PAGES)
 
 
 @bp.route(LOGOUT_PATH, methods=["GET", "POST"])
