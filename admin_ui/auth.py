@@ -29,6 +29,7 @@ from idp.csrf import check_origin
 from idp.db import db
 from idp.auth.throttle import retry_after_header, wait_text
 from idp.sessions.interface import ADMIN_PREFIX
+from idp.sessions.models import SessionKind
 from idp.sessions.service import current_session_row, end_current_session, start_session
 from idp.users.models import User
 from idp.web import redirects
@@ -69,7 +70,7 @@ def is_admin_path(path: str) -> bool:
 def load_admin_user(_request) -> AdminUser | None:
     """The user of this request's admin session row, if it has one and they are enabled."""
     row = current_session_row()
-    if row is None or row.kind != "admin" or row.user_id is None:
+    if row is None or row.kind != SessionKind.ADMIN or row.user_id is None:
         return None
     user = db.session.get(User, row.user_id)
     if user is None or user.is_disabled:

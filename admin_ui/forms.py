@@ -12,6 +12,7 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from idp.clients.service import AUTH_METHODS, GRANT_TYPES, SCOPES, validate_https_url, validate_redirect_uri
 from idp.errors import ValidationError
+from idp.sessions.models import SessionKind
 from idp.users.service import MAX_PASSWORD_LENGTH, get_user_by_email, normalize_email, validate_password
 
 
@@ -138,7 +139,7 @@ class UserFilterForm(FilterForm):
 class SessionFilterForm(FilterForm):
     user = StringField("User email", validators=[Optional(), Length(max=320)])
     client = SelectField("Client", choices=[], validators=[Optional()])
-    kind = SelectField("Kind", choices={"": "All", "sso": "Sign-in (SSO)", "admin": "Admin UI"}, validators=[Optional()])
+    kind = SelectField("Kind", choices={"": "All", SessionKind.SSO.value: "Sign-in (SSO)", SessionKind.ADMIN.value: "Admin UI"}, validators=[Optional()])
 
 
 class AuditFilterForm(FilterForm):

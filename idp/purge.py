@@ -26,12 +26,12 @@ from idp.db import db
 from idp.jobs.models import JobRun
 from idp.oauth.models import AuthorizationCode
 from idp.sessions.store import idle_ttl
-from idp.sessions.models import UserSession
+from idp.sessions.models import SessionKind, UserSession
 from idp.sessions.service import end_session
 from idp.tasks.models import OutboxMessage
 from idp.tokens.models import RefreshFamily, RefreshToken, RevokedAccessToken
 
-SESSION_KINDS = ("sso", "admin")
+SESSION_KINDS = tuple(SessionKind)
 
 
 def purge_expired(now: datetime | None = None) -> dict[str, int]:

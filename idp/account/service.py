@@ -13,7 +13,7 @@ from idp.clients.models import Client
 from idp.db import db
 from idp.errors import NotFoundError, ValidationError
 from idp.oauth.models import Consent
-from idp.sessions.models import UserSession
+from idp.sessions.models import SessionKind, UserSession
 from idp.sessions.service import end_session
 from idp.tokens.models import RefreshFamily
 from idp.tokens.refresh import revoke_family
@@ -45,13 +45,13 @@ class GrantedApp:
 def sso_sessions(user_id: int) -> list[UserSession]:
     """The user's signed-in browser sessions, newest first."""
     return list(db.session.scalars(
-        select(UserSession).where(UserSession.user_id == user_id, UserSession.kind == "sso").order_by(UserSession.created_at.desc(), UserSession.id.desc())
+        select(UserSession).where(UserSession.user_id == user_id, UserSession.kind == SessionKind.SSO).order_by(UserSession.created_at.desc(), UserSession.id.desc())
     ))
 
 
 def end_own_session(user_id: int, sid: str) -> None:
     """Sign one of the user's own sessions out; raise NotFoundError for any other id."""
-    row = db.session.scalar(select(UserSession).where(UserSession.sid == sid, UserSession.user_id == user_id, UserSession.kind == "sso"))
+    row = db.session.scalar(select(UserSession).where(UserSession.sid == sid, UserSession.user_id == user_id, UserSession.kind == SessionKind.SSO))
     if row is None:
         raise NotFoundError("no such session")
     end_session(row, reason="user_signed_out_session", actor=f"user:{user_id}")

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from idp.clock import utcnow
 from idp.db import db
 from idp.sessions.store import timed_out
-from idp.sessions.models import UserSession
+from idp.sessions.models import SessionKind, UserSession
 from idp.sessions.store import session_ended
 from idp.tokens.refresh import revoke_families
 
@@ -30,4 +30,4 @@ def session_alive(sid: str, *, now: datetime | None = None) -> bool:
 @session_ended.connect
 def _on_session_ended(sender, rows, reason: str, **_) -> None:
     """Ending an SSO session (logout, timeout, admin revoke) revokes the refresh tokens bound to it."""
-    revoke_families(sids=[row.sid for row in rows if row.kind == "sso"], include_offline=False, reason="session_ended", actor="system")
+    revoke_families(sids=[row.sid for row in rows if row.kind == SessionKind.SSO], include_offline=False, reason="session_ended", actor="system")

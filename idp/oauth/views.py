@@ -35,6 +35,7 @@ from idp.metrics import TOKENS_ISSUED
 from idp.oidc.discovery import add_metadata
 from idp.routing import spec_defined_methods
 from idp.tokens.hints import verify_id_token_hint
+from idp.sessions.models import SessionKind
 from idp.sessions.service import current_session_row
 from idp.tokens.access import InvalidTokenError
 from idp.users.models import User
@@ -81,7 +82,7 @@ bp.record_once(lambda state: add_metadata(state.app, sign_in_metadata))
 def signed_in_principal() -> Principal | None:
     """The user of this browser's SSO session, with its sign-in facts; None when signed out."""
     row = current_session_row()
-    if row is None or row.user_id is None or row.kind != "sso":
+    if row is None or row.user_id is None or row.kind != SessionKind.SSO:
         return None
     user = db.session.get(User, row.user_id)
     if user is None or user.is_disabled:

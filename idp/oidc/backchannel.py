@@ -25,6 +25,7 @@ from idp.db import db
 from idp.keyring.service import signing_key
 from idp.oauth.models import AuthorizationCode
 from idp.security import random_token
+from idp.sessions.models import SessionKind
 from idp.sessions.store import session_ended
 from idp.tasks import outbox
 from idp.tokens.models import RefreshFamily
@@ -85,7 +86,7 @@ def participating_clients(sids: list[str]) -> list[Client]:
 def _queue_backchannel_logout(sender, rows, reason: str, **extra) -> None:
     """One outbox message per (client, session) of the ended SSO sessions, in their transaction."""
     for row in rows:
-        if row.kind != "sso" or row.user_id is None:
+        if row.kind != SessionKind.SSO or row.user_id is None:
             continue
         subject = db.session.scalar(select(User.subject).where(User.id == row.user_id))
         for client in participating_clients([row.sid]):
