@@ -22,7 +22,8 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from idp.db import db
-from idp.errors import render_error_page, wants_json
+from idp.errors import render_error_page
+from idp.web.errors import wants_json
 from idp.web.headers import NO_STORE, secure
 
 log = logging.getLogger(__name__)

@@ -29,13 +29,14 @@ from idp.oauth.presented import PresentedAccessToken, find_presented_token
 from idp.oauth.server import authorization
 from idp.oidc.discovery import add_metadata
 from idp.web import params
+from idp.web.errors import json_errors
 
 REVOCATION_PATH = "/revoke"
 INTROSPECTION_PATH = "/introspect"
 REVOCATION_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 INTROSPECTION_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
-bp = Blueprint("token_endpoints", __name__)
+bp = json_errors(Blueprint("token_endpoints", __name__))  # protocol endpoints: errors in JSON
 # Called by clients with their own credentials, never with the browser's cookie: no CSRF token.
 csrf.exempt(bp)
 

@@ -40,6 +40,7 @@ from idp.sessions.service import current_session_row
 from idp.tokens.access import InvalidTokenError
 from idp.users.models import User
 from idp.web import params
+from idp.web.errors import json_errors
 from idp.web.headers import TOKEN_RESPONSE, secure
 
 bp = Blueprint("oauth", __name__)
@@ -217,6 +218,7 @@ def _has_control_characters(value: str) -> bool:
 
 
 @bp.post(TOKEN_PATH)
+@json_errors  # RFC 6749 5.2: error responses are JSON
 @csrf.exempt  # clients authenticate here with their credentials, never with a cookie
 @client_origins
 def token():
