@@ -23,6 +23,7 @@ from werkzeug.exceptions import Forbidden, HTTPException
 from admin_ui.blueprint import bp
 from admin_ui.forms import LoginForm, ReauthForm
 from admin_ui.signin import attempt, reauthenticate
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.clock import utcnow
 from idp.csrf import check_origin
@@ -59,7 +60,7 @@ class AdminUser(UserMixin):
     @property
     def actor(self) -> str:
         """How audit events name this admin."""
-        return f"user:{self.user.id}"
+        return Actor.admin(self.user.id)
 
 
 def is_admin_path(path: str) -> bool:

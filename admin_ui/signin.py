@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.auth.service import Checked, attempt_sign_in, throttled_check
 from idp.db import db
@@ -38,7 +39,7 @@ def attempt(email: str, password: str, *, ip: str | None) -> AdminSignIn:
     if outcome.user is None:
         return AdminSignIn(refusal="credentials")
     if not outcome.user.is_admin:
-        record(REFUSED, actor=f"user:{outcome.user.id}", target=f"user:{outcome.user.id}", ip=ip, reason="not_admin")
+        record(REFUSED, actor=Actor.user(outcome.user.id), target=f"user:{outcome.user.id}", ip=ip, reason="not_admin")
         db.session.commit()
         return AdminSignIn(refusal="not_admin")
     return AdminSignIn(user=outcome.user)
@@ -46,8 +47,8 @@ def attempt(email: str, password: str, *, ip: str | None) -> AdminSignIn:
 
 def reauthenticate(user: User, password: str, *, ip: str | None) -> Checked[bool]:
     """Check a signed-in admin's password behind the throttle; a wrong one is audited and committed."""
-    checked = throttled_check(f"user:{user.id}", ip, lambda: verify_password(user.password_hash, password)[0], form="admin_reauth", actor=f"user:{user.id}")
+    checked = throttled_check(f"user:{user.id}", ip, lambda: verify_password(user.password_hash, password)[0], form="admin_reauth", actor=Actor.user(user.id))
     if checked.value is False:
-        record(REAUTH_FAILED, actor=f"user:{user.id}", target=f"user:{user.id}", ip=ip)
+        record(REAUTH_FAILED, actor=Actor.user(user.id), target=f"user:{user.id}", ip=ip)
         db.session.commit()
     return checked

@@ -26,6 +26,7 @@ from flask import Flask
 from sqlalchemy.exc import OperationalError
 
 from idp import create_app
+from idp.audit.actors import Actor
 from idp.config import ConfigError, generate_key_encryption_key
 from idp.errors import IdpError
 
@@ -111,7 +112,7 @@ def init() -> None:
     app = create_app()
     upgrade(app)
     with app.app_context():
-        created = ensure_keys(actor="cli")
+        created = ensure_keys(actor=Actor.CLI)
     click.echo(f"database ready: {app.config['DATABASE_URL'].split('@')[-1]}")
     click.echo(f"signing keys: {len(created)} created" if created else "signing keys: already present")
 
@@ -154,7 +155,7 @@ def users_create(app: Flask, email: str, password_stdin: bool, name: str | None,
     """Create a user."""
     from idp.users.service import create_user
 
-    user = create_user(email, read_password_stdin(), name=name, is_admin=admin, actor="cli")
+    user = create_user(email, read_password_stdin(), name=name, is_admin=admin, actor=Actor.CLI)
     click.echo(json.dumps({"id": user.id, "sub": user.subject, "email": user.email, "is_admin": user.is_admin}))
 
 
@@ -185,7 +186,7 @@ def users_disable(app: Flask, email: str) -> None:
     """Disable a user: they can no longer sign in, and every token and session they hold dies."""
     from idp.users.service import disable_user, require_user
 
-    disable_user(require_user(email), actor="cli")
+    disable_user(require_user(email), actor=Actor.CLI)
     click.echo(f"disabled {email}")
 
 
@@ -197,7 +198,7 @@ def users_set_password(app: Flask, email: str, password_stdin: bool) -> None:
     """Set a user's password; every session and token they hold dies."""
     from idp.users.service import require_user, set_password
 
-    set_password(require_user(email), read_password_stdin(), actor="cli")
+    set_password(require_user(email), read_password_stdin(), actor=Actor.CLI)
     click.echo(f"password set for {email}; all their sessions and tokens are revoked")
 
 
@@ -208,7 +209,7 @@ def users_sign_out(app: Flask, email: str) -> None:
     """Sign a user out everywhere: every session, access token and refresh token (offline too)."""
     from idp.users.service import require_user, sign_out_everywhere
 
-    sign_out_everywhere(require_user(email), actor="cli")
+    sign_out_everywhere(require_user(email), actor=Actor.CLI)
     click.echo(f"signed {email} out everywhere")
 
 
@@ -255,7 +256,7 @@ def clients_create(app: Flask, name, redirect_uris, post_logout_redirect_uris, p
         backchannel_logout_uri=backchannel_logout_uri,
         id_token_signed_response_alg=id_token_alg,
         id_token_claims=id_token_claims,
-        actor="cli",
+        actor=Actor.CLI,
     )
     result = {"client_id": client.client_id, "name": client.name}
     if secret:
@@ -281,7 +282,7 @@ def clients_update(app: Flask, client_id: str, name, scope, id_token_claims) -> 
     from idp.db import db
 
     wanted = {"name": name, "scope": scope, "id_token_claims": id_token_claims}
-    changed = update_client(require_client(client_id), actor="cli", **{k: v for k, v in wanted.items() if v is not None})
+    changed = update_client(require_client(client_id), actor=Actor.CLI, **{k: v for k, v in wanted.items() if v is not None})
     db.session.commit()
     click.echo(f"updated {client_id}: {', '.join(changed)}" if changed else f"nothing changed for {client_id}")
 

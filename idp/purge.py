@@ -18,6 +18,7 @@ from flask import current_app
 from sqlalchemy import ColumnElement, Table, and_, any_, bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from idp.audit.actors import Actor
 from idp.audit.models import AuditEvent
 from idp.audit.service import record
 from idp.auth.models import LoginThrottle
@@ -52,7 +53,7 @@ def purge_expired(now: datetime | None = None) -> dict[str, int]:
     }
     if any(counts.values()):
         # Deleting audit events is itself worth an audit event.
-        record("data.purged", actor="system", **counts)
+        record("data.purged", actor=Actor.SYSTEM, **counts)
         db.session.commit()
     return counts
 
@@ -122,7 +123,7 @@ def purge_sessions(cutoff: datetime, batch: int) -> int:
     for dead in conditions:
         while rows := list(db.session.scalars(select(UserSession).where(dead).limit(batch))):
             for row in rows:
-                end_session(row, reason="expired", actor="system")
+                end_session(row, reason="expired", actor=Actor.SYSTEM)
             db.session.commit()
             ended += len(rows)
     return ended

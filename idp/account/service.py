@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, select
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.auth.service import throttled_check
 from idp.clients.models import Client
@@ -54,7 +55,7 @@ def end_own_session(user_id: int, sid: str) -> None:
     row = db.session.scalar(select(UserSession).where(UserSession.sid == sid, UserSession.user_id == user_id, UserSession.kind == SessionKind.SSO))
     if row is None:
         raise NotFoundError("no such session")
-    end_session(row, reason="user_signed_out_session", actor=f"user:{user_id}")
+    end_session(row, reason="user_signed_out_session", actor=Actor.user(user_id))
     db.session.commit()
 
 
@@ -74,7 +75,7 @@ def revoke_app(user_id: int, client_id: str, *, actor: str | None = None) -> int
 
     `actor` is the user themselves unless an admin does it. Returns how many families were revoked.
     """
-    actor = actor or f"user:{user_id}"
+    actor = actor or Actor.user(user_id)
     client = db.session.scalar(select(Client).where(Client.client_id == client_id))
     if client is None:
         raise NotFoundError("no such application")
@@ -83,7 +84,7 @@ def revoke_app(user_id: int, client_id: str, *, actor: str | None = None) -> int
         RefreshFamily.user_id == user_id, RefreshFamily.client_id == client.id, RefreshFamily.revoked_at.is_(None)
     )))
     for family in families:
-        revoke_family(family, reason="user_revoked_access" if actor == f"user:{user_id}" else "admin", actor=actor)
+        revoke_family(family, reason="user_revoked_access" if actor == Actor.user(user_id) else "admin", actor=actor)
     record("consent.revoked", actor=actor, target=f"client:{client.client_id}", user=user_id, families=len(families))
     db.session.commit()
     return len(families)
@@ -97,14 +98,14 @@ def change_own_password(user: User, current: str, new: str, *, ip: str | None) -
     """
     def verify() -> bool:
         try:
-            change_password(user, current, new, actor=f"user:{user.id}", ip=ip)
+            change_password(user, current, new, actor=Actor.user(user.id), ip=ip)
         except ValidationError as error:
             if error.field == "current_password":
                 return False
             raise
         return True
 
-    checked = throttled_check(f"user:{user.id}", ip, verify, form="password", actor=f"user:{user.id}")
+    checked = throttled_check(f"user:{user.id}", ip, verify, form="password", actor=Actor.user(user.id))
     if checked.value is False:
         raise ValidationError("current password is wrong", field="current_password")
     return checked.retry_after

@@ -8,6 +8,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 
 from idp.account import service
 from idp.account.forms import ActionForm, PasswordForm
+from idp.audit.actors import Actor
 from idp.auth.throttle import retry_after_header, wait_text
 from idp.db import db
 from idp.errors import NotFoundError, ValidationError
@@ -83,7 +84,7 @@ def sign_out_all(user: User):
     """End every session and token of the user, this browser's included."""
     if not ActionForm().validate_on_submit():
         abort(400)
-    sign_out_everywhere(user, actor=f"user:{user.id}")
+    sign_out_everywhere(user, actor=Actor.user(user.id))
     return render_template("account/signed_out.html"), 200
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from flask import Blueprint, redirect, render_template, request
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.auth.forms import ConsentForm, LoginForm
 from idp.auth.service import attempt_sign_in
@@ -140,7 +141,7 @@ def consent():
     if decision == "allow":
         grant_consent(user, client, asked.scope)
     else:
-        record("consent.denied", actor=f"user:{user.id}", target=f"client:{client.client_id}", scope=asked.scope)
+        record("consent.denied", actor=Actor.user(user.id), target=f"client:{client.client_id}", scope=asked.scope)
         db.session.commit()
     pending.note(asked.form.rid.data, consent=decision, consent_sid=asked.principal.sid)
     return redirect(pending.resume_url(asked.entry, AUTHORIZE_PATH))

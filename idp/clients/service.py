@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from flask import current_app
 from sqlalchemy import select
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.clients.models import Client
 from idp.config import is_loopback_host
@@ -148,7 +149,7 @@ def create_client(
     backchannel_logout_uri: str | None = None,
     id_token_signed_response_alg: str = "RS256",
     id_token_claims: str = "standard",
-    actor: str = "system",
+    actor: str = Actor.SYSTEM,
 ) -> tuple[Client, str | None]:
     """Register a client; return it and its secret (None for public clients), which is never stored."""
     settings = validate_client_settings(
@@ -218,7 +219,7 @@ def verify_client_secret(client: Client, secret: str | None) -> bool:
     return constant_time_equals(digest(secret), client.secret_digest)
 
 
-def rotate_client_secret(client: Client, *, actor: str = "system") -> str:
+def rotate_client_secret(client: Client, *, actor: str = Actor.SYSTEM) -> str:
     """Replace a confidential client's secret; return the new one (shown once)."""
     if client.is_public:
         raise ValidationError("a public client has no secret")

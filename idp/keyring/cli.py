@@ -6,6 +6,7 @@ import json
 
 import click
 
+from idp.audit.actors import Actor
 from idp.errors import ValidationError
 
 ALGORITHM_CHOICE = click.Choice(["RS256", "ES256"])
@@ -56,7 +57,7 @@ def keys_rotate(immediately: bool, alg: str | None, force: bool) -> None:
                 raise click.ClickException("skipped: another runner is rotating keys right now")
             click.echo(json.dumps(run.counts, sort_keys=True))
             return
-        for key in rotate_now(actor="cli", alg=alg, force=force):
+        for key in rotate_now(actor=Actor.CLI, alg=alg, force=force):
             click.echo(f"{key.alg}: {key.kid} now signs; the previous key stays published until its tokens expire")
 
 
@@ -82,7 +83,7 @@ def keys_revoke(kid: str, yes: bool) -> None:
                 click.confirm("Revoke it?", abort=True, err=True)
             except click.Abort:
                 raise ValidationError("not revoked: no confirmation (pass --yes to skip the question)") from None
-        revoke_key(kid, actor="cli")
+        revoke_key(kid, actor=Actor.CLI)
     click.echo(f"revoked {kid}")
 
 
@@ -94,8 +95,8 @@ def keys_rewrap() -> None:
     from idp.mfa.totp import rewrap_secrets
 
     with _app_context():
-        result = rewrap_keys(actor="cli")
-        apps = rewrap_secrets(actor="cli")
+        result = rewrap_keys(actor=Actor.CLI)
+        apps = rewrap_secrets(actor=Actor.CLI)
         db.session.commit()
     click.echo(
         f"rewrapped {result['rewrapped']} keys under the newest key-encryption key "

@@ -14,6 +14,7 @@ from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
 
 from idp.account.forms import ActionForm
 from idp.account.views import login_required
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.auth.forms import LoginForm
 from idp.auth.service import Checked, attempt_sign_in
@@ -144,7 +145,7 @@ def enrol_confirm_at_sign_in():
     if factor is None or not form.validate_on_submit() or not totp.confirm_enrolment(user, factor, form.code.data):
         db.session.rollback()
         return _setup_page(user, factor, url_for("mfa.enrol_confirm_at_sign_in"), WRONG_CODE, 400)
-    codes = recovery.regenerate(user.id, actor=f"user:{user.id}")
+    codes = recovery.regenerate(user.id, actor=Actor.user(user.id))
     rid, next_path = flow.waiting_target()
     row = flow.start_signed_in_session(user, (policy.PASSWORD, policy.OTP))
     onward = continue_after_sign_in(row, user, rid=rid, next_path=next_path)
@@ -197,7 +198,7 @@ def totp_confirm(user: User):
     if not form.validate_on_submit() or not totp.confirm_enrolment(user, factor, form.code.data):
         db.session.rollback()
         return _setup_page(user, factor, url_for("mfa.totp_confirm"), WRONG_CODE, 400)
-    codes = recovery.regenerate(user.id, actor=f"user:{user.id}")
+    codes = recovery.regenerate(user.id, actor=Actor.user(user.id))
     db.session.commit()
     return _codes_page(codes, url_for("mfa.security"))
 
@@ -266,7 +267,7 @@ def totp_remove(user: User):
     refusal = confirm_password(user) or removal_refused(user, removing_totp=True)
     if refusal:
         return _refused_change(user, refusal)
-    totp.remove(user, actor=f"user:{user.id}")
+    totp.remove(user, actor=Actor.user(user.id))
     if not policy.has_second_factor(user.id):
         recovery.remove_all(user.id)
     db.session.commit()
@@ -283,7 +284,7 @@ def recovery_codes(user: User):
         refusal = Refusal("Set up an authenticator app or a passkey first.")
     if refusal:
         return _refused_change(user, refusal)
-    codes = recovery.regenerate(user.id, actor=f"user:{user.id}")
+    codes = recovery.regenerate(user.id, actor=Actor.user(user.id))
     db.session.commit()
     return _codes_page(codes, url_for("mfa.security"))
 
@@ -332,7 +333,7 @@ def _refused(user_id: int | None, purpose: str, error: passkeys.PasskeyError | s
     """Audit a refused WebAuthn response (after dropping anything it half-wrote); the message to show."""
     message = str(error)
     db.session.rollback()
-    record("mfa.passkey_refused", actor=f"user:{user_id}" if user_id else "anonymous", target=f"user:{user_id}" if user_id else None,
+    record("mfa.passkey_refused", actor=Actor.user(user_id) if user_id else Actor.ANONYMOUS, target=f"user:{user_id}" if user_id else None,
            ip=request.remote_addr, purpose=purpose, reason=message)
     db.session.commit()
     return message
@@ -381,7 +382,7 @@ def passkey_remove(user: User, passkey_id: int):
     refusal = confirm_password(user) or removal_refused(user, removing_passkey_id=passkey_id)
     if refusal:
         return _refused_change(user, refusal)
-    if not passkeys.remove(user, passkey_id, actor=f"user:{user.id}"):
+    if not passkeys.remove(user, passkey_id, actor=Actor.user(user.id)):
         abort(404)
     if not policy.has_second_factor(user.id):
         recovery.remove_all(user.id)
@@ -406,7 +407,7 @@ def passkey_sign_in():
         return _login_page_with(error, rid, next_path)
     passkey, amr = result
     user = db.session.get(User, passkey.user_id)
-    record("user.signed_in", actor=f"user:{user.id}", target=f"user:{user.id}", ip=request.remote_addr, method="passkey")
+    record("user.signed_in", actor=Actor.user(user.id), target=f"user:{user.id}", ip=request.remote_addr, method="passkey")
     row = flow.start_signed_in_session(user, amr)
     return continue_after_sign_in(row, user, rid=rid, next_path=next_path)
 

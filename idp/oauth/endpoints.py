@@ -23,6 +23,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoi
 from flask import Blueprint, Flask
 
 from idp import csrf
+from idp.audit.actors import Actor
 from idp.cors import client_origins
 from idp.db import db
 from idp.oauth.presented import PresentedAccessToken, find_presented_token
@@ -71,7 +72,7 @@ class RevocationEndpoint(PresentedTokenParams, _RevocationEndpoint):
         return find_presented_token(token_string, token_type_hint, live=False)
 
     def revoke_token(self, token, request):
-        token.revoke(actor=f"client:{request.client.get_client_id()}")
+        token.revoke(actor=Actor.client(request.client.get_client_id()))
         db.session.commit()
 
 

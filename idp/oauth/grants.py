@@ -22,6 +22,7 @@ from authlib.oidc.core import OpenIDCode, OpenIDToken
 from authlib.oidc.core.errors import RegistrationNotSupportedError, RequestNotSupportedError, RequestURINotSupportedError
 from flask import current_app
 
+from idp.audit.actors import Actor
 from idp.clients.models import Client
 from idp.db import db
 from idp.oauth import codes
@@ -319,7 +320,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     def issue_token(self, user: Principal, credential: RefreshCredential) -> TokenResponse:
         family = credential.family
         if family.sid and not family.offline and family.revoked_at is None and not session_alive(family.sid):
-            revoke_family(family, reason="session_ended", actor="system")
+            revoke_family(family, reason="session_ended", actor=Actor.SYSTEM)
             db.session.commit()
             raise InvalidGrantError("The sign-in session this refresh token was bound to has ended.")
         try:

@@ -13,6 +13,7 @@ from datetime import datetime
 from flask import current_app
 from sqlalchemy import select
 
+from idp.audit.actors import Actor
 from idp.clock import utcnow
 from idp.db import db
 from idp.sessions.store import timed_out
@@ -30,4 +31,4 @@ def session_alive(sid: str, *, now: datetime | None = None) -> bool:
 @session_ended.connect
 def _on_session_ended(sender, rows, reason: str, **_) -> None:
     """Ending an SSO session (logout, timeout, admin revoke) revokes the refresh tokens bound to it."""
-    revoke_families(sids=[row.sid for row in rows if row.kind == SessionKind.SSO], include_offline=False, reason="session_ended", actor="system")
+    revoke_families(sids=[row.sid for row in rows if row.kind == SessionKind.SSO], include_offline=False, reason="session_ended", actor=Actor.SYSTEM)

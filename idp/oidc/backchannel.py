@@ -18,6 +18,7 @@ from flask import current_app
 from jwcrypto import jwt
 from sqlalchemy import select, union
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.clients.models import Client
 from idp.clock import utcnow
@@ -123,9 +124,9 @@ def deliver_backchannel_logout(payload: dict, *, attempt: int, final: bool) -> b
     except requests.RequestException as error:
         status, detail = None, type(error).__name__
     if status is not None and 200 <= status < 300:
-        record("backchannel_logout.delivered", actor="system", target=f"client:{client_id}", sid=sid, status=status, attempt=attempt)
+        record("backchannel_logout.delivered", actor=Actor.SYSTEM, target=f"client:{client_id}", sid=sid, status=status, attempt=attempt)
         return True
-    record("backchannel_logout.failed", actor="system", target=f"client:{client_id}", sid=sid, detail=detail, attempt=attempt, final=final)
+    record("backchannel_logout.failed", actor=Actor.SYSTEM, target=f"client:{client_id}", sid=sid, detail=detail, attempt=attempt, final=final)
     return False
 
 

@@ -24,6 +24,7 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField, SubmitField
 
 from idp import csrf
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.db import db
 from idp.errors import render_error_page
@@ -99,7 +100,7 @@ class EndSessionEndpoint(_EndSessionEndpoint):
             client = end_session_request.client
             record(
                 "logout.rp_initiated",
-                actor=f"user:{row.user_id}",
+                actor=Actor.user(row.user_id),
                 target=f"session:{row.sid}",
                 ip=request.remote_addr,
                 client=client.get_client_id() if client else None,

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import select, update
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.clients.models import Client
 from idp.clock import utcnow
@@ -183,7 +184,7 @@ def _locked_revoked_at(family: RefreshFamily) -> datetime | None:
 def _revoke_outdated(family_id: int) -> None:
     family = db.session.get(RefreshFamily, family_id)
     if family is not None:
-        revoke_family(family, reason="token_version", actor="system")
+        revoke_family(family, reason="token_version", actor=Actor.SYSTEM)
         db.session.commit()
 
 
@@ -220,7 +221,7 @@ def _redeem_in_grace(token_id: int, family_id: int, now: datetime) -> None:
         if db.session.scalar(select(RefreshToken.successor_id).where(RefreshToken.id == token_id)) == row.successor_id:
             _on_reuse(family_id)  # the successor was refreshed: the family moved on
         raise InvalidRefreshToken("reused")
-    record("refresh_token.grace_redeemed", actor="system", target=f"refresh_family:{family_id}")
+    record("refresh_token.grace_redeemed", actor=Actor.SYSTEM, target=f"refresh_family:{family_id}")
     REFRESH_GRACE.inc()
 
 
@@ -228,9 +229,9 @@ def _on_reuse(family_id: int) -> None:
     """A spent token came back outside what the grace window allows: the family dies."""
     family = db.session.get(RefreshFamily, family_id)
     if family is not None and family.revoked_at is None:
-        revoke_family(family, reason="reuse", actor="system")
+        revoke_family(family, reason="reuse", actor=Actor.SYSTEM)
         REFRESH_REUSE.inc()
-        record("refresh_token.reuse_detected", actor="system", target=f"refresh_family:{family.id}", client=family.client_id, user=family.user_id)
+        record("refresh_token.reuse_detected", actor=Actor.SYSTEM, target=f"refresh_family:{family.id}", client=family.client_id, user=family.user_id)
         db.session.commit()
 
 

@@ -6,6 +6,7 @@ import re
 
 from sqlalchemy import select
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.clock import utcnow
 from idp.db import db
@@ -55,7 +56,7 @@ def require_user(email: str) -> User:
     return user
 
 
-def create_user(email: str, password: str, *, name: str | None = None, is_admin: bool = False, actor: str = "system") -> User:
+def create_user(email: str, password: str, *, name: str | None = None, is_admin: bool = False, actor: str = Actor.SYSTEM) -> User:
     """Create and commit a user; raise ValidationError on bad or duplicate input (nothing written)."""
     email = normalize_email(email)
     validate_password(password)
@@ -144,7 +145,7 @@ def set_admin(user: User, is_admin: bool, *, actor: str) -> None:
     db.session.commit()
 
 
-def disable_user(user: User, *, actor: str = "system") -> None:
+def disable_user(user: User, *, actor: str = Actor.SYSTEM) -> None:
     """Disable a user and end everything they hold; idempotent."""
     if user.disabled_at is None:
         user.disabled_at = utcnow()
