@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from idp.audit.actors import Actor
+from idp.audit.models import AuditEvent
+from idp.audit.service import record
+from idp.db import db
 
 
 def test_one_constructor_per_kind():
@@ -13,10 +16,6 @@ def test_one_constructor_per_kind():
 
 
 def test_an_actor_is_stored_as_plain_text(app):
-    from idp.audit.models import AuditEvent
-    from idp.audit.service import record
-    from idp.db import db
-
     with app.app_context():
         record("test.event", actor=Actor.client("rp-1"))
         db.session.commit()
