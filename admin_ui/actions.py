@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from idp import signout
+from idp.audit.actors import Actor
 from idp.db import db
 from idp.errors import ValidationError
 from idp.sessions.models import UserSession
@@ -26,21 +27,21 @@ def sign_out_everywhere(user: User, *, actor: str) -> int:
 
 def disable(user: User, *, actor: str) -> None:
     """Disable an account (its sessions and tokens end); an admin cannot disable their own account."""
-    if actor == f"user:{user.id}":
+    if actor == Actor.admin(user.id):
         raise ValidationError("you cannot disable your own account")
     signout.disable_user(user, actor=actor)
 
 
 def delete(user: User, *, actor: str) -> None:
     """Delete an account with its sessions and grants; an admin cannot delete their own account."""
-    if actor == f"user:{user.id}":
+    if actor == Actor.admin(user.id):
         raise ValidationError("you cannot delete your own account")
     signout.delete_user(user, actor=actor)
 
 
 def set_admin(user: User, is_admin: bool, *, actor: str) -> None:
     """Grant or revoke admin rights (the user's sessions end); an admin cannot revoke their own."""
-    if not is_admin and actor == f"user:{user.id}":
+    if not is_admin and actor == Actor.admin(user.id):
         raise ValidationError("you cannot revoke your own admin rights; ask another admin")
     signout.set_admin(user, is_admin, actor=actor)
 

@@ -23,25 +23,24 @@ from werkzeug.exceptions import Forbidden, HTTPException
 from admin_ui.blueprint import bp
 from admin_ui.forms import LoginForm, ReauthForm
 from admin_ui.signin import attempt, reauthenticate
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.clock import utcnow
 from idp.csrf import check_origin
 from idp.db import db
 from idp.extensions import csrf, login_manager
 from idp.auth.throttle import retry_after_header, wait_text
-from idp.input_guard import split_local_path
 from idp.sessions.interface import ADMIN_PREFIX
+from idp.sessions.models import SessionKind
 from idp.sessions.service import current_session_row, end_current_session, start_session
 from idp.users.models import User
+from idp.web import redirects
+from idp.web.headers import ADMIN_PAGES, secure
 
 
 # Reachable without signing in.
 PUBLIC_ENDPOINTS = {"admin.login_page", "admin.login", "admin.static", "admin.logout"}
 
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
-)
 
 
 class AdminUser(UserMixin):
@@ -60,7 +59,7 @@ class AdminUser(UserMixin):
     @property
     def actor(self) -> str:
         """How audit events name this admin."""
-        return f"user:{self.user.id}"
+        return Actor.admin(self.user.id)
 
 
 def is_admin_path(path: str) -> bool:
@@ -71,7 +70,7 @@ def is_admin_path(path: str) -> bool:
 def load_admin_user(_request) -> AdminUser | None:
     """The user of this request's admin session row, if it has one and they are enabled."""
     row = current_session_row()
-    if row is None or row.kind != "admin" or row.user_id is None:
+    if row is None or row.kind != SessionKind.ADMIN or row.user_id is None:
         return None
     user = db.session.get(User, row.user_id)
     if user is None or user.is_disabled:
@@ -88,11 +87,7 @@ def send_to_sign_in():
 
 def safe_next(target: str | None) -> str | None:
     """A same-site /admin path to return to after signing in, or None; never another host."""
-    parts = split_local_path(target)
-    if parts is None or not is_admin_path(parts.path):
-        return None
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    return None if path in {f"{ADMIN_PREFIX}/login", f"{ADMIN_PREFIX}/logout"} else path
+    return redirects.safe_next(target, within=ADMIN_PREFIX, refuse={f"{ADMIN_PREFIX}/login", f"{ADMIN_PREFIX}/logout"})
 
 
 def init_app(app: Flask) -> None:
@@ -139,16 +134,7 @@ def add_security_headers(response):
     """Strict CSP, no framing, no sniffing, no Referer off-site, no caching (and HSTS on https) under /admin."""
     if not is_admin_path(request.path):
         return response
-    headers = response.headers
-    headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    headers["X-Frame-Options"] = "DENY"
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["Referrer-Policy"] = "same-origin"
-    headers["Cross-Origin-Opener-Policy"] = "same-origin"
-    headers["Cache-Control"] = "no-store"
-    if current_app.config["ISSUER"].startswith("https://"):
-        headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
-    return response
+    return secure(response, ADMIN_PAGES, hsts=True)
 
 
 def recently_authenticated() -> bool:

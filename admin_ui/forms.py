@@ -12,6 +12,7 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from idp.clients.service import AUTH_METHODS, GRANT_TYPES, SCOPES, validate_https_url, validate_redirect_uri
 from idp.errors import ValidationError
+from idp.sessions.models import SessionKind
 from idp.users.service import MAX_PASSWORD_LENGTH, get_user_by_email, normalize_email, validate_password
 
 
@@ -111,6 +112,8 @@ class ClientForm(FlaskForm):
     backchannel_logout_uri = StringField("Back-channel logout URI", validators=[Optional(), service_rule(lambda uri: validate_https_url(uri, "backchannel_logout_uri"))],
                                          description="Optional. The IdP POSTs a logout token here when a session ends.")
     id_token_signed_response_alg = SelectField("ID token algorithm", choices={"RS256": "RS256", "ES256": "ES256"}, default="RS256")
+    minimal_id_token = BooleanField("Keep the ID token minimal",
+                                    description="Leave name and email out of the ID token; the application reads them from userinfo.")
 
 
 class RotateForm(FlaskForm):
@@ -136,7 +139,7 @@ class UserFilterForm(FilterForm):
 class SessionFilterForm(FilterForm):
     user = StringField("User email", validators=[Optional(), Length(max=320)])
     client = SelectField("Client", choices=[], validators=[Optional()])
-    kind = SelectField("Kind", choices={"": "All", "sso": "Sign-in (SSO)", "admin": "Admin UI"}, validators=[Optional()])
+    kind = SelectField("Kind", choices={"": "All", SessionKind.SSO.value: "Sign-in (SSO)", SessionKind.ADMIN.value: "Admin UI"}, validators=[Optional()])
 
 
 class AuditFilterForm(FilterForm):

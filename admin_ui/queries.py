@@ -22,7 +22,7 @@ from idp.clock import utcnow
 from idp.db import db
 from idp.keyring.models import SigningKey
 from idp.oauth.models import AuthorizationCode, Consent
-from idp.sessions.models import UserSession
+from idp.sessions.models import SessionKind, UserSession
 from idp.tokens.models import RefreshFamily
 from idp.users.models import User
 
@@ -93,8 +93,8 @@ def active_sessions_condition(now: datetime):
         UserSession.user_id.is_not(None),
         UserSession.expires_at > now,
         or_(
-            and_(UserSession.kind == "admin", UserSession.last_seen_at > now - timedelta(seconds=config["ADMIN_SESSION_IDLE_TTL"])),
-            and_(UserSession.kind != "admin", UserSession.last_seen_at > now - timedelta(seconds=config["SSO_SESSION_IDLE_TTL"])),
+            and_(UserSession.kind == SessionKind.ADMIN, UserSession.last_seen_at > now - timedelta(seconds=config["ADMIN_SESSION_IDLE_TTL"])),
+            and_(UserSession.kind != SessionKind.ADMIN, UserSession.last_seen_at > now - timedelta(seconds=config["SSO_SESSION_IDLE_TTL"])),
         ),
     )
 

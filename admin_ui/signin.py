@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.auth.service import Checked, attempt_sign_in, throttled_check
 from idp.db import durable
@@ -39,15 +40,15 @@ def attempt(email: str, password: str, *, ip: str | None) -> AdminSignIn:
         return AdminSignIn(refusal="credentials")
     if not outcome.user.is_admin:
         with durable("a non-admin's refused admin sign-in, audited"):
-            record(REFUSED, actor=f"user:{outcome.user.id}", target=f"user:{outcome.user.id}", ip=ip, reason="not_admin")
+            record(REFUSED, actor=Actor.user(outcome.user.id), target=f"user:{outcome.user.id}", ip=ip, reason="not_admin")
         return AdminSignIn(refusal="not_admin")
     return AdminSignIn(user=outcome.user)
 
 
 def reauthenticate(user: User, password: str, *, ip: str | None) -> Checked[bool]:
     """Check a signed-in admin's password behind the throttle; a wrong one is audited (`durable`)."""
-    checked = throttled_check(f"user:{user.id}", ip, lambda: verify_password(user.password_hash, password)[0], form="admin_reauth", actor=f"user:{user.id}")
+    checked = throttled_check(f"user:{user.id}", ip, lambda: verify_password(user.password_hash, password)[0], form="admin_reauth", actor=Actor.user(user.id))
     if checked.value is False:
         with durable("a failed admin re-authentication, audited"):
-            record(REAUTH_FAILED, actor=f"user:{user.id}", target=f"user:{user.id}", ip=ip)
+            record(REAUTH_FAILED, actor=Actor.user(user.id), target=f"user:{user.id}", ip=ip)
     return checked

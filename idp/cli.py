@@ -26,7 +26,8 @@ from flask import Flask
 from sqlalchemy.exc import OperationalError
 
 from idp import create_app
-from idp.clients.service import create_client, list_clients
+from idp.audit.actors import Actor
+from idp.clients.service import create_client, list_clients, require_client, update_client
 from idp.config import ConfigError, generate_key_encryption_key, load
 from idp.db import unit_of_work
 from idp.errors import IdpError
@@ -116,7 +117,7 @@ def init() -> None:
     app = create_app()
     upgrade(app)
     with app.app_context(), unit_of_work():
-        created = ensure_keys(actor="cli")
+        created = ensure_keys(actor=Actor.CLI)
     click.echo(f"database ready: {app.config['DATABASE_URL'].split('@')[-1]}")
     click.echo(f"signing keys: {len(created)} created" if created else "signing keys: already present")
 
@@ -157,7 +158,7 @@ def read_password_stdin() -> str:
 def users_create(app: Flask, email: str, password_stdin: bool, name: str | None, admin: bool) -> None:
     """Create a user."""
 
-    user = create_user(email, read_password_stdin(), name=name, is_admin=admin, actor="cli")
+    user = create_user(email, read_password_stdin(), name=name, is_admin=admin, actor=Actor.CLI)
     click.echo(json.dumps({"id": user.id, "sub": user.subject, "email": user.email, "is_admin": user.is_admin}))
 
 
@@ -186,7 +187,7 @@ def users_list(app: Flask, as_json: bool) -> None:
 def users_disable(app: Flask, email: str) -> None:
     """Disable a user: they can no longer sign in, and every token and session they hold dies."""
 
-    disable_user(require_user(email), actor="cli")
+    disable_user(require_user(email), actor=Actor.CLI)
     click.echo(f"disabled {email}")
 
 
@@ -197,7 +198,7 @@ def users_disable(app: Flask, email: str) -> None:
 def users_set_password(app: Flask, email: str, password_stdin: bool) -> None:
     """Set a user's password; every session and token they hold dies."""
 
-    set_password(require_user(email), read_password_stdin(), actor="cli")
+    set_password(require_user(email), read_password_stdin(), actor=Actor.CLI)
     click.echo(f"password set for {email}; all their sessions and tokens are revoked")
 
 
@@ -207,7 +208,7 @@ def users_set_password(app: Flask, email: str, password_stdin: bool) -> None:
 def users_sign_out(app: Flask, email: str) -> None:
     """Sign a user out everywhere: every session, access token and refresh token (offline too)."""
 
-    sign_out_everywhere(require_user(email), actor="cli")
+    sign_out_everywhere(require_user(email), actor=Actor.CLI)
     click.echo(f"signed {email} out everywhere")
 
 
@@ -231,10 +232,13 @@ def clients() -> None:
 @click.option("--no-pkce", is_flag=True, help="Let a confidential client omit PKCE.")
 @click.option("--backchannel-logout-uri", default=None)
 @click.option("--id-token-alg", default="RS256", show_default=True, type=click.Choice(["RS256", "ES256"]))
+@click.option("--id-token-claims", default="standard", show_default=True, type=click.Choice(["standard", "minimal"]),
+              help="standard: the ID token carries the profile and email claims granted; minimal: only sub and sign-in facts.")
 @click.option("--json", "as_json", is_flag=True)
 @with_app()
 def clients_create(app: Flask, name, redirect_uris, post_logout_redirect_uris, public, grant_types, scope,
-                   token_endpoint_auth_method, skip_consent, no_pkce, backchannel_logout_uri, id_token_alg, as_json) -> None:
+                   token_endpoint_auth_method, skip_consent, no_pkce, backchannel_logout_uri, id_token_alg,
+                   id_token_claims, as_json) -> None:
     """Register a client; its secret is printed once and never stored."""
 
     client, secret = create_client(
@@ -249,7 +253,8 @@ def clients_create(app: Flask, name, redirect_uris, post_logout_redirect_uris, p
         skip_consent=skip_consent,
         backchannel_logout_uri=backchannel_logout_uri,
         id_token_signed_response_alg=id_token_alg,
-        actor="cli",
+        id_token_claims=id_token_claims,
+        actor=Actor.CLI,
     )
     result = {"client_id": client.client_id, "name": client.name}
     if secret:
@@ -260,6 +265,20 @@ def clients_create(app: Flask, name, redirect_uris, post_logout_redirect_uris, p
     click.echo(f"client_id:     {client.client_id}")
     if secret:
         click.echo(f"client_secret: {secret}   (shown once; store it now)")
+
+
+@clients.command("update")
+@click.argument("client_id")
+@click.option("--name", default=None)
+@click.option("--scope", default=None, help="Space-separated scopes, replacing the registered ones.")
+@click.option("--id-token-claims", default=None, type=click.Choice(["standard", "minimal"]),
+              help="standard: the ID token carries the profile and email claims granted; minimal: only sub and sign-in facts.")
+@with_app()
+def clients_update(app: Flask, client_id: str, name, scope, id_token_claims) -> None:
+    """Change a registered client's name, scopes or ID token claims."""
+    wanted = {"name": name, "scope": scope, "id_token_claims": id_token_claims}
+    changed = update_client(require_client(client_id), actor=Actor.CLI, **{k: v for k, v in wanted.items() if v is not None})
+    click.echo(f"updated {client_id}: {', '.join(changed)}" if changed else f"nothing changed for {client_id}")
 
 
 @clients.command("list")

@@ -7,6 +7,8 @@ import logging
 from flask import Flask, jsonify, render_template_string, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from idp.web.errors import wants_json
+
 log = logging.getLogger(__name__)
 
 
@@ -36,18 +38,6 @@ ERROR_PAGE = """<!doctype html>
 def render_error_page(status: int, title: str, message: str):
     """A plain HTML error page; Jinja escapes everything, so input is never reflected raw."""
     return render_template_string(ERROR_PAGE, title=title, message=message), status
-
-
-# Endpoints outside the API prefixes below that only ever speak JSON.
-API_PATHS = frozenset({"/userinfo", "/revoke", "/introspect"})
-
-
-def wants_json() -> bool:
-    """APIs (well-known documents, JWKS, token endpoints) answer JSON; pages answer HTML."""
-    if request.path in API_PATHS:
-        return True
-    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
-    return request.path.startswith(("/.well-known/", "/oauth/", "/jwks", "/token")) or best == "application/json"
 
 
 def register_error_handlers(app: Flask) -> None:

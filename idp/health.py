@@ -10,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from idp.db import db
 from idp.outages import RETRY_AFTER_SECONDS, discard_session, is_database_unavailable, outage_log
 from idp.tasks import check_broker
+from idp.web.headers import NO_STORE
 
 bp = Blueprint("health", __name__)
 
@@ -26,7 +27,7 @@ def readyz():
     parts = {"database": _database_state(), "broker": _broker_state()}
     if all(state == "ok" for state in parts.values()):
         return jsonify(status="ok", **parts)
-    return jsonify(status="unavailable", **parts), 503, {"Retry-After": str(RETRY_AFTER_SECONDS), "Cache-Control": "no-store"}
+    return jsonify(status="unavailable", **parts), 503, {"Retry-After": str(RETRY_AFTER_SECONDS), **NO_STORE}
 
 
 def _database_state() -> str:

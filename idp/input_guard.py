@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 from typing import Any, Iterable
-from urllib.parse import SplitResult, urlsplit
 
 from flask import Flask, request
 from gunicorn.http.errors import ParseException
@@ -25,8 +24,6 @@ from werkzeug.routing import IntegerConverter
 INTEGER_MAX = 2**31 - 1
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-# urlsplit silently drops tab, CR and LF (WHATWG URL), and so do browsers: "/\t/evil" is "//evil".
-_CONTROL = re.compile("[\x00-\x20\x7f\\\\]")
 
 
 class MalformedRequest(BadRequest):
@@ -45,17 +42,6 @@ class BoundedIntegerConverter(IntegerConverter):
 def is_storable(value: str) -> bool:
     """True if `value` holds neither a NUL byte nor a lone surrogate, so every backend can store it."""
     return _UNSTORABLE.search(value) is None
-
-
-def split_local_path(target: str | None) -> SplitResult | None:
-    """`target` split, if it is a path on this server (no scheme, no host); None otherwise. Never raises."""
-    if not target or not target.startswith("/") or target.startswith("//") or _CONTROL.search(target):
-        return None
-    try:
-        parts = urlsplit(target)
-    except ValueError:  # e.g. "Invalid IPv6 URL" for an unbalanced "[" in what urlsplit takes for a host
-        return None
-    return None if parts.scheme or parts.netloc or parts.path.startswith("//") else parts
 
 
 def _strings(value: Any) -> Iterable[str]:

@@ -22,7 +22,9 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from idp.db import db, response_keeps_changes
-from idp.errors import render_error_page, wants_json
+from idp.errors import render_error_page
+from idp.web.errors import wants_json
+from idp.web.headers import NO_STORE, secure
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +120,7 @@ def unavailable_response() -> Response:
     else:
         response = make_response(render_error_page(503, "Temporarily unavailable", "This service is temporarily unavailable. Please try again in a moment."))
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return secure(response, NO_STORE)
 
 
 def database_unavailable(error: BaseException) -> Response:

@@ -18,6 +18,7 @@ from flask import current_app
 from sqlalchemy import ColumnElement, Table, and_, any_, bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from idp.audit.actors import Actor
 from idp.audit.models import AuditEvent
 from idp.audit.service import record
 from idp.auth.models import LoginThrottle
@@ -26,12 +27,12 @@ from idp.db import commit_now, db
 from idp.jobs.models import JobRun
 from idp.oauth.models import AuthorizationCode
 from idp.sessions.store import idle_ttl
-from idp.sessions.models import UserSession
+from idp.sessions.models import SessionKind, UserSession
 from idp.sessions.service import end_session
 from idp.tasks.models import OutboxMessage
 from idp.tokens.models import RefreshFamily, RefreshToken, RevokedAccessToken
 
-SESSION_KINDS = ("sso", "admin")
+SESSION_KINDS = tuple(SessionKind)
 
 
 def purge_expired(now: datetime | None = None) -> dict[str, int]:
@@ -52,7 +53,7 @@ def purge_expired(now: datetime | None = None) -> dict[str, int]:
     }
     if any(counts.values()):
         # Deleting audit events is itself worth an audit event.
-        record("data.purged", actor="system", **counts)
+        record("data.purged", actor=Actor.SYSTEM, **counts)
     return counts
 
 
@@ -121,7 +122,7 @@ def purge_sessions(cutoff: datetime, batch: int) -> int:
     for dead in conditions:
         while rows := list(db.session.scalars(select(UserSession).where(dead).limit(batch))):
             for row in rows:
-                end_session(row, reason="expired", actor="system")
+                end_session(row, reason="expired", actor=Actor.SYSTEM)
             commit_now("batch: a purge of a large backlog never holds one long transaction")
             ended += len(rows)
     return ended

@@ -35,6 +35,7 @@ def settings_from(form: ClientForm, *, public: bool) -> dict:
         skip_consent=form.skip_consent.data,
         backchannel_logout_uri=(form.backchannel_logout_uri.data or "").strip() or None,
         id_token_signed_response_alg=form.id_token_signed_response_alg.data,
+        id_token_claims="minimal" if form.minimal_id_token.data else "standard",
     )
 
 
@@ -114,6 +115,7 @@ def client_edit_page(client_id: str):
         "skip_consent": client.skip_consent,
         "backchannel_logout_uri": client.backchannel_logout_uri or "",
         "id_token_signed_response_alg": client.id_token_signed_response_alg,
+        "minimal_id_token": client.id_token_claims == "minimal",
     })
     return render_template("admin/clients/form.html", form=form, client=client)
 

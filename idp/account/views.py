@@ -9,17 +9,18 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from idp import grants
 from idp.account import service
 from idp.account.forms import ActionForm, PasswordForm
+from idp.audit.actors import Actor
 from idp.auth.throttle import retry_after_header, wait_text
-from idp.auth.views import protect_pages
 from idp.db import db
 from idp.errors import NotFoundError, ValidationError
 from idp.sessions.service import current_session_row, start_session
 from idp.signout import sign_out_everywhere
 from idp.users.models import User
 from idp.users.service import validate_password
+from idp.web import headers
 
 bp = Blueprint("account", __name__, template_folder="templates")
-bp.after_request(protect_pages)  # the same anti-framing and no-store headers as the sign-in pages
+headers.protect(bp, headers.USER_PAGES)  # the same anti-framing and no-store headers as the sign-in pages
 
 
 def signed_in_user() -> User | None:
@@ -85,7 +86,7 @@ def sign_out_all(user: User):
     """End every session and token of the user, this browser's included."""
     if not ActionForm().validate_on_submit():
         abort(400)
-    sign_out_everywhere(user, actor=f"user:{user.id}")
+    sign_out_everywhere(user, actor=Actor.user(user.id))
     return render_template("account/signed_out.html"), 200
 
 

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Generic, TypeVar
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.auth import throttle
 from idp.db import commit_now, durable
@@ -29,7 +30,7 @@ class Checked(Generic[T]):
     retry_after: int = 0  # > 0 when the throttle refused the check (nothing was evaluated)
 
 
-def throttled_check(account: str, ip: str | None, verify: Callable[[], T | None], *, form: str, actor: str = "anonymous") -> Checked[T]:
+def throttled_check(account: str, ip: str | None, verify: Callable[[], T | None], *, form: str, actor: str = Actor.ANONYMOUS) -> Checked[T]:
     """Run `verify` (an argon2 check, truthy when right) only if the throttle lets it; audit refusals.
 
     The failure is counted before `verify` runs and given back if it succeeds, so parallel
@@ -78,11 +79,11 @@ def attempt_sign_in(email: str, password: str, *, ip: str | None, form: str = "l
         return SignInAttempt(None, retry_after=checked.retry_after)
     if checked.value is None:
         with durable("a failed sign-in, audited"):
-            record(SIGN_IN_FAILED, actor="anonymous", target=key, ip=ip, **_attempted(email))
+            record(SIGN_IN_FAILED, actor=Actor.ANONYMOUS, target=key, ip=ip, **_attempted(email))
         LOGIN_FAILURES.inc()
         return SignInAttempt(None)
     user = checked.value
-    record(SIGNED_IN, actor=f"user:{user.id}", target=f"user:{user.id}", ip=ip)
+    record(SIGNED_IN, actor=Actor.user(user.id), target=f"user:{user.id}", ip=ip)
     return SignInAttempt(user)
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from flask import Blueprint, redirect, render_template, request
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.auth.forms import ConsentForm, LoginForm
 from idp.auth.service import attempt_sign_in
@@ -13,39 +14,24 @@ from idp.auth.throttle import retry_after_header, wait_text
 from idp.clients.models import Client
 from idp.clients.service import get_client
 from idp.errors import render_error_page
-from idp.input_guard import split_local_path
 from idp.mfa import flow as mfa_flow
 from idp.oauth import pending
 from idp.oauth.consents import grant_consent
 from idp.oauth.grants import Principal
+from idp.oauth.scopes import describe
 from idp.oauth.views import AUTHORIZE_PATH, signed_in_principal
 from idp.sessions.service import start_session
+from idp.web import headers
+from idp.web.redirects import safe_next
 
 bp = Blueprint("auth", __name__, template_folder="templates")
 
 GENERIC_FAILURE = "Incorrect email or password."
 THROTTLED = "Too many failed sign-ins. Try again in {wait}."
-# The consent page names each scope in words.
-SCOPE_DESCRIPTIONS = {
-    "openid": "Sign you in with your account identifier",
-    "profile": "See your name",
-    "email": "See your email address and whether it is verified",
-    "offline_access": "Keep access while you are away (stay signed in to the application)",
-}
 
 
-@bp.after_request
-def protect_pages(response):
-    """No framing (RFC 6749 10.13: a framed Allow button invites clickjacking) and no caching of forms."""
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-def is_local_path(target: str | None) -> bool:
-    """Only a path on this server may follow a sign-in (no open redirect via `next`)."""
-    return split_local_path(target) is not None
+# No framing (RFC 6749 10.13: a framed Allow button invites clickjacking) and no caching of forms.
+headers.protect(bp, headers.USER_PAGES)
 
 
 def _pending_client(entry: dict | None) -> Client | None:
@@ -98,8 +84,9 @@ def continue_after_sign_in(row, user, *, rid: str, next_path: str):
     if entry:
         pending.note(rid, login_sid=row.sid)
         return redirect(pending.resume_url(entry, AUTHORIZE_PATH))
-    if is_local_path(next_path):
-        return redirect(next_path)
+    local = safe_next(next_path)  # only a path on this server may follow a sign-in
+    if local:
+        return redirect(local)
     return render_template("auth/signed_in.html", user=user)
 
 
@@ -114,7 +101,7 @@ class ConsentRequest:
     scope: str
 
     def render(self, status: int = 200):
-        scopes = [(name, SCOPE_DESCRIPTIONS.get(name, name)) for name in self.scope.split()]
+        scopes = [(name, describe(name)) for name in self.scope.split()]
         return render_template("auth/consent.html", form=self.form, client=self.client, user=self.principal.user, scopes=scopes), status
 
 
@@ -152,6 +139,6 @@ def consent():
     if decision == "allow":
         grant_consent(user, client, asked.scope)
     else:
-        record("consent.denied", actor=f"user:{user.id}", target=f"client:{client.client_id}", scope=asked.scope)
+        record("consent.denied", actor=Actor.user(user.id), target=f"client:{client.client_id}", scope=asked.scope)
     pending.note(asked.form.rid.data, consent=decision, consent_sid=asked.principal.sid)
     return redirect(pending.resume_url(asked.entry, AUTHORIZE_PATH))

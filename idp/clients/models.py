@@ -37,6 +37,9 @@ class Client(db.Model, ClientMixin):
     # First-party clients may skip the consent page.
     skip_consent: Mapped[bool] = mapped_column(default=False)
     id_token_signed_response_alg: Mapped[str] = mapped_column(String(10), default="RS256")
+    # "standard": the ID token carries the claims of the granted profile and email scopes;
+    # "minimal": only who signed in and how, the rest from userinfo (OIDC Core 5.4).
+    id_token_claims: Mapped[str] = mapped_column(String(10), default="standard", server_default="standard")
     backchannel_logout_uri: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -7,18 +7,21 @@ from urllib.parse import urlsplit
 from flask import current_app
 from sqlalchemy import select
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.clients.models import Client
 from idp.config import is_loopback_host
 from idp.db import db
 from idp.errors import NotFoundError, ValidationError
+from idp.oauth.scopes import SCOPES  # re-exported: the admin form and the server read it here
 from idp.security import CLIENT_SECRET_PREFIX, constant_time_equals, digest, random_token
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
-SCOPES = ("openid", "profile", "email", "offline_access")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 DEFAULT_GRANT_TYPES = ["authorization_code", "refresh_token"]
 DEFAULT_SCOPE = "openid profile email offline_access"
+# What an ID token carries beyond who signed in and how (see Client.id_token_claims).
+ID_TOKEN_CLAIMS = ("standard", "minimal")
 
 
 def validate_redirect_uri(uri: str, field: str = "redirect_uri") -> str:
@@ -86,6 +89,7 @@ def validate_client_settings(
     skip_consent: bool,
     backchannel_logout_uri: str | None,
     id_token_signed_response_alg: str,
+    id_token_claims: str = "standard",
 ) -> dict:
     """Check a client's settings and return them normalised, as Client column values; raise ValidationError."""
     name = (name or "").strip()
@@ -113,6 +117,8 @@ def validate_client_settings(
         raise ValidationError("id_token_signed_response_alg must be RS256 or ES256", field="id_token_signed_response_alg")
     if public and not require_pkce:
         raise ValidationError("public clients must use PKCE", field="require_pkce")
+    if id_token_claims not in ID_TOKEN_CLAIMS:
+        raise ValidationError(f"id_token_claims must be {' or '.join(ID_TOKEN_CLAIMS)}", field="id_token_claims")
     return dict(
         name=name,
         is_public=public,
@@ -125,6 +131,7 @@ def validate_client_settings(
         skip_consent=skip_consent,
         backchannel_logout_uri=backchannel_logout_uri or None,
         id_token_signed_response_alg=id_token_signed_response_alg,
+        id_token_claims=id_token_claims,
     )
 
 
@@ -141,7 +148,8 @@ def create_client(
     skip_consent: bool = False,
     backchannel_logout_uri: str | None = None,
     id_token_signed_response_alg: str = "RS256",
-    actor: str = "system",
+    id_token_claims: str = "standard",
+    actor: str = Actor.SYSTEM,
 ) -> tuple[Client, str | None]:
     """Register a client; return it and its secret (None for public clients), which is never stored."""
     settings = validate_client_settings(
@@ -156,6 +164,7 @@ def create_client(
         skip_consent=skip_consent,
         backchannel_logout_uri=backchannel_logout_uri,
         id_token_signed_response_alg=id_token_signed_response_alg,
+        id_token_claims=id_token_claims,
     )
     secret = None if public else random_token(32, prefix=CLIENT_SECRET_PREFIX)
     client = Client(client_id=random_token(16), secret_digest=digest(secret) if secret else None, **settings)
@@ -178,6 +187,7 @@ def update_client(client: Client, *, actor: str, **changes) -> list[str]:
         "skip_consent": client.skip_consent,
         "backchannel_logout_uri": client.backchannel_logout_uri,
         "id_token_signed_response_alg": client.id_token_signed_response_alg,
+        "id_token_claims": client.id_token_claims,
     }
     unknown = set(changes) - set(current)
     if unknown:
@@ -208,7 +218,7 @@ def verify_client_secret(client: Client, secret: str | None) -> bool:
     return constant_time_equals(digest(secret), client.secret_digest)
 
 
-def rotate_client_secret(client: Client, *, actor: str = "system") -> str:
+def rotate_client_secret(client: Client, *, actor: str = Actor.SYSTEM) -> str:
     """Replace a confidential client's secret; return the new one (shown once)."""
     if client.is_public:
         raise ValidationError("a public client has no secret")

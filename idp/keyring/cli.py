@@ -10,6 +10,7 @@ import click
 
 from idp import create_app
 from idp.db import unit_of_work
+from idp.audit.actors import Actor
 from idp.errors import ValidationError
 from idp.jobs.service import run_job
 from idp.keyring.rotation import revoke_key, rotate_now
@@ -62,7 +63,7 @@ def keys_rotate(immediately: bool, alg: str | None, force: bool) -> None:
                 raise click.ClickException("skipped: another runner is rotating keys right now")
             click.echo(json.dumps(run.counts, sort_keys=True))
             return
-        for key in rotate_now(actor="cli", alg=alg, force=force):
+        for key in rotate_now(actor=Actor.CLI, alg=alg, force=force):
             click.echo(f"{key.alg}: {key.kid} now signs; the previous key stays published until its tokens expire")
 
 
@@ -86,7 +87,7 @@ def keys_revoke(kid: str, yes: bool) -> None:
                 click.confirm("Revoke it?", abort=True, err=True)
             except click.Abort:
                 raise ValidationError("not revoked: no confirmation (pass --yes to skip the question)") from None
-        revoke_key(kid, actor="cli")
+        revoke_key(kid, actor=Actor.CLI)
     click.echo(f"revoked {kid}")
 
 
@@ -95,8 +96,8 @@ def keys_rewrap() -> None:
     """Re-encrypt every private key and authenticator-app key under the first (newest) key-encryption key."""
 
     with _app_context():
-        result = rewrap_keys(actor="cli")
-        apps = rewrap_secrets(actor="cli")
+        result = rewrap_keys(actor=Actor.CLI)
+        apps = rewrap_secrets(actor=Actor.CLI)
     click.echo(
         f"rewrapped {result['rewrapped']} keys under the newest key-encryption key "
         f"({result['were_under_older_key']} needed an older one) and {apps} authenticator-app keys; "

@@ -16,6 +16,7 @@ from jwcrypto import jwk
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.clock import utcnow
 from idp.config import KEYRING_CACHE_SECONDS
@@ -46,7 +47,7 @@ def _new_jwk(alg: str) -> jwk.JWK:
     raise ValueError(f"unsupported signing algorithm {alg!r}")
 
 
-def generate_key(alg: str, state: KeyState, *, actor: str = "system", now: datetime | None = None) -> SigningKey:
+def generate_key(alg: str, state: KeyState, *, actor: str = Actor.SYSTEM, now: datetime | None = None) -> SigningKey:
     """Create a key in `state`; kid is its RFC 7638 thumbprint."""
     key = _new_jwk(alg)
     kid = key.thumbprint()  # RFC 7638, SHA-256
@@ -67,7 +68,7 @@ def generate_key(alg: str, state: KeyState, *, actor: str = "system", now: datet
     return row
 
 
-def ensure_keys(*, actor: str = "system", now: datetime | None = None) -> list[SigningKey]:
+def ensure_keys(*, actor: str = Actor.SYSTEM, now: datetime | None = None) -> list[SigningKey]:
     """Give every algorithm an active key and a published next key; idempotent. Returns keys made."""
     made = []
     for alg in ALGORITHMS:

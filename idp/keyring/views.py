@@ -6,8 +6,9 @@ from flask import Blueprint, Response, current_app, request
 
 from idp.cors import any_origin
 from idp.keyring.service import jwks
+from idp.web.errors import json_errors
 
-bp = Blueprint("keyring", __name__)
+bp = json_errors(Blueprint("keyring", __name__))  # protocol endpoints: errors in JSON
 
 JWKS_PATH = "/.well-known/jwks.json"
 

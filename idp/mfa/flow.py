@@ -12,6 +12,7 @@ from typing import Callable, TypeVar
 
 from flask import current_app, redirect, session, url_for
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.auth.service import SIGN_IN_FAILED, Checked, throttled_check
 from idp.clients.service import get_client
@@ -80,14 +81,14 @@ def checked_guess(user: User, ip: str | None, spend: Callable[[], T | None]) -> 
     its reservation back on a connection of its own (SQLite allows one writer at a time).
     """
 
-    return throttled_check(throttle_key(user.id), ip, spend, form="second_factor", actor=f"user:{user.id}")
+    return throttled_check(throttle_key(user.id), ip, spend, form="second_factor", actor=Actor.user(user.id))
 
 
 def record_failed_guess(user: User, ip: str | None, factor: str, reason: str) -> None:
     """Count a wrong, reused or expired code against the throttle; its audit event is kept (`durable`)."""
     db.session.rollback()  # nothing of the failed attempt is kept but its audit event
     with durable("a failed second-factor guess, audited"):
-        record(SIGN_IN_FAILED, actor=f"user:{user.id}", target=throttle_key(user.id), ip=ip, factor=factor, reason=reason)
+        record(SIGN_IN_FAILED, actor=Actor.user(user.id), target=throttle_key(user.id), ip=ip, factor=factor, reason=reason)
 
 
 def start_signed_in_session(user: User, amr: tuple[str, ...]):
@@ -95,7 +96,7 @@ def start_signed_in_session(user: User, amr: tuple[str, ...]):
     amr = policy.combine(*amr)
     row = start_session(user, data={**pending.carried(), AMR_KEY: list(amr)})
     if amr != (policy.PASSWORD,):
-        record("mfa.signed_in", actor=f"user:{user.id}", target=f"session:{row.sid}", amr=list(amr))
+        record("mfa.signed_in", actor=Actor.user(user.id), target=f"session:{row.sid}", amr=list(amr))
     return row
 
 

@@ -22,6 +22,7 @@ from webauthn.helpers.structs import (
     AuthenticatorSelectionCriteria, PublicKeyCredentialDescriptor, ResidentKeyRequirement, UserVerificationRequirement,
 )
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.clock import utcnow
 from idp.db import db, durable
@@ -98,7 +99,7 @@ def register(user: User, credential: str, challenge: bytes, name: str) -> Passke
     )
     db.session.add(passkey)
     db.session.flush()
-    record("mfa.passkey_added", actor=f"user:{user.id}", target=f"user:{user.id}", passkey=passkey.id, name=name)
+    record("mfa.passkey_added", actor=Actor.user(user.id), target=f"user:{user.id}", passkey=passkey.id, name=name)
     return passkey
 
 
@@ -137,7 +138,7 @@ def authenticate(credential: str, challenge: bytes, *, user: User | None = None)
         raise PasskeyError("The passkey's answer could not be verified.") from error
     if (verified.new_sign_count or passkey.sign_count) and verified.new_sign_count <= passkey.sign_count:
         with durable("a passkey clone warning, audited"):  # the refusal rolls back the rest
-            record("mfa.passkey_clone_warning", actor=f"user:{owner.id}", target=f"user:{owner.id}", passkey=passkey.id,
+            record("mfa.passkey_clone_warning", actor=Actor.user(owner.id), target=f"user:{owner.id}", passkey=passkey.id,
                    stored=passkey.sign_count, presented=verified.new_sign_count)
         raise PasskeyError("This passkey's signature counter went backwards; it may have been copied. Use another factor.")
     # Compare-and-set: two racing uses of one counter value cannot both succeed.

@@ -6,6 +6,7 @@ import secrets
 
 from sqlalchemy import delete, func, select, update
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.clock import utcnow
 from idp.db import db
@@ -54,7 +55,7 @@ def spend(user_id: int, code: str) -> int | None:
     if used != 1:
         return None
     left = remaining(user_id)
-    record("mfa.recovery_code_used", actor=f"user:{user_id}", target=f"user:{user_id}", remaining=left)
+    record("mfa.recovery_code_used", actor=Actor.user(user_id), target=f"user:{user_id}", remaining=left)
     return left
 
 

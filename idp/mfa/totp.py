@@ -9,6 +9,7 @@ import segno
 from flask import current_app
 from sqlalchemy import or_, select, update
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.clock import utcnow
 from idp.db import db
@@ -100,7 +101,7 @@ def confirm_enrolment(user: User, factor: TotpFactor, code: str) -> bool:
     if not spend_code(factor, code):
         return False
     db.session.execute(update(TotpFactor).where(TotpFactor.id == factor.id).values(confirmed_at=utcnow()).execution_options(synchronize_session=False))
-    record("mfa.totp_enrolled", actor=f"user:{user.id}", target=f"user:{user.id}")
+    record("mfa.totp_enrolled", actor=Actor.user(user.id), target=f"user:{user.id}")
     return True
 
 

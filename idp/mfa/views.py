@@ -14,19 +14,21 @@ from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
 
 from idp.account.forms import ActionForm
 from idp.account.views import login_required
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.auth.forms import LoginForm
 from idp.auth.service import Checked, attempt_sign_in
 from idp.auth.throttle import retry_after_header, wait_text
-from idp.auth.views import continue_after_sign_in, protect_pages
+from idp.auth.views import continue_after_sign_in
 from idp.db import commit_now, db, durable
 from idp.errors import render_error_page
 from idp.mfa import flow, passkeys, policy, recovery, totp
 from idp.mfa.forms import CodeForm, ConfirmForm, PasskeyForm
 from idp.users.models import User
+from idp.web import headers
 
 bp = Blueprint("mfa", __name__, template_folder="templates", static_folder="static", static_url_path="/mfa/static")
-bp.after_request(protect_pages)
+headers.protect(bp, headers.USER_PAGES)
 
 WRONG_CODE = "That code is wrong, expired or already used."
 THROTTLED = "Too many wrong codes. Try again in {wait}."
@@ -143,7 +145,7 @@ def enrol_confirm_at_sign_in():
     if factor is None or not form.validate_on_submit() or not totp.confirm_enrolment(user, factor, form.code.data):
         db.session.rollback()
         return _setup_page(user, factor, url_for("mfa.enrol_confirm_at_sign_in"), WRONG_CODE, 400)
-    codes = recovery.regenerate(user.id, actor=f"user:{user.id}")
+    codes = recovery.regenerate(user.id, actor=Actor.user(user.id))
     rid, next_path = flow.waiting_target()
     row = flow.start_signed_in_session(user, (policy.PASSWORD, policy.OTP))
     onward = continue_after_sign_in(row, user, rid=rid, next_path=next_path)
@@ -196,7 +198,7 @@ def totp_confirm(user: User):
     if not form.validate_on_submit() or not totp.confirm_enrolment(user, factor, form.code.data):
         db.session.rollback()
         return _setup_page(user, factor, url_for("mfa.totp_confirm"), WRONG_CODE, 400)
-    codes = recovery.regenerate(user.id, actor=f"user:{user.id}")
+    codes = recovery.regenerate(user.id, actor=Actor.user(user.id))
     return _codes_page(codes, url_for("mfa.security"))
 
 
@@ -263,7 +265,7 @@ def totp_remove(user: User):
     refusal = confirm_password(user) or removal_refused(user, removing_totp=True)
     if refusal:
         return _refused_change(user, refusal)
-    totp.remove(user, actor=f"user:{user.id}")
+    totp.remove(user, actor=Actor.user(user.id))
     if not policy.has_second_factor(user.id):
         recovery.remove_all(user.id)
     flash("The authenticator app is removed.")
@@ -279,7 +281,7 @@ def recovery_codes(user: User):
         refusal = Refusal("Set up an authenticator app or a passkey first.")
     if refusal:
         return _refused_change(user, refusal)
-    codes = recovery.regenerate(user.id, actor=f"user:{user.id}")
+    codes = recovery.regenerate(user.id, actor=Actor.user(user.id))
     return _codes_page(codes, url_for("mfa.security"))
 
 
@@ -296,7 +298,7 @@ def _issue(purpose: str, ceremony: passkeys.Ceremony, user_id: int | None):
     kept = [entry for entry in session.get(CHALLENGES_KEY) or [] if now - entry.get("at", 0) <= ttl][-(MAX_CHALLENGES - 1):]
     kept.append({"purpose": purpose, "challenge": bytes_to_base64url(ceremony.challenge), "at": now, "user": user_id})
     session[CHALLENGES_KEY] = kept
-    return Response(ceremony.options_json, mimetype="application/json", headers={"Cache-Control": "no-store"})
+    return Response(ceremony.options_json, mimetype="application/json", headers=dict(headers.NO_STORE))
 
 
 def _take(purpose: str, credential: str, user_id: int | None) -> bytes | None:
@@ -327,7 +329,7 @@ def _refused(user_id: int | None, purpose: str, error: passkeys.PasskeyError | s
     message = str(error)
     db.session.rollback()
     with durable("a refused passkey answer, audited"):
-        record("mfa.passkey_refused", actor=f"user:{user_id}" if user_id else "anonymous", target=f"user:{user_id}" if user_id else None,
+        record("mfa.passkey_refused", actor=Actor.user(user_id) if user_id else Actor.ANONYMOUS, target=f"user:{user_id}" if user_id else None,
                ip=request.remote_addr, purpose=purpose, reason=message)
     return message
 
@@ -374,7 +376,7 @@ def passkey_remove(user: User, passkey_id: int):
     refusal = confirm_password(user) or removal_refused(user, removing_passkey_id=passkey_id)
     if refusal:
         return _refused_change(user, refusal)
-    if not passkeys.remove(user, passkey_id, actor=f"user:{user.id}"):
+    if not passkeys.remove(user, passkey_id, actor=Actor.user(user.id)):
         abort(404)
     if not policy.has_second_factor(user.id):
         recovery.remove_all(user.id)
@@ -398,7 +400,7 @@ def passkey_sign_in():
         return _login_page_with(error, rid, next_path)
     passkey, amr = result
     user = db.session.get(User, passkey.user_id)
-    record("user.signed_in", actor=f"user:{user.id}", target=f"user:{user.id}", ip=request.remote_addr, method="passkey")
+    record("user.signed_in", actor=Actor.user(user.id), target=f"user:{user.id}", ip=request.remote_addr, method="passkey")
     row = flow.start_signed_in_session(user, amr)
     return continue_after_sign_in(row, user, rid=rid, next_path=next_path)
 

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import select, update
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.clients.models import Client
 from idp.clock import utcnow
@@ -117,12 +118,12 @@ def _revoke_what_it_issued(row: AuthorizationCode, *, presented_by: Client) -> N
     if row.issued_family_id is not None:
         family = db.session.get(RefreshFamily, row.issued_family_id)
         if family is not None:
-            revoke_family(family, reason="code_reuse", actor="system")
+            revoke_family(family, reason="code_reuse", actor=Actor.SYSTEM)
     if row.issued_access_jti and row.issued_access_expires_at:
         revoke_access_token(row.issued_access_jti, row.issued_access_expires_at)
     record(
         "authorization_code.reuse_detected",
-        actor=f"client:{presented_by.client_id}",
+        actor=Actor.client(presented_by.client_id),
         target=f"authorization_code:{row.id}",
         user=row.user_id,
         client=row.client_id,

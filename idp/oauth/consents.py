@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.clients.models import Client
 from idp.clock import utcnow
@@ -36,7 +37,7 @@ def grant_consent(user: User, client: Client, scope: str) -> None:
                     db.session.add(row)
                 row.scope = " ".join(sorted(set(row.scope.split()) | set(scope.split())))
                 row.granted_at = utcnow()
-                record("consent.granted", actor=f"user:{user.id}", target=f"client:{client.client_id}", scope=scope)
+                record("consent.granted", actor=Actor.user(user.id), target=f"client:{client.client_id}", scope=scope)
             return
         except IntegrityError:
             # Another tab granted at the same moment and inserted the row first: merge into it.

@@ -22,17 +22,20 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
 from flask import Blueprint
 
+from idp.audit.actors import Actor
 from idp.cors import client_origins
 from idp.extensions import csrf
 from idp.oauth.presented import PresentedAccessToken, find_presented_token
 from idp.oauth.server import authorization_server
+from idp.web import params
+from idp.web.errors import json_errors
 
 REVOCATION_PATH = "/revoke"
 INTROSPECTION_PATH = "/introspect"
 REVOCATION_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 INTROSPECTION_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
-bp = Blueprint("token_endpoints", __name__)
+bp = json_errors(Blueprint("token_endpoints", __name__))  # protocol endpoints: errors in JSON
 # Called by clients with their own credentials, never with the browser's cookie: no CSRF token.
 csrf.exempt(bp)
 
@@ -45,10 +48,7 @@ class PresentedTokenParams:
         tokens = form.getlist("token")
         if len(tokens) != 1 or not tokens[0]:
             raise InvalidRequestError("exactly one non-empty 'token' parameter is required")
-        # RFC 6749 3.2: request parameters must not be repeated.
-        for name in ("token_type_hint", "client_id", "client_secret"):
-            if len(form.getlist(name)) > 1:
-                raise InvalidRequestError(f"'{name}' is repeated")
+        params.PRESENTED_TOKEN.enforce(params.multi(form))
         # An unknown hint is not an error: the hint only orders the search (RFC 7009 2.1, RFC 7662 2.1).
 
 
@@ -70,7 +70,7 @@ class RevocationEndpoint(PresentedTokenParams, _RevocationEndpoint):
         return find_presented_token(token_string, token_type_hint, live=False)
 
     def revoke_token(self, token, request):
-        token.revoke(actor=f"client:{request.client.get_client_id()}")
+        token.revoke(actor=Actor.client(request.client.get_client_id()))
 
 
 class IntrospectionEndpoint(PresentedTokenParams, _IntrospectionEndpoint):

@@ -22,27 +22,21 @@ from authlib.oidc.core import OpenIDCode, OpenIDToken
 from authlib.oidc.core.errors import RegistrationNotSupportedError, RequestNotSupportedError, RequestURINotSupportedError
 from flask import current_app
 
+from idp.audit.actors import Actor
 from idp.clients.models import Client
 from idp.db import db, durable
 from idp.oauth import codes
+from idp.oauth.scopes import OFFLINE_ACCESS, USER_SCOPES
 from idp.oauth.session_binding import session_alive
+from idp.oidc.claims import id_token_claims
 from idp.oidc.id_token import issue_id_token
 from idp.tokens.access import IssuedAccessToken, issue_access_token
 from idp.tokens.models import RefreshFamily, RefreshToken
 from idp.tokens.refresh import InvalidRefreshToken, lookup, pair_access_token, revoke_family, rotate, start_family
 from idp.users.models import User
+from idp.web import params
 
-OFFLINE_ACCESS = "offline_access"
-# Scopes that only mean something when a user signed in.
-USER_SCOPES = frozenset({"openid", OFFLINE_ACCESS})
 PROMPTS = ("none", "login", "consent")
-# OAuth and OpenID parameters of the authorization request, none of which may be repeated
-# (RFC 6749 3.1); Authlib itself checks response_type, client_id, redirect_uri, scope and state.
-SINGLE_VALUED = (
-    "nonce", "prompt", "max_age", "login_hint", "id_token_hint", "code_challenge",
-    "code_challenge_method", "response_mode", "acr_values", "ui_locales", "display", "claims",
-)
-MAX_PARAMETER_LENGTH = 4096
 
 
 @dataclass(frozen=True)
@@ -219,11 +213,7 @@ class AuthorizationRequestChecks:
 
     def check(self, grant, redirect_uri) -> None:
         data, datalist = grant.request.payload.data, grant.request.payload.datalist
-        for name in SINGLE_VALUED:
-            if len(datalist.get(name, [])) > 1:
-                raise InvalidRequestError(f"Multiple '{name}' in request.")
-        if any(len(value) > MAX_PARAMETER_LENGTH for values in datalist.values() for value in values):
-            raise InvalidRequestError("A parameter is too long.")
+        params.AUTHORIZATION.enforce(datalist)
         if "request" in data:
             raise RequestNotSupportedError()
         if "request_uri" in data:
@@ -268,6 +258,7 @@ class KeyringIDToken:
             acr=principal.acr,
             amr=principal.amr,
             access_token=token.get("access_token"),
+            user_claims=id_token_claims(request.client, principal.user, token.get("scope") or ""),
         )
 
 
@@ -331,7 +322,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if family.sid and not family.offline and family.revoked_at is None and not session_alive(family.sid):
             # The refusal rolls back; the revocation of the dead session's family must stay.
             with durable("a refresh family of an ended session is revoked"):
-                revoke_family(family, reason="session_ended", actor="system")
+                revoke_family(family, reason="session_ended", actor=Actor.SYSTEM)
             raise InvalidGrantError("The sign-in session this refresh token was bound to has ended.")
         try:
             rotation = rotate(credential.value, client=self.request.client, found=(credential.token, family))

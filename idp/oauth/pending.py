@@ -23,7 +23,7 @@ SESSION_KEY = "authz"
 # beyond either bound the oldest are dropped. A single request larger than MAX_REQUEST_BYTES is refused.
 MAX_PENDING = 8
 MAX_PENDING_BYTES = 64 * 1024
-MAX_REQUEST_BYTES = 16 * 1024  # each parameter is at most 4096 characters (grants.MAX_PARAMETER_LENGTH)
+MAX_REQUEST_BYTES = 16 * 1024  # each parameter is at most 4096 characters (idp.web.params.MAX_PARAMETER_LENGTH)
 # The parameters /authorize acts on (RFC 6749 4.1.1, RFC 7636 4.3, OIDC Core 3.1.2.1 and 6).
 # Others are ignored, and so are not carried from page to page.
 KNOWN_PARAMETERS = (

@@ -13,10 +13,11 @@ from datetime import datetime
 from flask import current_app
 from sqlalchemy import select
 
+from idp.audit.actors import Actor
 from idp.clock import utcnow
 from idp.db import db
 from idp.sessions.store import timed_out
-from idp.sessions.models import UserSession
+from idp.sessions.models import SessionKind, UserSession
 from idp.sessions.store import session_ended
 from idp.tokens.refresh import revoke_families
 
@@ -34,4 +35,4 @@ def connect() -> None:
 
 def _on_session_ended(sender, rows, reason: str, **_) -> None:
     """Ending an SSO session (logout, timeout, admin revoke) revokes the refresh tokens bound to it."""
-    revoke_families(sids=[row.sid for row in rows if row.kind == "sso"], include_offline=False, reason="session_ended", actor="system")
+    revoke_families(sids=[row.sid for row in rows if row.kind == SessionKind.SSO], include_offline=False, reason="session_ended", actor=Actor.SYSTEM)

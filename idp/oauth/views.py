@@ -17,7 +17,7 @@ from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import Blueprint, Response, redirect, request, url_for
 
 from idp.extensions import csrf
-from idp.clients.service import AUTH_METHODS, GRANT_TYPES, SCOPES
+from idp.clients.service import AUTH_METHODS, GRANT_TYPES
 from idp.clock import utcnow
 from idp.cors import client_origins
 from idp.db import db
@@ -29,15 +29,19 @@ from idp.oauth.consents import has_consent
 from idp.oauth.grants import (
     PROMPTS, Principal, issuer_parameter, requested_max_age, requested_prompts,
 )
+from idp.oauth.scopes import CLAIMS_SUPPORTED as USER_CLAIMS, SCOPES
 from idp.oauth.server import authorization_server
 from idp.metrics import TOKENS_ISSUED
 from idp.oidc.discovery import add_metadata
 from idp.routing import spec_defined_methods
-from idp.oidc.claims import CLAIMS_SUPPORTED as USER_CLAIMS
 from idp.tokens.hints import verify_id_token_hint
+from idp.sessions.models import SessionKind
 from idp.sessions.service import current_session_row
 from idp.tokens.access import InvalidTokenError
 from idp.users.models import User
+from idp.web import params
+from idp.web.errors import json_errors
+from idp.web.headers import TOKEN_RESPONSE, secure
 
 bp = Blueprint("oauth", __name__)
 
@@ -79,7 +83,7 @@ bp.record_once(lambda state: add_metadata(state.app, sign_in_metadata))
 def signed_in_principal() -> Principal | None:
     """The user of this browser's SSO session, with its sign-in facts; None when signed out."""
     row = current_session_row()
-    if row is None or row.user_id is None or row.kind != "sso":
+    if row is None or row.user_id is None or row.kind != SessionKind.SSO:
         return None
     user = db.session.get(User, row.user_id)
     if user is None or user.is_disabled:
@@ -214,18 +218,16 @@ def _has_control_characters(value: str) -> bool:
 
 
 @bp.post(TOKEN_PATH)
+@json_errors  # RFC 6749 5.2: error responses are JSON
 @csrf.exempt  # clients authenticate here with their credentials, never with a cookie
 @client_origins
 def token():
     """The token endpoint: authorization_code, refresh_token, client_credentials (RFC 6749 3.2, 5)."""
-    if any(len(request.values.getlist(name)) > 1 for name in request.values):
-        # RFC 6749 3.2: request parameters MUST NOT be included more than once.
-        response = authorization_server().handle_error_response(None, InvalidRequestError("A parameter is repeated."))
+    problem = params.TOKEN.violation(params.multi(request.values))
+    if problem:
+        response = authorization_server().handle_error_response(None, InvalidRequestError(problem))
     else:
         response = authorization_server().create_token_response()
         if response.status_code == 200:
             TOKENS_ISSUED.labels(request.form.get("grant_type", "")).inc()
-    # RFC 6749 5.1: tokens, and errors about them, are never cached.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    return response
+    return secure(response, TOKEN_RESPONSE)

@@ -18,6 +18,7 @@ from flask import current_app
 from jwcrypto import jwt
 from sqlalchemy import select, union
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.clients.models import Client
 from idp.clock import utcnow
@@ -25,6 +26,7 @@ from idp.db import db
 from idp.keyring.service import signing_key
 from idp.oauth.models import AuthorizationCode
 from idp.security import random_token
+from idp.sessions.models import SessionKind
 from idp.sessions.store import session_ended
 from idp.signout import signed_out_everywhere
 from idp.tasks import outbox
@@ -92,7 +94,7 @@ def connect() -> None:
 def _queue_backchannel_logout(sender, rows, reason: str, **extra) -> None:
     """One outbox message per (client, session) of the ended SSO sessions, in their transaction."""
     for row in rows:
-        if row.kind != "sso" or row.user_id is None:
+        if row.kind != SessionKind.SSO or row.user_id is None:
             continue
         subject = db.session.scalar(select(User.subject).where(User.id == row.user_id))
         for client in participating_clients([row.sid]):
@@ -128,9 +130,9 @@ def deliver_backchannel_logout(payload: dict, *, attempt: int, final: bool) -> b
     except requests.RequestException as error:
         status, detail = None, type(error).__name__
     if status is not None and 200 <= status < 300:
-        record("backchannel_logout.delivered", actor="system", target=f"client:{client_id}", sid=sid, status=status, attempt=attempt)
+        record("backchannel_logout.delivered", actor=Actor.SYSTEM, target=f"client:{client_id}", sid=sid, status=status, attempt=attempt)
         return True
-    record("backchannel_logout.failed", actor="system", target=f"client:{client_id}", sid=sid, detail=detail, attempt=attempt, final=final)
+    record("backchannel_logout.failed", actor=Actor.SYSTEM, target=f"client:{client_id}", sid=sid, detail=detail, attempt=attempt, final=final)
     return False
 
 

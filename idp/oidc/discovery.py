@@ -13,8 +13,9 @@ from flask import Blueprint, Flask, current_app, jsonify
 from idp.cors import any_origin
 from idp.keyring.service import ALGORITHMS
 from idp.keyring.views import JWKS_PATH
+from idp.web.errors import json_errors
 
-bp = Blueprint("discovery", __name__)
+bp = json_errors(Blueprint("discovery", __name__))  # protocol endpoints: errors in JSON
 
 MetadataContributor = Callable[[str], dict[str, Any]]
 

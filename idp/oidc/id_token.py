@@ -1,8 +1,8 @@
 """ID tokens (OpenID Connect Core 1.0 section 2): signed with the keyring, read back as hints.
 
 An ID token carries who signed in and how (`sub`, `auth_time`, `sid`, `acr`, `amr`), for one
-client (`aud`). Claims of the profile and email scopes are not put in it: the code flow always
-issues an access token too, and then those claims come from userinfo (Core 5.4).
+client (`aud`), and by default the claims of the granted profile and email scopes as well
+(`user_claims`, chosen per client by idp/oidc/claims.py `id_token_claims`; Core 2 and 5.4).
 """
 
 from __future__ import annotations
@@ -31,12 +31,14 @@ def issue_id_token(
     acr: str | None = None,
     amr: list[str] | tuple[str, ...] = (),
     access_token: str | None = None,
+    user_claims: dict | None = None,
     now: datetime | None = None,
 ) -> str:
     """Sign an ID token for `client` with the active key of the algorithm it registered (RS256 by default)."""
     now = now or utcnow()
     alg = client.id_token_signed_response_alg or "RS256"
     claims = {
+        **(user_claims or {}),
         "iss": current_app.config["ISSUER"],
         "sub": subject,
         "aud": client.client_id,

@@ -23,6 +23,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, SubmitField
 
+from idp.audit.actors import Actor
 from idp.extensions import csrf
 from idp.audit.service import record
 from idp.db import db
@@ -33,10 +34,10 @@ from idp.sessions.service import current_session_row, end_current_session
 from idp.tokens.access import InvalidTokenError
 from idp.tokens.hints import hinted_client_id, verify_id_token_hint
 from idp.users.models import User
+from idp.web import headers
+from idp.web.params import LOGOUT as LOGOUT_RULE, LOGOUT_PARAMS
 
 LOGOUT_PATH = "/logout"
-LOGOUT_PARAMS = ("id_token_hint", "client_id", "post_logout_redirect_uri", "state", "logout_hint", "ui_locales")
-MAX_PARAM_LENGTH = 8192
 
 bp = Blueprint("logout", __name__, template_folder="templates")
 # An RP may send its logout request as a cross-site form POST (section 2), which cannot carry our
@@ -61,12 +62,7 @@ class EndSessionEndpoint(_EndSessionEndpoint):
     """Authlib's end-session flow with our ID token checks and stricter request validation."""
 
     def validate_request(self, request):
-        for name in LOGOUT_PARAMS:
-            values = request.payload.datalist.get(name, [])
-            if len(values) > 1:
-                raise InvalidRequestError(f"'{name}' is repeated")
-            if values and len(values[0]) > MAX_PARAM_LENGTH:
-                raise InvalidRequestError(f"'{name}' is too long")
+        LOGOUT_RULE.enforce(request.payload.datalist)
         data = request.payload.data
         client_id = data.get("client_id")
         if client_id and self.server.query_client(client_id) is None:
@@ -104,7 +100,7 @@ class EndSessionEndpoint(_EndSessionEndpoint):
             client = end_session_request.client
             record(
                 "logout.rp_initiated",
-                actor=f"user:{row.user_id}",
+                actor=Actor.user(row.user_id),
                 target=f"session:{row.sid}",
                 ip=request.remote_addr,
                 client=client.get_client_id() if client else None,
@@ -124,14 +120,8 @@ def hint_matches_session(claims: dict) -> bool:
     return claims.get("sid") in (None, row.sid)
 
 
-@bp.after_request
-def page_headers(response):
-    """Sign-out pages are never cached, framed (clickjacking the button) or leaked by Referer off-site."""
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
-    response.headers["Referrer-Policy"] = "same-origin"
-    return response
+# Sign-out pages are never cached, framed (clickjacking the button) or leaked by Referer off-site.
+headers.protect(bp, headers.LOGOUT_PAGES)
 
 
 @bp.route(LOGOUT_PATH, methods=["GET", "POST"])

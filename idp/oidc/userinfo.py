@@ -22,11 +22,12 @@ from idp.oidc.claims import claims_for
 from idp.routing import spec_defined_methods
 from idp.tokens.access import InvalidTokenError as TokenRefused
 from idp.tokens.access import check_access_token_state, verify_access_token
+from idp.web.errors import json_errors
 
 USERINFO_PATH = "/userinfo"
 FORM_ENCODED = "application/x-www-form-urlencoded"
 
-bp = Blueprint("userinfo", __name__)
+bp = json_errors(Blueprint("userinfo", __name__))  # protocol endpoints: errors in JSON
 # Authenticated by a bearer token, never by the browser's cookie: no CSRF token.
 csrf.exempt(bp)
 

@@ -24,7 +24,7 @@ from idp.db import db
 from idp.outages import database_lost, defer_database_error, is_database_unavailable
 from idp.input_guard import is_storable
 from idp.security import digest
-from idp.sessions.models import UserSession
+from idp.sessions.models import SessionKind, UserSession
 from idp.sessions.store import end_session, idle_ttl, new_row, timed_out
 from idp.users.models import User
 
@@ -56,15 +56,15 @@ class ServerSession(CallbackDict, SessionMixin):
         return self.row.user_id if self.row else None
 
 
-def session_kind(request: Request) -> str:
+def session_kind(request: Request) -> SessionKind:
     """Which session a request belongs to, by path."""
     path = request.path
-    return "admin" if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/") else "sso"
+    return SessionKind.ADMIN if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/") else SessionKind.SSO
 
 
 def cookie_name(app: Flask, kind: str) -> str:
     """`__Host-` prefixed names on https (RFC 6265bis 4.1.3.2): Secure, Path=/, no Domain."""
-    base = "idp_admin" if kind == "admin" else "idp_session"
+    base = "idp_admin" if kind == SessionKind.ADMIN else "idp_session"
     return f"__Host-{base}" if secure_cookies(app) else base
 
 
@@ -206,4 +206,4 @@ class ServerSessionInterface(SessionInterface):
 
     @staticmethod
     def _samesite(kind: str) -> str:
-        return "Strict" if kind == "admin" else "Lax"
+        return "Strict" if kind == SessionKind.ADMIN else "Lax"

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import JSON, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.clock import utcnow
 from idp.db import db
+
+
+class SessionKind(StrEnum):
+    """The two kinds of browser session, each behind its own cookie: signing in to apps, and the admin UI."""
+
+    SSO = "sso"
+    ADMIN = "admin"
 
 
 class UserSession(db.Model):
@@ -28,7 +36,7 @@ class UserSession(db.Model):
     id_digest: Mapped[str] = mapped_column(String(64), unique=True)
     # Public session id: the OIDC `sid` claim; not a credential.
     sid: Mapped[str] = mapped_column(String(43), unique=True)
-    kind: Mapped[str] = mapped_column(String(10))  # "sso" or "admin"
+    kind: Mapped[str] = mapped_column(String(10))  # a SessionKind value
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     token_version: Mapped[int | None]
     data: Mapped[dict] = mapped_column(JSON, default=dict)

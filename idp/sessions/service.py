@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import current_app, session
 from sqlalchemy import inspect, select
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.db import db
 from idp.sessions.interface import ServerSession
@@ -30,7 +31,7 @@ def start_session(user: User, *, data: dict | None = None) -> UserSession:
     current.update(keep)
     current.row, current.cookie_value = row, value
     current.modified = True
-    record("session.started", actor=f"user:{user.id}", target=f"session:{row.sid}", ip=row.ip, kind=current.kind)
+    record("session.started", actor=Actor.user(user.id), target=f"session:{row.sid}", ip=row.ip, kind=current.kind)
     return row
 
 
@@ -43,7 +44,7 @@ def end_current_session(*, reason: str = "logout") -> None:
     """End this request's session and clear its cookie."""
     current: ServerSession = session._get_current_object()  # type: ignore[attr-defined]
     if current.row is not None:
-        end_session(current.row, reason=reason, actor=f"user:{current.row.user_id}" if current.row.user_id else None)
+        end_session(current.row, reason=reason, actor=Actor.user(current.row.user_id) if current.row.user_id else None)
     current.clear()
     current.row, current.cookie_value, current.ended = None, None, True
     current.modified = False

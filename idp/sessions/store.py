@@ -15,7 +15,7 @@ from idp.audit.service import record
 from idp.clock import utcnow
 from idp.db import db
 from idp.security import digest, random_token
-from idp.sessions.models import UserSession
+from idp.sessions.models import SessionKind, UserSession
 from idp.users.models import User
 
 _signals = Namespace()
@@ -26,12 +26,12 @@ session_ended = _signals.signal("session-ended")
 
 def idle_ttl(app: Flask, kind: str) -> timedelta:
     """How long a session of `kind` may go unused."""
-    return timedelta(seconds=app.config["ADMIN_SESSION_IDLE_TTL" if kind == "admin" else "SSO_SESSION_IDLE_TTL"])
+    return timedelta(seconds=app.config["ADMIN_SESSION_IDLE_TTL" if kind == SessionKind.ADMIN else "SSO_SESSION_IDLE_TTL"])
 
 
 def absolute_ttl(app: Flask, kind: str) -> timedelta:
     """How long a session of `kind` lasts after sign-in, however used."""
-    return timedelta(seconds=app.config["ADMIN_SESSION_ABSOLUTE_TTL" if kind == "admin" else "SSO_SESSION_ABSOLUTE_TTL"])
+    return timedelta(seconds=app.config["ADMIN_SESSION_ABSOLUTE_TTL" if kind == SessionKind.ADMIN else "SSO_SESSION_ABSOLUTE_TTL"])
 
 
 def timed_out(app: Flask, row: UserSession, now: datetime) -> bool:

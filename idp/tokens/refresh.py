@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import select, update
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.clients.models import Client
 from idp.clock import utcnow
@@ -183,7 +184,7 @@ def _revoke_outdated(family_id: int) -> None:
     if family is not None:
         # The refusal answers invalid_grant and rolls back; the revocation must stay.
         with durable("an outdated refresh token revokes its family"):
-            revoke_family(family, reason="token_version", actor="system")
+            revoke_family(family, reason="token_version", actor=Actor.SYSTEM)
 
 
 def _redeem_in_grace(token_id: int, family_id: int, now: datetime) -> None:
@@ -219,7 +220,7 @@ def _redeem_in_grace(token_id: int, family_id: int, now: datetime) -> None:
         if db.session.scalar(select(RefreshToken.successor_id).where(RefreshToken.id == token_id)) == row.successor_id:
             _on_reuse(family_id)  # the successor was refreshed: the family moved on
         raise InvalidRefreshToken("reused")
-    record("refresh_token.grace_redeemed", actor="system", target=f"refresh_family:{family_id}")
+    record("refresh_token.grace_redeemed", actor=Actor.SYSTEM, target=f"refresh_family:{family_id}")
     REFRESH_GRACE.inc()
 
 
@@ -229,8 +230,8 @@ def _on_reuse(family_id: int) -> None:
     if family is not None and family.revoked_at is None:
         # RFC 9700 4.14.2: the refusal rolls back, the family's revocation must stay.
         with durable("refresh-token reuse revokes its family"):
-            revoke_family(family, reason="reuse", actor="system")
-            record("refresh_token.reuse_detected", actor="system", target=f"refresh_family:{family.id}", client=family.client_id, user=family.user_id)
+            revoke_family(family, reason="reuse", actor=Actor.SYSTEM)
+            record("refresh_token.reuse_detected", actor=Actor.SYSTEM, target=f"refresh_family:{family.id}", client=family.client_id, user=family.user_id)
         REFRESH_REUSE.inc()
 
 

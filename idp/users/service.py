@@ -6,6 +6,7 @@ import re
 
 from sqlalchemy import select
 
+from idp.audit.actors import Actor
 from idp.audit.service import record
 from idp.db import db, durable
 from idp.errors import NotFoundError, ValidationError
@@ -54,7 +55,7 @@ def require_user(email: str) -> User:
     return user
 
 
-def create_user(email: str, password: str, *, name: str | None = None, is_admin: bool = False, actor: str = "system") -> User:
+def create_user(email: str, password: str, *, name: str | None = None, is_admin: bool = False, actor: str = Actor.SYSTEM) -> User:
     """Create and commit a user; raise ValidationError on bad or duplicate input (nothing written)."""
     email = normalize_email(email)
     validate_password(password)

@@ -149,3 +149,18 @@ def test_client_list_and_empty_state(app, signed_in, make_client):
     assert re.findall(r">(App \d)</a>", first) == ["App 2", "App 1"]
     after = re.search(r'href="(/admin/clients\?after=[^"]+)"', first).group(1)
     assert re.findall(r">(App \d)</a>", signed_in.get(after).get_data(as_text=True)) == ["App 0"]
+
+
+def test_the_minimal_id_token_switch(app, signed_in):
+    response = signed_in.post("/admin/clients/new", {**CONFIDENTIAL, "minimal_id_token": "y"})
+    assert response.status_code == 200
+    client = only_client(app)
+    assert client.id_token_claims == "minimal"
+    detail = signed_in.get(f"/admin/clients/{client.client_id}").get_data(as_text=True)
+    assert "minimal (sub and sign-in facts" in detail
+    form = signed_in.get(f"/admin/clients/{client.client_id}/edit").get_data(as_text=True)
+    box = re.search(r'<input[^>]*name="minimal_id_token"[^>]*>', form).group(0)
+    assert " checked" in box
+    response = signed_in.post(f"/admin/clients/{client.client_id}/edit", CONFIDENTIAL)  # box unticked
+    assert response.status_code == 303 and only_client(app).id_token_claims == "standard"
+    assert "Keep the ID token minimal" in signed_in.get(f"/admin/clients/{client.client_id}/edit").get_data(as_text=True)

@@ -86,6 +86,25 @@ def test_clients_create_json_contract(app, idp_env):
     assert document["client_secret"] not in invoke_idp(["clients", "list", "--json"], idp_env).stdout
 
 
+def test_clients_create_and_update_the_id_token_claims(app, idp_env):
+    created = invoke_idp(["clients", "create", "--name", "Lean", "--redirect-uri", "https://rp.example.com/cb",
+                          "--id-token-claims", "minimal", "--json"], idp_env)
+    assert created.returncode == 0, created.stderr
+    client_id = json.loads(created.stdout)["client_id"]
+    with app.app_context():
+        assert db.session.scalar(select(Client.id_token_claims).where(Client.client_id == client_id)) == "minimal"
+    updated = invoke_idp(["clients", "update", client_id, "--id-token-claims", "standard"], idp_env)
+    assert updated.returncode == 0 and updated.stdout.strip() == f"updated {client_id}: id_token_claims"
+    with app.app_context():
+        assert db.session.scalar(select(Client.id_token_claims).where(Client.client_id == client_id)) == "standard"
+    again = invoke_idp(["clients", "update", client_id, "--id-token-claims", "standard"], idp_env)
+    assert again.stdout.strip() == f"nothing changed for {client_id}"
+    bad = invoke_idp(["clients", "update", client_id, "--scope", "openid payments"], idp_env)
+    assert bad.returncode == 2 and "unknown scope 'payments'" in bad.stderr
+    missing = invoke_idp(["clients", "update", "no-such-client", "--name", "X"], idp_env)
+    assert missing.returncode == 2 and "no client with client_id" in missing.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

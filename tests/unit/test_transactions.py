@@ -11,7 +11,7 @@ import click
 import pytest
 from sqlalchemy import func, select
 
-from idp import csrf
+from idp.extensions import csrf
 from idp.audit.service import record
 from idp.db import db, durable
 from idp.clients.service import create_client
