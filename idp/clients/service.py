@@ -12,6 +12,7 @@ from idp.clients.models import Client
 from idp.config import is_loopback_host
 from idp.db import db
 from idp.errors import NotFoundError, ValidationError
+from idp.keyring.models import ALGORITHMS
 from idp.security import CLIENT_SECRET_PREFIX, constant_time_equals, digest, random_token
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
@@ -109,7 +110,7 @@ def validate_client_settings(
         raise ValidationError(f"unknown token endpoint auth method {token_endpoint_auth_method!r}", field="token_endpoint_auth_method")
     if public != (token_endpoint_auth_method == "none"):
         raise ValidationError("public clients authenticate with 'none'; confidential clients with a secret", field="token_endpoint_auth_method")
-    if id_token_signed_response_alg not in ("RS256", "ES256"):
+    if id_token_signed_response_alg not in ALGORITHMS:
         raise ValidationError("id_token_signed_response_alg must be RS256 or ES256", field="id_token_signed_response_alg")
     if public and not require_pkce:
         raise ValidationError("public clients must use PKCE", field="require_pkce")

@@ -7,8 +7,9 @@ import json
 import click
 
 from idp.errors import ValidationError
+from idp.keyring.models import ALGORITHMS
 
-ALGORITHM_CHOICE = click.Choice(["RS256", "ES256"])
+ALGORITHM_CHOICE = click.Choice(list(ALGORITHMS))
 
 
 def _app_context():

@@ -1,0 +1,95 @@
+"""CPU per request of `idp serve`: a measure that a shared, noisy machine does not skew like req/s does.
+
+Starts the server as `python -m bench` does (PostgreSQL, `idp init`, `idp serve`), sets each
+scenario up with bench's own set-up, and drives a fixed number of requests through bench's load
+loop. The server's CPU (utime + stime of the gunicorn master and every worker, from
+/proc/<pid>/stat) is read before and after; CPU-ms per request is the difference over the number
+of requests answered. The load generator's own CPU is not counted.
+
+    python tools/cpu_per_request.py --database-url postgresql://postgres@127.0.0.1:5432/scratch \\
+        -s token_client_credentials -s jwks -n 2000 -c 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import SCENARIOS, run_load  # noqa: E402
+from bench.scenarios import load_all  # noqa: E402
+from bench.server import running_server  # noqa: E402
+
+TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def server_pids(port: int) -> list[int]:
+    """The gunicorn master and workers listening on `port` (workers are forks: the same command line)."""
+    needle = f"--port\0{port}\0".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    if needle in cmdline.read() + b"\0":
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of these processes, in seconds (fields 14 and 15 of /proc/<pid>/stat)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICKS_PER_SECOND
+
+
+def measure(target, name: str, requests: int, concurrency: int, warmup: int) -> dict:
+    """One scenario: set-up, `warmup` unmeasured requests, then `requests` measured ones."""
+    request = SCENARIOS[name].setup(target)
+    port = urlsplit(target.base_url).port
+    run_load(target.base_url, request, concurrency, 600, warmup)
+    pids = server_pids(port)
+    before = cpu_seconds(pids)
+    run = run_load(target.base_url, request, concurrency, 600, requests)
+    spent = cpu_seconds(pids) - before
+    answered = run.requests + run.errors
+    return {
+        "scenario": name, "concurrency": concurrency, "requests": answered, "errors": run.errors,
+        "cpu_ms_per_request": round(spent * 1000 / max(answered, 1), 2), "rps": round(run.rps, 1),
+        "p50_ms": round(run.percentile(50) * 1000, 1), "p99_ms": round(run.percentile(99) * 1000, 1),
+        "first_error": run.first_error,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-s", "--scenario", action="append", dest="scenarios", required=True)
+    parser.add_argument("-n", "--requests", type=int, default=1000)
+    parser.add_argument("-c", "--concurrency", default="8")
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--database-url", required=True)
+    args = parser.parse_args(argv)
+    load_all()
+    with running_server(args.database_url, args.workers, args.threads) as target:
+        for name in args.scenarios:
+            for concurrency in map(int, args.concurrency.split(",")):
+                result = measure(target, name, args.requests, concurrency, args.warmup)
+                print(" ".join(f"{key}={value}" for key, value in result.items() if value is not None), flush=True)
+
+
+if __name__ == "__main__":
+    main()
