@@ -80,6 +80,7 @@ def configure_extensions(app: Flask) -> None:
     from idp.oidc import backchannel  # noqa: F401  (connects its session_ended receiver)
     from idp.tasks import outbox  # noqa: F401  (publishes queued tasks after commit)
     from idp.db import db, engine_options
+    from idp.clients.service import init_client_cache
     from idp.keyring.service import _KeyringCache
     from idp.sessions.interface import ServerSessionInterface
     from idp.tasks import celery_init_app
@@ -97,6 +98,7 @@ def configure_extensions(app: Flask) -> None:
     csrf.init_app(app)
     init_cors(app)
     app.extensions["idp.keyring_cache"] = _KeyringCache()
+    init_client_cache(app)
     celery_init_app(app)
     configure_oauth(app)
     from idp.oidc.discovery import add_metadata

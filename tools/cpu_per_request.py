@@ -14,7 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,20 +28,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import SCENARIOS, run_load  # noqa: E402
 from bench.scenarios import load_all  # noqa: E402
-from bench.server import running_server  # noqa: E402
+from bench.harness import Target  # noqa: E402
+from bench.server import free_port, running_server  # noqa: E402
 
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
 
 def server_pids(port: int) -> list[int]:
     """The gunicorn master and workers listening on `port` (workers are forks: the same command line)."""
-    needle = f"--port\0{port}\0".encode()
+    needles = (f"--port\0{port}\0".encode(), f"127.0.0.1:{port}\0".encode())  # `idp serve`, plain gunicorn
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                    if needle in cmdline.read() + b"\0":
+                    text = cmdline.read() + b"\0"
+                    if any(needle in text for needle in needles):
                         pids.append(int(entry))
             except OSError:
                 continue
@@ -73,6 +81,31 @@ def measure(target, name: str, requests: int, concurrency: int, warmup: int) -> 
     }
 
 
+@contextmanager
+def gunicorn_server(target, worker_class: str, workers: int, threads: int, access_log: bool):
+    """A second server on `target`'s database and secrets, under plain gunicorn with this worker class."""
+    port = free_port()
+    env = {**target.env, "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="idp-metrics-")}
+    command = [sys.executable, "-m", "gunicorn", "--worker-class", worker_class, "--workers", str(workers),
+               "--threads", str(threads), "--bind", f"127.0.0.1:{port}", "--logger-class", "idp.logs.GunicornLogger",
+               *(["--access-logfile", "-"] if access_log else []), "idp:create_app()"]
+    log = open(tempfile.mktemp(prefix="idp-gunicorn-", suffix=".log"), "w")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(base_url + "/healthz", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        yield Target(base_url, target.env, issuer=target.issuer)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        log.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-s", "--scenario", action="append", dest="scenarios", required=True)
@@ -82,13 +115,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--database-url", required=True)
+    parser.add_argument("--worker-class", help="run plain gunicorn with this worker class instead of `idp serve`")
+    parser.add_argument("--no-access-log", action="store_true", help="with --worker-class: no access log")
     args = parser.parse_args(argv)
     load_all()
-    with running_server(args.database_url, args.workers, args.threads) as target:
-        for name in args.scenarios:
-            for concurrency in map(int, args.concurrency.split(",")):
-                result = measure(target, name, args.requests, concurrency, args.warmup)
-                print(" ".join(f"{key}={value}" for key, value in result.items() if value is not None), flush=True)
+    with running_server(args.database_url, args.workers, args.threads) as served:
+        if args.worker_class:
+            with gunicorn_server(served, args.worker_class, args.workers, args.threads, not args.no_access_log) as other:
+                run_all(other, args)
+        else:
+            run_all(served, args)
+
+
+def run_all(target, args) -> None:
+    """Every scenario at every concurrency level, one line each."""
+    for name in args.scenarios:
+        for concurrency in map(int, args.concurrency.split(",")):
+            result = measure(target, name, args.requests, concurrency, args.warmup)
+            print(" ".join(f"{key}={value}" for key, value in result.items() if value is not None), flush=True)
 
 
 if __name__ == "__main__":
