@@ -34,32 +34,36 @@ from bench.server import free_port, running_server  # noqa: E402
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
 
+def _stat(pid: str) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def server_pids(port: int) -> list[int]:
-    """The gunicorn master and workers listening on `port` (workers are forks: the same command line)."""
-    needles = (f"--port\0{port}\0".encode(), f"127.0.0.1:{port}\0".encode())  # `idp serve`, plain gunicorn
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                    text = cmdline.read() + b"\0"
-                    if any(needle in text for needle in needles):
-                        pids.append(int(entry))
-            except OSError:
-                continue
-    return pids
+    """Every process of the server listening on `port`: the session of the process started with it
+    (gunicorn's workers are forks, granian's are spawned: either way they stay in that session)."""
+    needles = (f"--port\0{port}\0".encode(), f"127.0.0.1:{port}\0".encode())  # `idp serve` or granian, gunicorn
+    sessions = set()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                text = cmdline.read() + b"\0"
+        except OSError:
+            continue
+        if any(needle in text for needle in needles) and (fields := _stat(entry)):
+            sessions.add(fields[3])
+    return [int(entry) for entry in filter(str.isdigit, os.listdir("/proc")) if (fields := _stat(entry)) and fields[3] in sessions]
 
 
 def cpu_seconds(pids: list[int]) -> float:
     """utime + stime of these processes, in seconds (fields 14 and 15 of /proc/<pid>/stat)."""
     total = 0
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
+        if fields := _stat(str(pid)):
+            total += int(fields[11]) + int(fields[12])
     return total / TICKS_PER_SECOND
 
 
@@ -86,9 +90,14 @@ def gunicorn_server(target, worker_class: str, workers: int, threads: int, acces
     """A second server on `target`'s database and secrets, under plain gunicorn with this worker class."""
     port = free_port()
     env = {**target.env, "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="idp-metrics-")}
-    command = [sys.executable, "-m", "gunicorn", "--worker-class", worker_class, "--workers", str(workers),
-               "--threads", str(threads), "--bind", f"127.0.0.1:{port}", "--logger-class", "idp.logs.GunicornLogger",
-               *(["--access-logfile", "-"] if access_log else []), "idp:create_app()"]
+    if worker_class == "granian":
+        command = [str(Path(sys.executable).parent / "granian"), "--interface", "wsgi", "--workers", str(workers),
+                   "--blocking-threads", str(threads), "--host", "127.0.0.1", "--port", str(port),
+                   *(["--access-log"] if access_log else []), "--factory", "idp:create_app"]
+    else:
+        command = [sys.executable, "-m", "gunicorn", "--worker-class", worker_class, "--workers", str(workers),
+                   "--threads", str(threads), "--bind", f"127.0.0.1:{port}", "--logger-class", "idp.logs.GunicornLogger",
+                   *(["--access-logfile", "-"] if access_log else []), "idp:create_app()"]
     log = open(tempfile.mktemp(prefix="idp-gunicorn-", suffix=".log"), "w")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base_url = f"http://127.0.0.1:{port}"
@@ -115,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--database-url", required=True)
-    parser.add_argument("--worker-class", help="run plain gunicorn with this worker class instead of `idp serve`")
+    parser.add_argument("--worker-class", help="run plain gunicorn with this worker class (or `granian`) instead of `idp serve`")
     parser.add_argument("--no-access-log", action="store_true", help="with --worker-class: no access log")
     args = parser.parse_args(argv)
     load_all()
