@@ -18,6 +18,7 @@ from idp import models  # noqa: F401  (registers every model on the metadata)
 from idp.account.views import bp as account_bp
 from idp.auth.views import bp as auth_bp
 from idp.config import ConfigError
+from idp.clients.service import init_client_cache
 from idp.cors import init_cors
 from idp.db import db as database, engine_options  # not `db`: that name is the idp.db module (migrations read idp.db.UTCDateTime)
 from idp import extensions
@@ -96,7 +97,7 @@ def configure_logging(app: Flask) -> None:
 
 
 def configure_extensions(app: Flask) -> None:
-    """Database, server-side sessions, CSRF, the keyring cache, Celery, the authorization server."""
+    """Database, server-side sessions, CSRF, the keyring cache, the client cache, Celery, the authorization server."""
     app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
     if app.config["DATABASE_URL"].startswith("sqlite"):
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
@@ -109,6 +110,7 @@ def configure_extensions(app: Flask) -> None:
     extensions.csrf.init_app(app)
     init_cors(app)
     app.extensions["idp.keyring_cache"] = _KeyringCache(seconds=app.config["KEYRING_CACHE_SECONDS"])
+    init_client_cache(app)
     celery_init_app(app)
     wire_receivers()
     configure_oauth(app)

@@ -19,7 +19,7 @@ SERVICE_FIELDS = {"redirect_uri": "redirect_uris", "post_logout_redirect_uri": "
 
 
 def client_or_404(client_id: str) -> Client:
-    return get_client(client_id) or abort(404)
+    return get_client(client_id, fresh=True) or abort(404)  # edited here: never a cached view
 
 
 def settings_from(form: ClientForm, *, public: bool) -> dict:

@@ -1,11 +1,25 @@
-"""Client registration: validation of redirect URIs, grants and scopes; secrets shown once."""
+"""Client registration: validation of redirect URIs, grants and scopes; secrets shown once.
+
+Lookups by client_id (every token, introspection and revocation request authenticates a client)
+are served from a per-process cache of the client's column values (`ClientCache`): a change made
+in this process (a flush touching a client, its commit or its rollback) empties it at once; a
+change made in another process (another worker, another replica) is seen within
+CLIENT_CACHE_SECONDS, the documented bound for a deleted client, a changed redirect URI or a
+rotated secret to take effect everywhere (docs/performance.md). Unknown client_ids are never
+cached, so a client registered anywhere works at once.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
+from typing import Callable
 from urllib.parse import urlsplit
 
-from flask import current_app
-from sqlalchemy import select
+from flask import Flask, current_app, has_app_context
+from sqlalchemy import event, inspect, select
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.util import identity_key
 
 from idp.audit.actors import Actor
 from idp.audit.service import record
@@ -13,6 +27,7 @@ from idp.clients.models import Client
 from idp.config import is_loopback_host
 from idp.db import db
 from idp.errors import NotFoundError, ValidationError
+from idp.keyring.models import ALGORITHMS
 from idp.oauth.scopes import SCOPES  # re-exported: the admin form and the server read it here
 from idp.security import CLIENT_SECRET_PREFIX, constant_time_equals, digest, random_token
 
@@ -113,7 +128,7 @@ def validate_client_settings(
         raise ValidationError(f"unknown token endpoint auth method {token_endpoint_auth_method!r}", field="token_endpoint_auth_method")
     if public != (token_endpoint_auth_method == "none"):
         raise ValidationError("public clients authenticate with 'none'; confidential clients with a secret", field="token_endpoint_auth_method")
-    if id_token_signed_response_alg not in ("RS256", "ES256"):
+    if id_token_signed_response_alg not in ALGORITHMS:
         raise ValidationError("id_token_signed_response_alg must be RS256 or ES256", field="id_token_signed_response_alg")
     if public and not require_pkce:
         raise ValidationError("public clients must use PKCE", field="require_pkce")
@@ -228,17 +243,111 @@ def rotate_client_secret(client: Client, *, actor: str = Actor.SYSTEM) -> str:
     return secret
 
 
-def get_client(client_id: str) -> Client | None:
-    """The client with this public client_id, or None."""
+# How long a process trusts its cached view of a client changed elsewhere (see the module docstring).
+CLIENT_CACHE_SECONDS = 5
+CLIENT_CACHE_ENTRIES = 10_000  # past this many clients the cache starts over: memory stays bounded
+_FLUSHED_CLIENTS = "idp.clients_flushed"  # session.info flag: this transaction wrote a client
+
+
+class ClientCache:
+    """Column values of clients by client_id, each trusted for CLIENT_CACHE_SECONDS after it was read."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock  # tests drive it to check the bound without sleeping
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, dict]] = {}
+        # Bumped by every clear: a value read before a clear is not stored after it.
+        self.generation = 0
+
+    def now(self) -> float:
+        return self._clock()
+
+    def get(self, client_id: str) -> dict | None:
+        entry = self._entries.get(client_id)
+        if entry is None or self._clock() - entry[0] >= CLIENT_CACHE_SECONDS:
+            return None
+        return entry[1]
+
+    def put(self, client_id: str, values: dict, generation: int, read_at: float) -> None:
+        with self._lock:
+            if generation != self.generation:
+                return
+            if len(self._entries) >= CLIENT_CACHE_ENTRIES:
+                self._entries.clear()
+            self._entries[client_id] = (read_at, values)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._entries.clear()
+
+
+def init_client_cache(app: Flask) -> None:
+    """Give `app` its client cache and empty it whenever this process writes a client."""
+    app.extensions["idp.client_cache"] = ClientCache()
+    for name, listener in (("after_flush", _after_flush), ("after_commit", _after_end), ("after_soft_rollback", _after_end)):
+        if not event.contains(Session, name, listener):
+            event.listen(Session, name, listener)
+
+
+def _app_cache() -> ClientCache | None:
+    return current_app.extensions.get("idp.client_cache") if has_app_context() else None
+
+
+def _after_flush(session: Session, _context) -> None:
+    if any(isinstance(row, Client) for row in (*session.new, *session.dirty, *session.deleted)):
+        session.info[_FLUSHED_CLIENTS] = True
+        if (cache := _app_cache()) is not None:
+            cache.clear()
+
+
+def _after_end(session: Session, *_args) -> None:
+    # Committed, or undone: either way another read must see what the database now holds.
+    if session.info.pop(_FLUSHED_CLIENTS, False) and (cache := _app_cache()) is not None:
+        cache.clear()
+
+
+def _own_copy(values: dict) -> dict:
+    # Column values are scalars or (JSON) lists of strings: copying the lists copies everything mutable.
+    return {key: list(value) if isinstance(value, list) else value for key, value in values.items()}
+
+
+def _column_values(client: Client) -> dict:
+    return _own_copy({attr.key: getattr(client, attr.key) for attr in inspect(Client).column_attrs})
+
+
+def _attached(values: dict) -> Client:
+    """A persistent, clean Client in this request's session, built from cached values without a query."""
+    present = db.session.identity_map.get(identity_key(Client, values["id"]))
+    if present is not None:
+        return present
+    client = Client(**_own_copy(values))  # the lists are this request's own
+    make_transient_to_detached(client)
+    db.session.add(client)
+    return client
+
+
+def get_client(client_id: str, *, fresh: bool = False) -> Client | None:
+    """The client with this public client_id, or None; from the client cache unless `fresh`."""
     # A NUL byte is not storable text on PostgreSQL: refuse it here rather than fail the query.
     if not client_id or len(client_id) > 64 or "\x00" in client_id:
         return None
-    return db.session.scalar(select(Client).where(Client.client_id == client_id))
+    cache = _app_cache()
+    if cache is None:
+        return db.session.scalar(select(Client).where(Client.client_id == client_id))
+    if not fresh and (values := cache.get(client_id)) is not None:
+        return _attached(values)
+    generation, read_at = cache.generation, cache.now()
+    client = db.session.scalar(select(Client).where(Client.client_id == client_id))
+    unwritten = client is not None and not db.session.info.get(_FLUSHED_CLIENTS) and client not in db.session.dirty
+    if unwritten:
+        cache.put(client_id, _column_values(client), generation, read_at)
+    return client
 
 
 def require_client(client_id: str) -> Client:
     """The client with this client_id; raise NotFoundError if there is none."""
-    client = get_client(client_id)
+    client = get_client(client_id, fresh=True)
     if client is None:
         raise NotFoundError(f"no client with client_id {client_id!r}")
     return client

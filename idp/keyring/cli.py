@@ -13,11 +13,12 @@ from idp.db import unit_of_work
 from idp.audit.actors import Actor
 from idp.errors import ValidationError
 from idp.jobs.service import run_job
+from idp.keyring.models import ALGORITHMS
 from idp.keyring.rotation import revoke_key, rotate_now
 from idp.keyring.service import describe_key, list_keys, require_key, rewrap_keys
 from idp.mfa.totp import rewrap_secrets
 
-ALGORITHM_CHOICE = click.Choice(["RS256", "ES256"])
+ALGORITHM_CHOICE = click.Choice(list(ALGORITHMS))
 
 
 @contextmanager

@@ -22,6 +22,8 @@ class KeyState(str, enum.Enum):
 
 
 PUBLISHED_STATES = (KeyState.NEXT, KeyState.ACTIVE, KeyState.RETIRED)
+# The signing algorithms, defined once: RS256 is mandatory for OpenID Connect (Core 15.1).
+ALGORITHMS = ("RS256", "ES256")
 
 
 class SigningKey(db.Model):

@@ -22,11 +22,10 @@ from idp.clock import utcnow
 from idp.config import KEYRING_CACHE_SECONDS
 from idp.db import db
 from idp.errors import NotFoundError, ValidationError
-from idp.keyring.models import PUBLISHED_STATES, KeyState, SigningKey
+from idp.keyring.models import ALGORITHMS, PUBLISHED_STATES, KeyState, SigningKey
 from idp.outages import describe, is_database_unavailable
 from idp.security import KeyEncryptor
 
-ALGORITHMS = ("RS256", "ES256")  # RS256 is mandatory for OpenID Connect (Core 15.1)
 RSA_BITS = 2048
 log = logging.getLogger(__name__)
 # IDP_KEYRING_CACHE_SECONDS (idp/config.py): how long a web process trusts its cached view of the
@@ -158,6 +157,16 @@ def verification_key(kid: str) -> jwk.JWK | None:
     return _cache().snapshot().public.get(kid)
 
 
+def signer(alg: str):
+    """The active key for `alg` as (kid, cryptography private key), for idp.keyring.jws; NotFoundError if none."""
+    return _cache().snapshot().signer(alg)
+
+
+def verifier(kid: str):
+    """(alg, cryptography public key) of the published key with this kid, or None; for idp.keyring.jws."""
+    return _cache().snapshot().verifiers.get(kid)
+
+
 def private_jwk(plaintext: bytes) -> jwk.JWK:
     """A private key decrypted from the keyring, ready to sign.
 
@@ -178,9 +187,12 @@ class _Snapshot:
         body = json.dumps({"keys": documents}, sort_keys=True, separators=(",", ":")).encode()
         self.jwks = PublishedJwks(body=body, etag=hashlib.sha256(body).hexdigest()[:32])
         self.public = {doc["kid"]: jwk.JWK(**doc) for doc in documents}
+        # Built once per snapshot: jwcrypto's conversion to a cryptography key costs more than an ES256 check.
+        self.verifiers = {doc["kid"]: (doc["alg"], self.public[doc["kid"]].get_op_key("verify")) for doc in documents}
         self._active = {key.alg: (key.kid, key.private_jwk_encrypted) for key in keys if key.state is KeyState.ACTIVE}
         self._encryptor = encryptor
         self._private: dict[str, jwk.JWK] = {}
+        self._signers: dict[str, tuple] = {}
 
     def signing_key(self, alg: str) -> tuple[str, jwk.JWK]:
         if alg not in self._active:
@@ -189,6 +201,12 @@ class _Snapshot:
         if kid not in self._private:
             self._private[kid] = private_jwk(self._encryptor.decrypt(encrypted))
         return kid, self._private[kid]
+
+    def signer(self, alg: str):
+        if alg not in self._signers:
+            kid, key = self.signing_key(alg)
+            self._signers[alg] = (kid, key.get_op_key("sign"))
+        return self._signers[alg]
 
 
 class _KeyringCache:

@@ -18,7 +18,16 @@ JWKS_PATH = "/.well-known/jwks.json"
 def jwks_document():
     """The published signing keys (RFC 7517 5), cacheable, with an ETag for conditional GETs."""
     document = jwks()
-    response = Response(document.body, mimetype="application/jwk-set+json")
-    response.headers["Cache-Control"] = f"public, max-age={current_app.config['JWKS_MAX_AGE']}"
-    response.set_etag(document.etag)
-    return response.make_conditional(request)
+    return cacheable(document.body, document.etag, "application/jwk-set+json", current_app.config["JWKS_MAX_AGE"])
+
+
+def cacheable(body: bytes, etag: str, mimetype: str, max_age: int) -> Response:
+    """`body` with its strong ETag and Cache-Control, or 304 when If-None-Match names that ETag.
+
+    RFC 9110 13.1.2: If-None-Match uses the weak comparison, so W/"etag" matches too. The bytes
+    and their ETag are computed once per keyring snapshot (or per app), never per request.
+    """
+    headers = {"Cache-Control": f"public, max-age={max_age}", "ETag": f'"{etag}"'}
+    if request.if_none_match.contains_weak(etag):
+        return Response(status=304, headers=headers)
+    return Response(body, mimetype=mimetype, headers=headers)

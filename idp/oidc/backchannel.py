@@ -15,7 +15,6 @@ from datetime import timedelta
 import requests
 from celery import shared_task
 from flask import current_app
-from jwcrypto import jwt
 from sqlalchemy import select, union
 
 from idp.audit.actors import Actor
@@ -23,7 +22,7 @@ from idp.audit.service import record
 from idp.clients.models import Client
 from idp.clock import utcnow
 from idp.db import db
-from idp.keyring.service import signing_key
+from idp.keyring import jws
 from idp.oauth.models import AuthorizationCode
 from idp.security import random_token
 from idp.sessions.models import SessionKind
@@ -58,12 +57,8 @@ def logout_token(client: Client, *, sub: str | None, sid: str | None) -> str:
         claims["sub"] = sub
     if sid:
         claims["sid"] = sid
-    alg = client.id_token_signed_response_alg
-    kid, key = signing_key(alg)
     # Section 2.4 recommends explicit typing so a logout token is never mistaken for an ID token.
-    token = jwt.JWT(header={"alg": alg, "kid": kid, "typ": "logout+jwt"}, claims=claims)
-    token.make_signed_token(key)
-    return token.serialize()
+    return jws.sign(claims, jws.LOGOUT_TOKEN_TYP, client.id_token_signed_response_alg)
 
 
 def backchannel_metadata(issuer: str) -> dict[str, bool]:

@@ -6,13 +6,15 @@ exactly what this build implements and nothing else.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Callable
 
-from flask import Blueprint, Flask, current_app, jsonify
+from flask import Blueprint, Flask, current_app
 
 from idp.cors import any_origin
-from idp.keyring.service import ALGORITHMS
-from idp.keyring.views import JWKS_PATH
+from idp.keyring.models import ALGORITHMS
+from idp.keyring.views import JWKS_PATH, cacheable
 from idp.web.errors import json_errors
 
 bp = json_errors(Blueprint("discovery", __name__))  # protocol endpoints: errors in JSON
@@ -23,6 +25,7 @@ MetadataContributor = Callable[[str], dict[str, Any]]
 def add_metadata(app: Flask, contributor: MetadataContributor) -> None:
     """Register a function of the issuer URL that returns metadata members to advertise."""
     app.extensions.setdefault("idp.metadata", []).append(contributor)
+    app.extensions.pop("idp.metadata_document", None)  # built again, with this member
 
 
 def metadata() -> dict[str, Any]:
@@ -44,6 +47,9 @@ def metadata() -> dict[str, Any]:
 @any_origin
 def discovery_document():
     """OpenID Provider / OAuth 2.0 Authorization Server metadata."""
-    response = jsonify(metadata())
-    response.headers["Cache-Control"] = f"public, max-age={current_app.config['DISCOVERY_MAX_AGE']}"
-    return response
+    # The document depends only on the configuration and what features registered: built once per app.
+    document = current_app.extensions.get("idp.metadata_document")
+    if document is None:
+        body = json.dumps(metadata(), sort_keys=True, separators=(",", ":")).encode()
+        document = current_app.extensions["idp.metadata_document"] = (body, hashlib.sha256(body).hexdigest()[:32])
+    return cacheable(*document, "application/json", current_app.config["DISCOVERY_MAX_AGE"])

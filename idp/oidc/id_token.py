@@ -11,14 +11,11 @@ from datetime import datetime, timedelta
 
 from authlib.oidc.core.util import create_half_hash
 from flask import current_app
-from jwcrypto import jwt
 
 from idp.clients.models import Client
 from idp.clock import utcnow
-from idp.keyring.service import signing_key
-
-
-ID_TOKEN_TYP = "JWT"
+from idp.keyring import jws
+from idp.keyring.jws import ID_TOKEN_TYP
 
 
 def issue_id_token(
@@ -58,7 +55,4 @@ def issue_id_token(
     if access_token:
         # Core 3.1.3.6: the left half of the access token's hash under the ID token's algorithm.
         claims["at_hash"] = create_half_hash(access_token, alg).decode()
-    kid, key = signing_key(alg)
-    token = jwt.JWT(header={"alg": alg, "kid": kid, "typ": ID_TOKEN_TYP}, claims=claims)
-    token.make_signed_token(key)
-    return token.serialize()
+    return jws.sign(claims, ID_TOKEN_TYP, alg)

@@ -34,6 +34,12 @@ ADMIN_PREFIX = "/admin"
 LAST_SEEN_RESOLUTION = timedelta(seconds=60)
 # Keys an anonymous session may hold in its signed cookie instead of a row: Flask-WTF's raw CSRF token.
 COOKIE_ONLY_KEYS = frozenset({"csrf_token"})
+# Endpoints that authenticate a client or a bearer token, never a browser's session (RFC 6749 3.2,
+# RFC 7662 2.1, RFC 7009 2.1, OIDC Core 5.3), and public documents: their requests neither load
+# nor touch a session, so a cookie a browser sends along costs them no query and is left as it was.
+# The session opens before Flask matches the URL, hence paths rather than a mark on the views.
+SESSIONLESS_PATHS = frozenset({"/token", "/introspect", "/revoke", "/userinfo", "/healthz", "/readyz", "/metrics"})
+SESSIONLESS_PREFIX = "/.well-known/"
 
 
 class ServerSession(CallbackDict, SessionMixin):
@@ -50,6 +56,7 @@ class ServerSession(CallbackDict, SessionMixin):
         self.modified = False
         self.ended = False  # the row was deleted: clear the cookie
         self.anonymous_cookie = False  # the request brought an anonymous (cookie-only) session
+        self.sessionless = False  # an API request: never loaded, never saved
 
     @property
     def user_id(self) -> int | None:
@@ -120,6 +127,11 @@ class ServerSessionInterface(SessionInterface):
     """Stores Flask's session in the `sessions` table; the cookie holds only a random id."""
 
     def open_session(self, app: Flask, request: Request) -> ServerSession:
+        path = request.path
+        if path in SESSIONLESS_PATHS or path.startswith(SESSIONLESS_PREFIX):
+            session = ServerSession("sso")
+            session.sessionless = True
+            return session
         kind = session_kind(request)
         value = request.cookies.get(cookie_name(app, kind))
         # An unstorable cookie is treated as none here; the input guard then refuses the request.
@@ -143,7 +155,7 @@ class ServerSessionInterface(SessionInterface):
         return session
 
     def save_session(self, app: Flask, session: ServerSession, response: Response) -> None:  # type: ignore[override]
-        if database_lost():
+        if session.sessionless or database_lost():
             return  # the answer is a 503; the session (maybe never opened) is left as it was
         name = cookie_name(app, session.kind)
         now = utcnow()
