@@ -24,7 +24,7 @@ from idp import create_app
 from idp.config import SETTINGS, generate_key_encryption_key
 from idp.db import db
 from idp.models import Base, SigningKey
-from tests.support import Process, commit_app_contexts, free_port, wait_until
+from tests.support import Process, commit_app_contexts, free_port, share_url_builders, wait_until
 
 # Under pytest-xdist each worker ("gw0", "gw1", ...) gets its own PostgreSQL database and Redis
 # database, so the schema resets and Celery queues of one worker never touch another's.
@@ -56,6 +56,10 @@ def require_service(name: str, available: bool, hint: str | None = None) -> None
     if REQUIRE_SERVICES:
         pytest.fail(message + "; CI must run every service-backed test")
     pytest.skip(message)  # a service absent on a developer machine; CI fails above instead
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    share_url_builders()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -162,14 +166,26 @@ def config(database_url, secrets_config, tmp_path) -> dict:
     }
 
 
+# Children first, so no foreign key is ever violated half-way.
+DELETE_EVERY_ROW = ";\n".join(f'DELETE FROM "{table.name}"' for table in reversed(Base.metadata.sorted_tables))
+
+
 def clean_database(app) -> None:
-    """Delete every row, children first, so the next test starts empty."""
+    """Delete every row, children first, in one transaction and one round trip to the database.
+
+    One statement per table costs a round trip each (about 18 of them, 0.4 s a test on a loaded
+    machine's PostgreSQL); sent as one script, the same deletes cost one.
+    """
     with app.app_context():
         db.session.rollback()
-        for table in reversed(Base.metadata.sorted_tables):
-            db.session.execute(table.delete())
-        db.session.commit()
         db.session.remove()
+        with db.engine.connect() as connection:
+            raw = connection.connection.dbapi_connection
+            if connection.dialect.name == "sqlite":
+                raw.executescript(f"BEGIN;\n{DELETE_EVERY_ROW};\nCOMMIT;")
+            else:
+                connection.exec_driver_sql(DELETE_EVERY_ROW)
+                connection.commit()
         db.engine.dispose()
 
 
