@@ -13,6 +13,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,8 @@ def run_wrk(base_url: str, spec: WrkSpec, concurrency: int, duration: int, token
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         server_after, database_after = process_tree_cpu(server_pids()), process_tree_cpu(database_pids())
+        if os.environ.get("BENCH_DEBUG"):
+            print(output, file=sys.stderr)
         if process.returncode != 0 or not out.exists():
             raise BenchError(f"wrk failed ({process.returncode}): {output[-1000:]}")
         figures = json.loads(out.read_text())

@@ -79,6 +79,10 @@ def main(args: argparse.Namespace) -> int:
                 scaled = {name: runner.scenario([idp], name) for name in names}
                 report["results_at_scale"] = scaled
                 tables += [f"at scale: {report['scale']['summary']}", scale_table(results, scaled, args.levels)]
+                from bench.explain import explain_hot_queries, plans_text
+
+                report["plans_at_scale"] = explain_hot_queries(idp)
+                tables.append("EXPLAIN ANALYZE of each hot query at scale:\n" + plans_text(report["plans_at_scale"]))
     except BenchError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
