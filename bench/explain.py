@@ -6,10 +6,11 @@ back (so an UPDATE's EXPLAIN ANALYZE changes nothing). INSERTs are left out: the
 from __future__ import annotations
 
 import re
+from urllib.parse import urlencode
 
 from bench.loadgen import WrkSpec
 
-EXPLAINED = ("cc_rs256", "introspection", "userinfo", "refresh_one_user", "code_exchange")
+EXPLAINED = ("cc_rs256", "introspection", "userinfo", "refresh_one_user", "code_exchange", "password_signin")
 
 
 def _captured(app, spec: WrkSpec, base_url: str) -> list[tuple[str, object]]:
@@ -26,11 +27,18 @@ def _captured(app, spec: WrkSpec, base_url: str) -> list[tuple[str, object]]:
 
     with app.app_context():
         engine = db.engine
+    client = app.test_client()
+    method, body, headers = spec.method, spec.body.replace("{token}", token), \
+        {name: value.replace("{token}", token) for name, value in spec.headers.items()}
+    if spec.script == "signin":  # the form's GET first (its cookie stays in the client); the POST is measured
+        form = client.get(spec.path, base_url=base_url).get_data(as_text=True)
+        email, password = spec.tokens(0)[0].split(" ", 1)
+        csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', form).group(1)
+        method, body = "POST", urlencode({"csrf_token": csrf, "username": email, "password": password})
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
     event.listen(engine, "before_cursor_execute", capture)
     try:
-        answer = app.test_client().open(
-            spec.path, method=spec.method, base_url=base_url, data=spec.body.replace("{token}", token) or None,
-            headers={name: value.replace("{token}", token) for name, value in spec.headers.items()})
+        answer = client.open(spec.path, method=method, base_url=base_url, data=body or None, headers=headers)
     finally:
         event.remove(engine, "before_cursor_execute", capture)
     if answer.status_code != spec.expect:
