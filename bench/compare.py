@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-import os
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,7 +18,7 @@ from typing import Any, Callable
 from urllib.parse import urlencode, urlsplit
 
 from bench.harness import BenchError, Http, Target, basic_authorization
-from bench.loadgen import WrkRun, WrkSpec, medians, run_wrk
+from bench.loadgen import WrkRun, WrkSpec, medians, run_wrk, wait_idle
 from bench.node_server import NodeTarget
 from bench.scenarios.oauth import SCOPE, AccessTokens, Seed, endpoint_path
 from bench.scenarios.wellknown import DISCOVERY
@@ -50,7 +49,7 @@ SCENARIOS = [
     Scenario("refresh_many_users", "refresh rotation, closed loop, one user per chain"),
     Scenario("code_exchange", "token, authorization_code + PKCE (pre-minted)"),
     # One sign-in is an argon2id hash at the app's parameters: hundreds of ms on a loaded machine.
-    Scenario("password_signin", "password sign-in (GET form + POST)", min_seconds=3),
+    Scenario("password_signin", "password sign-in (GET form + POST)", min_seconds=5),
 ]
 NAMES = [scenario.name for scenario in SCENARIOS]
 
@@ -299,6 +298,7 @@ class Runner:
     def one_run(self, side, name: str, spec: WrkSpec, concurrency: int, duration: int) -> WrkRun:
         tokens = self.tokens_for(side, name, spec, concurrency, duration)
         run = run_wrk(side.base_url, spec, concurrency, duration, tokens, side.server_pids, side.database_pids)
+        wait_idle(lambda: side.server_pids() + side.database_pids())
         self._rate[(side.name, name)] = max(run.rps, 1.0)
         return run
 
@@ -383,7 +383,3 @@ def scale_table(empty: dict[str, dict], scaled: dict[str, dict], levels: list[in
             lines.append(f"{scenario.label:<50} {concurrency:>3}  {one['rps']:>11,.0f} ({one['p99_ms']:>5.0f})"
                          f" {two['rps']:>9,.0f} ({two['p99_ms']:>5.0f}) {two['rps'] / one['rps']:>11.2f}")
     return "\n".join(lines)
-
-
-def cpu_count() -> int:
-    return os.cpu_count() or 1

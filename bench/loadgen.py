@@ -4,6 +4,7 @@ One request shape per run, described by a `WrkSpec`; the Lua scripts in bench/wr
 pre-minted tokens (authorization codes), keep refresh chains closed-loop, or sign in with a form.
 The server's CPU is read from /proc/<pid>/stat of its process tree (and of the PostgreSQL backends
 serving its database); the generator's own CPU from the rusage of the finished wrk process.
+BENCH_DEBUG=1 in the environment prints wrk's own report (and the scripts' stderr) of every run.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -122,6 +124,20 @@ def process_tree_cpu(roots: list[int]) -> dict[int, float]:
 def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
     """CPU seconds used between two samples (a process that appeared in between counts whole)."""
     return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
+def wait_idle(pids: Callable[[], list[int]], quiet: float = 0.2, window: float = 0.25, limit: float = 30.0) -> float:
+    """Wait until the trees under `pids` use less than `quiet` of a core over `window` seconds (work
+    a run left queued, such as sign-ins still hashing, must not fall into the next run); seconds waited."""
+    began = time.monotonic()
+    before = process_tree_cpu(pids())
+    while time.monotonic() - began < limit:
+        time.sleep(window)
+        after = process_tree_cpu(pids())
+        if cpu_used(before, after) < quiet * window:
+            break
+        before = after
+    return time.monotonic() - began
 
 
 # --- wrk ----------------------------------------------------------------------------------------
