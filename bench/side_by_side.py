@@ -27,6 +27,14 @@ def load_average() -> str:
         return "?"
 
 
+def write_json(report: dict, where: str) -> None:
+    """The whole report, every run included, to `where` (default bench/results/compare-<time>.json)."""
+    path = Path(where) if where else RESULTS_DIR / f"compare-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"results written to {path}")
+
+
 def main(args: argparse.Namespace) -> int:
     """Run --compare and/or --scale as parsed by bench.__main__; 0 when no run saw an error."""
     from bench.__main__ import git_commit
@@ -89,10 +97,7 @@ def main(args: argparse.Namespace) -> int:
     report["load_average"] = loads
     print("\n".join(tables))
     if args.json is not None:
-        path = Path(args.json) if args.json else RESULTS_DIR / f"compare-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        print(f"results written to {path}")
+        write_json(report, args.json)
     errors = sum(level["errors"] for per_side in [*report["results"].values(), *report.get("results_at_scale", {}).values()]
                  for levels in per_side.values() for key, level in levels.items() if isinstance(key, int))
     return 1 if errors else 0
