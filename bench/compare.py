@@ -66,13 +66,11 @@ def token_post(path: str, client: tuple[str, str], body: dict[str, str], script:
                                           "Authorization": basic_authorization(*client)}, form(body), tokens=tokens)
 
 
-def check_answer(base_url: str, spec: WrkSpec, tokens: list[str] | None, test: Callable[[Any], bool], what: str) -> None:
-    """Send the scenario's request once before loading it: a wrong set-up fails here, loudly."""
-    token = tokens[0] if tokens else ""
-    headers = {name: value.replace("{token}", token) for name, value in spec.headers.items()}
+def check_answer(base_url: str, spec: WrkSpec, test: Callable[[Any], bool], what: str) -> None:
+    """Send a fixed scenario's request once before loading it: a wrong set-up fails here, loudly."""
     with Http(base_url) as http:
-        answer = http.request(spec.method, spec.path, body=spec.body.replace("{token}", token).encode() or None,
-                              headers=headers, expect=spec.expect)
+        answer = http.request(spec.method, spec.path, body=spec.body.encode() or None, headers=spec.headers,
+                              expect=spec.expect)
     if not test(answer.json()):
         raise BenchError(f"{what}: unexpected answer {answer.body[:300]!r}")
 
@@ -309,7 +307,7 @@ class Runner:
         for side in active:
             spec = specs[side.name]
             if name in ANSWER_CHECKS:
-                check_answer(side.base_url, spec, None, ANSWER_CHECKS[name], f"{side.name} {name}")
+                check_answer(side.base_url, spec, ANSWER_CHECKS[name], f"{side.name} {name}")
         result: dict[str, Any] = {side.name: {"n/a": specs[side.name]} for side in sides if side not in active}
         duration = max(self.duration, next(scenario.min_seconds for scenario in SCENARIOS if scenario.name == name))
         for concurrency in self.levels:
@@ -321,7 +319,7 @@ class Runner:
                 for side in active:
                     run = self.one_run(side, name, specs[side.name], concurrency, duration)
                     runs[side.name].append(run)
-                    self.progress(f"  {name} c={concurrency} {side.name} run {repeat + 1}/{self.repeats}: {run.rps:.0f}/s, "
+                    self.progress(f"  {name} c={concurrency} {side.name} run {repeat + 1}/{self.repeats}: {run.rps:.1f}/s, "
                                   f"p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms, server CPU {run.server_cpu_s:.2f} s"
                                   f" + db {run.database_cpu_s:.2f} s, wrk CPU {run.generator_cpu_s:.2f} s"
                                   + (f", {run.errors} errors ({run.first_error})" if run.errors else ""))
