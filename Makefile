@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
 LOCK_VENV := .venv-lock
 
-.PHONY: run test bench chromium clean lock check-lock
+.PHONY: run test bench bench-compare bench-scale chromium clean lock check-lock
 
 # Every dependency (runtime, test extra, build backend) comes pinned with hashes from
 # requirements.lock; the project itself is then installed editable without resolving anything.
@@ -52,6 +52,14 @@ chromium:
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The IdP beside node-oidc-provider (bench/node, `npm ci` on first use), both driven by wrk; and the
+# IdP's scenarios on an empty database against one seeded to issue 12's sizes. See docs/performance.md.
+bench-compare: $(STAMP)
+	$(BIN)/python -m bench --compare --json $(BENCH_ARGS)
+
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench --scale --json $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) instance .pytest_cache

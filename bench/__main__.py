@@ -12,6 +12,7 @@ from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench.compare import NAMES as COMPARE_NAMES
 from bench.harness import SCENARIOS, BenchError, Level, Target, run_load
 from bench.scenarios import load_all
 from bench.server import running_server
@@ -25,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-s", "--scenario", action="append", dest="scenarios", metavar="NAME",
                         help="scenario to run (repeatable; default: all); see --list")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
-    parser.add_argument("-c", "--concurrency", default="1,8,32", help="comma-separated concurrency levels (default: %(default)s)")
+    parser.add_argument("-c", "--concurrency", help="comma-separated concurrency levels (default: 1,8,32; 8,32 with --compare or --scale)")
     parser.add_argument("-d", "--duration", type=float, default=5.0, help="seconds per run (default: %(default)s)")
     parser.add_argument("-n", "--max-requests", type=int, default=200_000, help="requests per run at most (default: %(default)s)")
     parser.add_argument("-r", "--repeats", type=int, default=3, help="runs per level; medians are reported (default: %(default)s)")
@@ -37,9 +38,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(default: $IDP_BENCH_DATABASE_URL or %(default)s)")
     parser.add_argument("--base-url", help="benchmark an already running server instead of starting one "
                                            "(its IDP_* environment must be this process's)")
+    parser.add_argument("--compare", action="store_true",
+                        help="the IdP and node-oidc-provider (1 and 2 processes) side by side, driven by wrk; "
+                             "scenarios: " + ", ".join(COMPARE_NAMES))
+    parser.add_argument("--scale", action="store_true",
+                        help="run the IdP's --compare scenarios on the empty database, seed 1,000,000 users, 100,000 "
+                             "clients, 1,000,000 refresh families and 1,000,000 denylisted rows, run them again, "
+                             "print each one's ratio")
     parser.add_argument("--json", nargs="?", const="", metavar="PATH",
                         help="also write the results as JSON (default path: bench/results/<time>.json)")
     args = parser.parse_args(argv)
+    args.concurrency = args.concurrency or ("8,32" if args.compare or args.scale else "1,8,32")
     try:
         args.levels = [int(level) for level in args.concurrency.split(",")]
     except ValueError:
@@ -87,6 +96,10 @@ def git_commit() -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.compare or args.scale:
+        from bench.side_by_side import main as side_by_side
+
+        return side_by_side(args)
     load_all()
     if args.list:
         for scenario in SCENARIOS.values():

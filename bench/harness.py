@@ -140,6 +140,7 @@ class Target:
     base_url: str
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     issuer: str = ""
+    pid: int | None = None  # the server's process (root of its tree), when the benchmark started it
 
     def __post_init__(self) -> None:
         self.issuer = self.issuer or self.env.get("IDP_ISSUER") or self.base_url

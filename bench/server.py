@@ -90,6 +90,7 @@ def running_server(database_url: str, workers: int, threads: int) -> Iterator[Ta
         )
     try:
         _wait_healthy(base_url, process, log)
+        target.pid = process.pid
         yield target
     finally:
         if process.poll() is None:

@@ -1,6 +1,8 @@
 """The benchmark harness works against a real `idp serve` (it measures nothing here: no timing is asserted)."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -10,6 +12,7 @@ from bench import SCENARIOS, BenchError, Target
 from bench.harness import Run, run_load
 from bench.scenarios import load_all
 from bench.server import running_server
+from tests.conftest import POSTGRES_URL, require_service
 
 load_all()
 
@@ -104,3 +107,64 @@ def test_the_fuzz_of_a_running_server_reports_no_5xx_and_every_tables_rows(live_
     port = live_server.rsplit(":", 1)[1]
     log = (tmp_path / f"serve-{port}.log").read_text()
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
+
+
+# --- `--compare`: the IdP beside node-oidc-provider, both driven by wrk ----------------------------
+
+
+def _scratch_postgres(name: str) -> str:
+    """A database of its own next to the test database (the benchmark recreates its schema)."""
+    from sqlalchemy import create_engine, text
+
+    from tests.conftest import XDIST_WORKER
+
+    base, _, test_name = POSTGRES_URL.rpartition("/")
+    own = f"{test_name.split('?')[0]}_{name}_{XDIST_WORKER or 'main'}"
+    engine = create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        if connection.scalar(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": own}) is None:
+            connection.execute(text(f'CREATE DATABASE "{own}"'))
+    engine.dispose()
+    return f"{base}/{own}"
+
+
+def test_compare_runs_every_scenario_on_the_idp_and_node_with_plausible_numbers(tmp_path):
+    """`python -m bench --compare`, one second per scenario and side: one table, every scenario, no errors."""
+    from bench.compare import SCENARIOS as COMPARED
+    from bench.loadgen import WRK
+    from bench.node_server import node_version
+
+    require_service("database", bool(POSTGRES_URL and POSTGRES_URL.startswith("postgresql")))
+    require_service("node", node_version() is not None and shutil.which("npm") is not None, hint="install Node 20.19+ and npm")
+    require_service("wrk", os.access(WRK, os.X_OK), hint="apt-get install wrk")
+    out = tmp_path / "compare.json"
+    env = {name: value for name, value in os.environ.items() if not name.startswith("IDP_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--compare", "-c", "2", "-d", "1", "-r", "1", "--warmup", "0",
+         "--database-url", _scratch_postgres("bench"), "--json", str(out)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for scenario in COMPARED:
+        assert f"\n{scenario.label} " in done.stdout, scenario.label
+    assert "ERRORS" not in done.stdout
+    results = json.loads(out.read_text())["results"]
+    assert list(results) == [scenario.name for scenario in COMPARED]
+    measured = {side: sorted(name for name, per_side in results.items() if "n/a" not in per_side[side])
+                for side in ("idp", "node1", "node2")}
+    every = sorted(results)
+    assert measured == {
+        "idp": sorted(set(every) - {"cc_es256"}),
+        "node1": sorted(set(every) - {"password_signin"}),
+        "node2": sorted(["cc_rs256", "cc_es256", "jwks", "discovery"]),
+    }
+    for name, per_side in results.items():
+        for side, levels in per_side.items():
+            if "n/a" in levels:
+                assert levels["n/a"], (name, side)  # a side that cannot run a scenario says why
+                continue
+            level = levels["2"]
+            assert level["errors"] == 0 and level["rps"] > 0, (name, side, level)
+            assert 0 < level["p50_ms"] <= level["p99_ms"], (name, side, level)
+            assert level["cpu_s_per_1000"] > 0, (name, side, level)
+            assert level["generator_cpu_share"] < 1, (name, side, level)  # wrk is not the bottleneck

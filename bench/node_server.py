@@ -1,0 +1,114 @@
+"""Start node-oidc-provider (bench/node/server.js) on loopback: one process, or a `cluster` of several."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from bench.harness import BenchError
+from bench.server import free_port
+
+NODE_DIR = Path(__file__).resolve().parent / "node"
+CLIENT_IDS = ("cc-rs256", "cc-es256", "rp", "rs")
+
+
+@dataclass
+class NodeTarget:
+    """A running node-oidc-provider: its URL, process id (the root of its tree) and client secrets."""
+
+    base_url: str
+    pid: int
+    workers: int
+    secrets: dict[str, str]
+
+    def mint(self, kind: str, count: int, **extra) -> list[str]:
+        """Grants and `kind` tokens (access, refresh, code) stored by the one process; their values."""
+        body = json.dumps({"kind": kind, "count": count, **extra}).encode()
+        request = urllib.request.Request(self.base_url + "/__bench/mint", data=body, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=120) as answer:
+                return json.load(answer)["tokens"]
+        except OSError as error:
+            raise BenchError(f"node could not mint {count} {kind} tokens: {error}") from None
+
+
+def node_version() -> str | None:
+    """`node --version`, or None when node is not installed."""
+    node = shutil.which("node")
+    if node is None:
+        return None
+    return subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+
+
+def ensure_installed() -> None:
+    """`npm ci` from the committed lock file when node_modules is missing (or older than the lock)."""
+    installed = NODE_DIR / "node_modules" / ".package-lock.json"
+    lock = NODE_DIR / "package-lock.json"
+    if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:
+        return
+    npm = shutil.which("npm")
+    if npm is None or node_version() is None:
+        raise BenchError("node and npm are needed for --compare (Node 20.19+ and npm)")
+    done = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=NODE_DIR,
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise BenchError(f"npm ci failed in {NODE_DIR}: {done.stderr.strip()[-2000:]}")
+
+
+def _wait_ready(base_url: str, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(f"node server.js exited with {process.returncode}:\n{log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(base_url + "/.well-known/openid-configuration", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise BenchError(f"node-oidc-provider did not answer within {timeout:.0f}s")
+
+
+@contextmanager
+def running_node(workers: int = 1) -> Iterator[NodeTarget]:
+    """node-oidc-provider with its in-memory adapter on a free loopback port; stopped after."""
+    ensure_installed()
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    workdir = Path(tempfile.mkdtemp(prefix="idp-bench-node-"))
+    client_secrets = {client_id: secrets.token_urlsafe(32) for client_id in CLIENT_IDS}
+    secrets_file = workdir / "secrets.json"
+    secrets_file.write_text(json.dumps({**client_secrets, "cookie": secrets.token_urlsafe(32)}))
+    secrets_file.chmod(0o600)
+    log = workdir / "node.log"
+    env = {**os.environ, "NODE_ENV": "production"}
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            [shutil.which("node") or "node", str(NODE_DIR / "server.js"), "--port", str(port), "--workers", str(workers),
+             "--secrets", str(secrets_file)],
+            cwd=NODE_DIR, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        _wait_ready(base_url, process, log)
+        yield NodeTarget(base_url, process.pid, workers, client_secrets)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
