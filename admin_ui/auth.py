@@ -28,6 +28,7 @@ from idp.clock import utcnow
 from idp.csrf import check_origin
 from idp.db import db
 from idp.auth.throttle import retry_after_header, wait_text
+from idp.branding import image_sources
 from idp.input_guard import split_local_path
 from idp.sessions.interface import ADMIN_PREFIX
 from idp.sessions.service import current_session_row, end_current_session, start_session
@@ -40,7 +41,7 @@ login_manager.session_protection = None  # the session is a server-side row alre
 PUBLIC_ENDPOINTS = {"admin.login_page", "admin.login", "admin.static", "admin.logout"}
 
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src {images}; "
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
 )
 
@@ -143,7 +144,7 @@ def add_security_headers(response):
     if not is_admin_path(request.path):
         return response
     headers = response.headers
-    headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY.format(images=image_sources(current_app.config))  # the logo's origin
     headers["X-Frame-Options"] = "DENY"
     headers["X-Content-Type-Options"] = "nosniff"
     headers["Referrer-Policy"] = "same-origin"

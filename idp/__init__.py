@@ -149,9 +149,10 @@ def configure_blueprints(app: Flask) -> None:
     from idp.mfa.views import bp as mfa_bp
     from idp.oauth.views import bp as oauth_bp
     from idp.oidc.discovery import bp as discovery_bp
+    from idp.ui.views import bp as ui_bp
     from admin_ui import bp as admin_bp
 
-    for blueprint in (health_bp, keyring_bp, discovery_bp, admin_bp):
+    for blueprint in (ui_bp, health_bp, keyring_bp, discovery_bp, admin_bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(oauth_bp)
     app.register_blueprint(auth_bp)

@@ -13,6 +13,7 @@ from idp.auth.views import protect_pages
 from idp.db import db
 from idp.errors import NotFoundError, ValidationError
 from idp.sessions.service import current_session_row, start_session
+from idp.user_agents import describe as describe_device
 from idp.users.models import User
 from idp.users.service import sign_out_everywhere, validate_password
 
@@ -53,7 +54,7 @@ def _render(user: User, password_form: PasswordForm, status: int = 200):
         user=user,
         sessions=service.sso_sessions(user.id),
         current_sid=current.sid if current else None,
-        describe_device=service.describe_device,
+        describe_device=describe_device,
         apps=service.granted_apps(user.id),
         password_form=password_form,
         action_form=ActionForm(),
