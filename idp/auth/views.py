@@ -19,6 +19,7 @@ from idp.mfa import flow as mfa_flow
 from idp.oauth import pending
 from idp.oauth.consents import grant_consent
 from idp.oauth.grants import Principal
+from idp.oauth.scopes import describe
 from idp.oauth.views import AUTHORIZE_PATH, signed_in_principal
 from idp.sessions.service import start_session
 
@@ -26,13 +27,6 @@ bp = Blueprint("auth", __name__, template_folder="templates")
 
 GENERIC_FAILURE = "Incorrect email or password."
 THROTTLED = "Too many failed sign-ins. Try again in {wait}."
-# The consent page names each scope in words.
-SCOPE_DESCRIPTIONS = {
-    "openid": "Sign you in with your account identifier",
-    "profile": "See your name",
-    "email": "See your email address and whether it is verified",
-    "offline_access": "Keep access while you are away (stay signed in to the application)",
-}
 
 
 @bp.after_request
@@ -116,7 +110,7 @@ class ConsentRequest:
     scope: str
 
     def render(self, status: int = 200):
-        scopes = [(name, SCOPE_DESCRIPTIONS.get(name, name)) for name in self.scope.split()]
+        scopes = [(name, describe(name)) for name in self.scope.split()]
         return render_template("auth/consent.html", form=self.form, client=self.client, user=self.principal.user, scopes=scopes), status
 
 

@@ -12,10 +12,10 @@ from idp.clients.models import Client
 from idp.config import is_loopback_host
 from idp.db import db
 from idp.errors import NotFoundError, ValidationError
+from idp.oauth.scopes import SCOPES  # re-exported: the admin form and the server read it here
 from idp.security import CLIENT_SECRET_PREFIX, constant_time_equals, digest, random_token
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
-SCOPES = ("openid", "profile", "email", "offline_access")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 DEFAULT_GRANT_TYPES = ["authorization_code", "refresh_token"]
 DEFAULT_SCOPE = "openid profile email offline_access"

@@ -25,6 +25,7 @@ from flask import current_app
 from idp.clients.models import Client
 from idp.db import db
 from idp.oauth import codes
+from idp.oauth.scopes import OFFLINE_ACCESS, USER_SCOPES
 from idp.oauth.session_binding import session_alive
 from idp.oidc.id_token import issue_id_token
 from idp.tokens.access import IssuedAccessToken, issue_access_token
@@ -32,9 +33,6 @@ from idp.tokens.models import RefreshFamily, RefreshToken
 from idp.tokens.refresh import InvalidRefreshToken, lookup, pair_access_token, revoke_family, rotate, start_family
 from idp.users.models import User
 
-OFFLINE_ACCESS = "offline_access"
-# Scopes that only mean something when a user signed in.
-USER_SCOPES = frozenset({"openid", OFFLINE_ACCESS})
 PROMPTS = ("none", "login", "consent")
 # OAuth and OpenID parameters of the authorization request, none of which may be repeated
 # (RFC 6749 3.1); Authlib itself checks response_type, client_id, redirect_uri, scope and state.

@@ -17,7 +17,7 @@ from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import Blueprint, Response, current_app, redirect, request, url_for
 
 from idp import csrf
-from idp.clients.service import AUTH_METHODS, GRANT_TYPES, SCOPES
+from idp.clients.service import AUTH_METHODS, GRANT_TYPES
 from idp.clock import utcnow
 from idp.cors import client_origins
 from idp.db import db
@@ -29,11 +29,11 @@ from idp.oauth.consents import has_consent
 from idp.oauth.grants import (
     PROMPTS, Principal, issuer_parameter, requested_max_age, requested_prompts,
 )
+from idp.oauth.scopes import CLAIMS_SUPPORTED as USER_CLAIMS, SCOPES
 from idp.oauth.server import authorization
 from idp.metrics import TOKENS_ISSUED
 from idp.oidc.discovery import add_metadata
 from idp.routing import spec_defined_methods
-from idp.oidc.claims import CLAIMS_SUPPORTED as USER_CLAIMS
 from idp.tokens.hints import verify_id_token_hint
 from idp.sessions.service import current_session_row
 from idp.tokens.access import InvalidTokenError

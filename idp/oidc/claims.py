@@ -8,15 +8,8 @@ from __future__ import annotations
 
 from authlib.oidc.core import UserInfo
 
+from idp.oauth.scopes import OPENID, claims_of
 from idp.users.models import User
-
-# Core 5.4: which claims each scope asks for; `sub` is released whenever `openid` is granted.
-SCOPE_CLAIMS: dict[str, tuple[str, ...]] = {
-    "openid": ("sub",),
-    "profile": ("name", "preferred_username", "updated_at"),
-    "email": ("email", "email_verified"),
-}
-CLAIMS_SUPPORTED: list[str] = [claim for claims in SCOPE_CLAIMS.values() for claim in claims]
 
 
 def user_claims(user: User) -> dict:
@@ -36,6 +29,5 @@ def user_claims(user: User) -> dict:
 
 def claims_for(user: User, scope: str) -> UserInfo:
     """The claims `scope` releases about `user`: `sub` always, then profile and email claims."""
-    granted = set((scope or "").split()) | {"openid"}
-    wanted = {claim for name in granted for claim in SCOPE_CLAIMS.get(name, ())}
+    wanted = claims_of(set((scope or "").split()) | {OPENID})
     return UserInfo({name: value for name, value in user_claims(user).items() if name in wanted})
