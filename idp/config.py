@@ -126,7 +126,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ADMIN_PAGE_SIZE", 50, "Rows per page on the admin UI's lists (1 to 500).", _int),
     # Branding of every page (end-user and admin)
     Setting("BRAND_NAME", "idp", "Product name shown in every page's header and title."),
-    Setting("BRAND_LOGO_URL", None, "Logo shown before the name: a path on this server (`/static/...`) or an `https://` URL (empty = none)."),
+    Setting("BRAND_LOGO_URL", None, "Logo shown before the name: a same-origin path (`/brand/logo.svg`, served by your proxy) or an `https://` URL (empty = none)."),
     Setting("BRAND_COLOR", "#0b5cad", "Primary colour of buttons and links, `#rrggbb`; the text on it is black or white, whichever reads better."),
 )
 

@@ -102,7 +102,7 @@ def wants_json() -> bool:
 # What a person reads when a form they sent has expired (Flask-WTF's CSRFError), by the form's endpoint.
 EXPIRED_FORM = ("This page expired", "This page was open too long or was sent twice, so nothing was done. Start again.", "Start again")
 EXPIRED_FORMS = {
-    "auth.login": ("This sign-in page expired", "This sign-in page expired; start again. Nothing was sent.", "Sign in again"),
+    "auth.login": ("This sign-in page expired", "This sign-in page expired; start again. You are not signed in yet.", "Sign in again"),
     "auth.consent": ("This page expired", "This page expired before you answered; start again from the application.", "Sign in again"),
     "logout.end_session": ("This sign-out page expired", "This sign-out page expired, so you are still signed in. Start again.", "Sign out again"),
 }

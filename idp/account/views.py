@@ -78,6 +78,13 @@ def sign_out_session(user: User, sid: str):
     return redirect(url_for("account.account"))
 
 
+@bp.get("/account/sign-out-everywhere")
+@login_required
+def sign_out_all_page(user: User):
+    """Ask before ending every session and token: the action is the POST below."""
+    return render_template("account/confirm_sign_out_all.html", user=user, sessions=len(service.sso_sessions(user.id)), action_form=ActionForm())
+
+
 @bp.post("/account/sign-out-everywhere")
 @login_required
 def sign_out_all(user: User):

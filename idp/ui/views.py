@@ -8,11 +8,12 @@ from flask import Blueprint, Response, current_app, render_template, url_for
 
 from idp.branding import text_on, theme_css
 from idp.db import db
+from idp.oauth.scopes import describe as describe_scope
 from idp.sessions.service import current_session_row
 from idp.user_agents import describe
 from idp.users.models import User
 
-bp = Blueprint("ui", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
+bp = Blueprint("ui", __name__, template_folder="templates", static_folder="static", static_url_path="/assets")
 
 FAVICON = Path(__file__).parent / "static" / "favicon.svg"
 # Static files and the theme change only with a release or a restart; a short shared cache is safe.
@@ -30,6 +31,12 @@ def brand():
 def device(user_agent: str | None) -> str:
     """`{{ row.user_agent | device }}`: "Chrome on Linux" (idp/user_agents.py)."""
     return describe(user_agent)
+
+
+@bp.app_template_filter("scope_description")
+def scope_description(scope: str) -> str:
+    """`{{ "email" | scope_description }}`: what granting the scope means, in words (idp/oauth/scopes.py)."""
+    return describe_scope(scope)
 
 
 @bp.get("/")
