@@ -177,7 +177,7 @@ def admin_sign_in(page, base: str, email: str) -> None:
 
 
 def test_admin_pages(start_server, new_page, admin, make_user, make_client):
-    make_client(name="Existing RP")
+    existing, _ = make_client(name="Existing RP")
     person = make_user(email="a.person.with.a.rather.long.address@example.com")
     base = start_server()
     page = new_page()
@@ -196,6 +196,15 @@ def test_admin_pages(start_server, new_page, admin, make_user, make_client):
         (f"/admin/users/{person.id}/sign-out", "admin-user-sign-out-confirm"),
         ("/admin/clients", "admin-clients"),
         ("/admin/clients/new", "admin-client-new"),
+        (f"/admin/clients/{existing.client_id}/edit", "admin-client-edit"),
+        (f"/admin/clients/{existing.client_id}/rotate-secret", "admin-client-rotate-secret-confirm"),
+        (f"/admin/clients/{existing.client_id}/delete", "admin-client-delete-confirm"),
+        (f"/admin/clients/{existing.client_id}/mfa/require", "admin-client-mfa-require"),
+        (f"/admin/users/{person.id}/disable", "admin-user-disable-confirm"),
+        (f"/admin/users/{person.id}/delete", "admin-user-delete-confirm"),
+        (f"/admin/users/{person.id}/grant-admin", "admin-user-grant-admin-confirm"),
+        (f"/admin/users/{person.id}/mfa/require", "admin-user-mfa-require"),
+        ("/admin/reauth", "admin-reauth"),
         ("/admin/sessions", "admin-sessions"),
         ("/admin/throttles", "admin-throttles"),
         ("/admin/keys", "admin-keys"),
