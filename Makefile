@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
 LOCK_VENV := .venv-lock
 
-.PHONY: run test bench bench-compare bench-scale chromium clean lock check-lock
+.PHONY: run test bench bench-compare bench-scale chromium axe clean lock check-lock
 
 # Every dependency (runtime, test extra, build backend) comes pinned with hashes from
 # requirements.lock; the project itself is then installed editable without resolving anything.
@@ -39,7 +39,7 @@ run: check-lock $(STAMP)
 # server and worker tests do not leave the other cores idle at the end.
 TEST_JOBS ?= 3
 
-test: check-lock $(STAMP) chromium
+test: check-lock $(STAMP) chromium axe
 	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist worksteal $(PYTEST_ARGS)
 
 # Browser tests drive Debian's Chromium (never a downloaded browser). As root it is installed
@@ -49,6 +49,14 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 		echo "note: chromium not installed; browser tests will be skipped"; }
+
+# axe-core (the accessibility checker tests/pages.py injects into every page), pinned by
+# tests/browser/package-lock.json and installed from it as is.
+axe: tests/browser/node_modules/axe-core/axe.min.js
+
+tests/browser/node_modules/axe-core/axe.min.js: tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund --silent
+	touch $@
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -62,4 +70,4 @@ bench-scale: $(STAMP)
 	$(BIN)/python -m bench --scale --json $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) instance .pytest_cache
+	rm -rf $(VENV) $(LOCK_VENV) instance .pytest_cache tests/browser/node_modules

@@ -47,6 +47,7 @@ from idp.proxies import init_proxies
 from idp.routing import check_methods
 from idp.security import KeyEncryptor
 from idp.sessions.interface import ServerSessionInterface
+from idp.ui.views import bp as ui_bp
 from idp.tasks import celery_init_app, outbox
 
 __all__ = ["create_app"]
@@ -138,6 +139,6 @@ def configure_oauth(app: Flask) -> None:
 
 def configure_blueprints(app: Flask) -> None:
     """Mount every feature's blueprint."""
-    for blueprint in (health_bp, keyring_bp, discovery_bp, admin_bp, oauth_bp, auth_bp, account_bp, mfa_bp):
+    for blueprint in (ui_bp, health_bp, keyring_bp, discovery_bp, admin_bp, oauth_bp, auth_bp, account_bp, mfa_bp):
         app.register_blueprint(blueprint)
     init_metrics(app)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -130,6 +131,10 @@ SETTINGS: tuple[Setting, ...] = (
     # admin UI
     Setting("ADMIN_REAUTH_MAX_AGE", 5 * MINUTE, "Sensitive admin actions (keys, client secrets, admin rights) need the password entered within this many seconds.", _int),
     Setting("ADMIN_PAGE_SIZE", 50, "Rows per page on the admin UI's lists (1 to 500).", _int),
+    # Branding of every page (end-user and admin)
+    Setting("BRAND_NAME", "idp", "Product name shown in every page's header and title."),
+    Setting("BRAND_LOGO_URL", None, "Logo shown before the name: a same-origin path (`/brand/logo.svg`, served by your proxy) or an `https://` URL (empty = none)."),
+    Setting("BRAND_COLOR", "#0b5cad", "Primary colour of buttons and links, `#rrggbb`; the text on it is black or white, whichever reads better."),
 )
 
 
@@ -241,11 +246,30 @@ def _validate(values: dict[str, Any]) -> None:
             ipaddress.ip_network(network, strict=False)
         except ValueError:
             raise ConfigError(f"IDP_METRICS_ALLOWED_NETWORKS holds {network!r}, which is not a network") from None
+    validate_branding(values)
     for key in values["KEY_ENCRYPTION_KEYS"] or []:
         try:
             Fernet(key)
         except (ValueError, TypeError):
             raise ConfigError("IDP_KEY_ENCRYPTION_KEYS holds a value that is not a Fernet key") from None
+
+
+def validate_branding(values: dict[str, Any]) -> None:
+    """The brand name is one short line, the colour `#rrggbb`, the logo a local path or an https URL."""
+    name = values["BRAND_NAME"].strip()
+    if not name or len(name) > 64 or any(ord(char) < 0x20 for char in name):
+        raise ConfigError("IDP_BRAND_NAME must be one line of 1 to 64 characters")
+    values["BRAND_NAME"] = name
+    if not re.fullmatch(r"#[0-9a-fA-F]{6}", values["BRAND_COLOR"]):
+        raise ConfigError(f"IDP_BRAND_COLOR={values['BRAND_COLOR']!r} is not a colour of the form #rrggbb")
+    values["BRAND_COLOR"] = values["BRAND_COLOR"].lower()
+    logo = (values["BRAND_LOGO_URL"] or "").strip()
+    parts = urlsplit(logo)
+    local = logo.startswith("/") and not logo.startswith("//") and not parts.scheme and not parts.netloc
+    unsafe = any(char in logo for char in "\"\\'<>;, \t\n")  # it lands in an attribute and a CSP header
+    if logo and (unsafe or not (local or (parts.scheme == "https" and parts.hostname))):
+        raise ConfigError(f"IDP_BRAND_LOGO_URL={logo!r} must be a path on this server (/...) or an https:// URL")
+    values["BRAND_LOGO_URL"] = logo
 
 
 def is_loopback_host(host: str | None) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, url_for
+from flask import abort, current_app, flash, redirect, render_template, url_for
 
 from admin_ui.blueprint import bp
 from admin_ui.auth import recent_auth_required
@@ -96,7 +96,9 @@ def client_new():
 def client_detail(client_id: str):
     """One client's settings and recent events."""
     client = client_or_404(client_id)
-    return render_template("admin/clients/detail.html", client=client, events=recent_events_for(f"client:{client.client_id}"))
+    issuer = current_app.config["ISSUER"]
+    return render_template("admin/clients/detail.html", client=client, events=recent_events_for(f"client:{client.client_id}"),
+                           issuer=issuer, discovery_url=issuer + "/.well-known/openid-configuration")
 
 
 @bp.get("/clients/<client_id>/edit")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 
 from idp.audit.actors import Actor
 from idp.auth.service import throttled_check
@@ -12,18 +11,6 @@ from idp.sessions.service import end_session, find_session_of_user, list_session
 from idp.signout import change_password
 from idp.users.models import User
 
-_BROWSERS = (("Edge", r"Edg/"), ("Opera", r"OPR/"), ("Firefox", r"Firefox/"), ("Chrome", r"Chrome/|Chromium/"), ("Safari", r"Safari/"))
-_SYSTEMS = (("iPhone", r"iPhone"), ("iPad", r"iPad"), ("Android", r"Android"), ("Windows", r"Windows"), ("macOS", r"Mac OS X"), ("Linux", r"Linux"))
-
-
-def describe_device(user_agent: str | None) -> str:
-    """A short human name for a User-Agent, e.g. "Firefox on Linux" (no library needed for this much)."""
-    agent = user_agent or ""
-    browser = next((name for name, pattern in _BROWSERS if re.search(pattern, agent)), None)
-    system = next((name for name, pattern in _SYSTEMS if re.search(pattern, agent)), None)
-    if browser and system:
-        return f"{browser} on {system}"
-    return browser or system or "Unknown device"
 
 
 def sso_sessions(user_id: int) -> list[UserSession]:

@@ -15,6 +15,7 @@ from idp.db import db
 from idp.errors import NotFoundError, ValidationError
 from idp.sessions.service import current_session_row, start_session
 from idp.signout import sign_out_everywhere
+from idp.user_agents import describe as describe_device
 from idp.users.models import User
 from idp.users.service import validate_password
 from idp.web import headers
@@ -56,7 +57,7 @@ def _render(user: User, password_form: PasswordForm, status: int = 200):
         user=user,
         sessions=service.sso_sessions(user.id),
         current_sid=current.sid if current else None,
-        describe_device=service.describe_device,
+        describe_device=describe_device,
         apps=grants.granted_apps(user.id),
         password_form=password_form,
         action_form=ActionForm(),
@@ -78,6 +79,13 @@ def sign_out_session(user: User, sid: str):
         return redirect(url_for("auth.login"))
     flash("That session is signed out.")
     return redirect(url_for("account.account"))
+
+
+@bp.get("/account/sign-out-everywhere")
+@login_required
+def sign_out_all_page(user: User):
+    """Ask before ending every session and token: the action is the POST below."""
+    return render_template("account/confirm_sign_out_all.html", user=user, sessions=len(service.sso_sessions(user.id)), action_form=ActionForm())
 
 
 @bp.post("/account/sign-out-everywhere")

@@ -117,7 +117,8 @@ def consent_request() -> ConsentRequest | None:
 
 
 def expired_request():
-    return render_error_page(400, "Sign-in request expired", "This sign-in request is no longer waiting. Start again from the application.")
+    return render_error_page(400, "Sign-in request expired", "This sign-in request is no longer waiting. Start again from the application.",
+                             details="HTTP 400: the sign-in request (rid) is unknown or expired")
 
 
 @bp.get("/consent")

@@ -36,7 +36,7 @@ EXPIRED = "Your sign-in took too long. Sign in again."
 
 
 def _expired_page():
-    return render_error_page(400, "Sign-in expired", EXPIRED)
+    return render_error_page(400, "Sign-in expired", EXPIRED, action=("Sign in again", url_for("auth.login")))
 
 
 # --- the second step of a sign-in ---------------------------------------------------------------

@@ -21,7 +21,7 @@ from idp.clients.service import AUTH_METHODS, GRANT_TYPES
 from idp.clock import utcnow
 from idp.cors import client_origins
 from idp.db import db
-from idp.errors import render_error_page
+from idp.errors import render_protocol_error
 from idp.keyring.service import ALGORITHMS
 from idp.mfa import flow as mfa_flow, policy
 from idp.oauth import pending
@@ -210,7 +210,7 @@ def _authorization_error(error: OAuth2Error) -> Response:
 
 def _error_page(code: str, description: str):
     # RFC 6749 4.1.2.1: with an unknown client or a bad redirect_uri, never redirect.
-    return render_error_page(400, "Sign-in request refused", f"{code}: {description}")
+    return render_protocol_error(400, code, description)
 
 
 def _has_control_characters(value: str) -> bool:

@@ -27,7 +27,7 @@ from idp.audit.actors import Actor
 from idp.extensions import csrf
 from idp.audit.service import record
 from idp.db import db
-from idp.errors import render_error_page
+from idp.errors import render_error_page, render_protocol_error
 from idp.oauth.server import authorization_server
 from idp.routing import spec_defined_methods
 from idp.sessions.service import current_session_row, end_current_session
@@ -132,7 +132,7 @@ def end_session():
         logout = authorization_server().validate_endpoint_request(EndSessionEndpoint.ENDPOINT_NAME)
     except OAuth2Error as error:
         # Section 4: on an error, no redirect; the reason is shown (escaped) for the RP's developer.
-        return render_error_page(400, "Sign-out request refused", f"The sign-out request is invalid: {error.description or error.error}.")
+        return render_protocol_error(400, error.error, f"The sign-out request is invalid: {error.description or error.error}.", title="Sign-out request refused")
     params = {name: value for name in LOGOUT_PARAMS if (value := logout.request.payload.data.get(name))}
     if request.method == "POST":
         if "confirm" not in request.form:
@@ -144,7 +144,8 @@ def end_session():
             # client it names, and without a hint the user confirms (section 2).
             return redirect(url_for(".end_session", **without_hint(params, logout.client)), 303)
         if not LogoutForm().validate_on_submit():
-            return render_error_page(400, "Sign-out not confirmed", "The sign-out form has expired. Go back and try again.")
+            return render_error_page(400, "Sign-out not confirmed", "The sign-out form has expired. Go back and try again.",
+                                     details="HTTP 400: the form's CSRF token is missing or expired", action=("Sign out again", request.full_path.rstrip("?")))
         logout.confirmed = True
         return finish(logout)
     if logout.id_token_claims is not None and hint_matches_session(logout.id_token_claims):

@@ -14,20 +14,23 @@ from collections.abc import Mapping
 
 from flask import Blueprint, Response, current_app
 
+from idp.branding import image_sources
+
 NO_STORE: Mapping[str, str] = {"Cache-Control": "no-store"}
 # RFC 6749 5.1: tokens, and errors about them, are never cached.
 TOKEN_RESPONSE: Mapping[str, str] = {**NO_STORE, "Pragma": "no-cache"}
 NO_FRAMING: Mapping[str, str] = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}
 # Sign-in, consent, second factor and account pages.
 USER_PAGES: Mapping[str, str] = {**NO_FRAMING, **NO_STORE}
-# The sign-out pages load nothing at all and must not leak an id_token_hint by Referer.
+# The sign-out pages load only the shared stylesheet and the favicon or logo, no script, and must
+# not leak an id_token_hint by Referer.
 LOGOUT_PAGES: Mapping[str, str] = {
     **USER_PAGES,
-    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src {images}; frame-ancestors 'none'; base-uri 'none'",
     "Referrer-Policy": "same-origin",
 }
 ADMIN_CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src {images}; "
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
 )
 ADMIN_PAGES: Mapping[str, str] = {
@@ -42,7 +45,9 @@ HSTS = "max-age=31536000; includeSubDomains"
 
 def secure(response: Response, headers: Mapping[str, str], *, hsts: bool = False) -> Response:
     """Set `headers` on `response` (and HSTS when asked and the issuer is https); returns the response."""
-    response.headers.update(headers)
+    for name, value in headers.items():
+        # `{images}`: this server and the brand logo's origin (CSP img-src), from the configuration.
+        response.headers[name] = value.replace("{images}", image_sources(current_app.config))
     if hsts and current_app.config["ISSUER"].startswith("https://"):
         response.headers["Strict-Transport-Security"] = HSTS
     return response

@@ -1,0 +1,248 @@
+"""Every page, end-user and admin, in a real headless Chromium against a real `idp serve`.
+
+Each page passes `assert_good_page` (tests/pages.py): no serious or critical axe-core violation and
+no sideways scroll, at 1280 and at 390 px, with a screenshot of both. Sign-in is done with the
+keyboard only. Two screenshots of this run are committed as docs/screenshots/*.png for the README.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlencode
+
+import pyotp
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import PASSWORD, REDIRECT_URI
+from tests.browser.crashing_idp import FAILING_PATH
+from tests.oidc.flow import pkce_pair
+from tests.pages import assert_good_page, document_width
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+def authorization_url(base: str, client_id: str, scope: str = "openid profile email") -> str:
+    _, challenge = pkce_pair()
+    return base + "/authorize?" + urlencode({
+        "response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT_URI, "scope": scope,
+        "state": "s-1", "nonce": "n-1", "code_challenge": challenge, "code_challenge_method": "S256",
+    })
+
+
+def sign_in_with_the_keyboard(page, email: str) -> None:
+    """Type the email (the field has focus on arrival), Tab to the password, Enter to send: no mouse."""
+    expect(page.get_by_label("Email")).to_be_focused()
+    page.keyboard.type(email)
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Password")).to_be_focused()
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+
+
+def test_keyboard_only_sign_in_reaches_the_application(start_server, new_page, rp, user):
+    base = start_server()
+    page = new_page()
+    page.goto(authorization_url(base, rp.client_id))
+    page.wait_for_url(re.compile(r"/login\?"))
+    sign_in_with_the_keyboard(page, user.email)
+    page.wait_for_url(re.compile(r"/consent\?"))
+    # Allow is the first button of the consent form: Tab until it has focus, then Enter.
+    for _ in range(10):
+        if page.evaluate("document.activeElement && document.activeElement.value") == "allow":
+            break
+        page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Allow")).to_be_focused()
+    with page.expect_request(lambda request: request.url.startswith(REDIRECT_URI)) as back:
+        page.keyboard.press("Enter")
+    assert "code=" in back.value.url and "state=s-1" in back.value.url
+
+
+def test_end_user_pages(start_server, new_page, rp, user):
+    base = start_server()
+    page = new_page()
+
+    page.goto(base + "/")
+    expect(page.get_by_role("heading", level=1)).to_have_text("idp")
+    expect(page.get_by_role("link", name="Your account")).to_be_visible()
+    expect(page.get_by_role("link", name=re.compile("openid-configuration"))).to_be_visible()
+    assert page.get_by_role("link", name="Admin UI").count() == 0  # not for an anonymous visitor
+    assert_good_page(page, "landing")
+    favicon = page.request.get(base + "/favicon.ico")
+    assert favicon.status == 200 and favicon.headers["content-type"].startswith("image/svg+xml")
+
+    # Sign-in and consent, scopes in words.
+    page.goto(authorization_url(base, rp.client_id))
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    assert_good_page(page, "sign-in")
+    page.get_by_label("Password").fill("wrong password")
+    page.get_by_label("Email").fill(user.email)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.get_by_role("alert")).to_be_visible()
+    assert_good_page(page, "sign-in-refused")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.get_by_text("See your email address and whether it is verified")).to_be_visible()
+    assert_good_page(page, "consent")
+    with page.expect_request(lambda request: request.url.startswith(REDIRECT_URI)):
+        page.get_by_role("button", name="Allow").click()
+
+    # The account page: devices in words, allowed scopes in words, sign-out-everywhere asks first.
+    page.goto(base + "/account")
+    expect(page.get_by_role("heading", name="Your account")).to_be_visible()
+    expect(page.get_by_text("Chrome on Linux")).to_be_visible()
+    expect(page.locator(".apps").get_by_text("See your name and profile details")).to_be_visible()
+    assert "email openid profile" not in page.content()
+    assert_good_page(page, "account")
+    page.get_by_role("link", name="Sign out everywhere…").click()
+    expect(page.get_by_role("heading", name="Sign out everywhere?")).to_be_visible()
+    assert_good_page(page, "account-sign-out-everywhere-confirm")
+    page.get_by_role("link", name="Cancel, keep me signed in").click()
+    expect(page.get_by_role("heading", name="Your account")).to_be_visible()
+
+    # Security: authenticator app set-up, recovery codes.
+    page.get_by_role("link", name="Passkeys and second factors").click()
+    expect(page.get_by_role("heading", name="Sign-in security")).to_be_visible()
+    assert_good_page(page, "security")
+    page.get_by_role("button", name="Set up an authenticator app").click()
+    key = page.locator("#totp-key").inner_text()
+    assert_good_page(page, "totp-setup")
+    page.get_by_label("The six-digit code the app shows now").fill(pyotp.TOTP(key).now())
+    page.get_by_role("button", name="Confirm").click()
+    expect(page.get_by_role("heading", name="Your recovery codes")).to_be_visible()
+    assert_good_page(page, "recovery-codes")
+
+    # Sign-out: confirmation, then the result.
+    page.goto(base + "/logout")
+    expect(page.get_by_role("heading", name="Sign out?")).to_be_visible()
+    assert_good_page(page, "logout-confirm")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="You are signed out")).to_be_visible()
+    assert_good_page(page, "logout-result")
+
+    # Signing in again asks for the second factor.
+    page.goto(base + "/account")
+    page.get_by_label("Email").fill(user.email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.get_by_role("heading", name="Confirm it is you")).to_be_visible()
+    assert_good_page(page, "second-factor")
+
+
+def test_error_pages(start_server, new_page):
+    base = start_server()
+    page = new_page()
+
+    response = page.goto(authorization_url(base, "no-such-client"))
+    assert response.status == 400
+    expect(page.get_by_text("This application isn't registered here")).to_be_visible()
+    expect(page.locator(".error-details")).to_contain_text("invalid_client")
+    assert_good_page(page, "error-protocol")
+
+    response = page.goto(base + "/no-such-page")
+    assert response.status == 404
+    expect(page.get_by_role("heading", name="Page not found")).to_be_visible()
+    assert_good_page(page, "error-404")
+
+    response = page.goto(base + "/account/password")  # a form's POST-only address
+    assert response.status == 405
+    expect(page.get_by_role("heading", name="That doesn't work here")).to_be_visible()
+    assert_good_page(page, "error-405")
+
+    response = page.goto(base + FAILING_PATH)
+    assert response.status == 500
+    expect(page.get_by_role("heading", name="Something went wrong")).to_be_visible()
+    assert "RuntimeError" not in page.content() and "Traceback" not in page.content()
+    assert_good_page(page, "error-500")
+
+    # A stale sign-in form: the session (and the CSRF token it signed) is gone when it is sent.
+    page.goto(base + "/login")
+    page.context.clear_cookies()
+    page.get_by_label("Email").fill("someone@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    with page.expect_response(lambda answer: answer.url.startswith(base + "/login") and answer.request.method == "POST") as sent:
+        page.get_by_role("button", name="Sign in", exact=True).click()
+    assert sent.value.status == 400
+    expect(page.get_by_text("This sign-in page expired; start again.")).to_be_visible()
+    assert_good_page(page, "error-csrf-expired")
+    page.get_by_role("link", name="Sign in again").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+
+def admin_sign_in(page, base: str, email: str) -> None:
+    page.goto(base + "/admin/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(base + "/admin/")
+
+
+def test_admin_pages(start_server, new_page, admin, make_user, make_client):
+    existing, _ = make_client(name="Existing RP")
+    person = make_user(email="a.person.with.a.rather.long.address@example.com")
+    base = start_server()
+    page = new_page()
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+
+    page.goto(base + "/admin/login")
+    assert_good_page(page, "admin-login")
+    admin_sign_in(page, base, admin.email)
+    pages = [
+        ("/admin/", "admin-dashboard"),
+        ("/admin/users", "admin-users"),
+        (f"/admin/users/{person.id}", "admin-user"),
+        ("/admin/users/new", "admin-user-new"),
+        (f"/admin/users/{person.id}/edit", "admin-user-edit"),
+        (f"/admin/users/{person.id}/password", "admin-user-password"),
+        (f"/admin/users/{person.id}/sign-out", "admin-user-sign-out-confirm"),
+        ("/admin/clients", "admin-clients"),
+        ("/admin/clients/new", "admin-client-new"),
+        (f"/admin/clients/{existing.client_id}/edit", "admin-client-edit"),
+        (f"/admin/clients/{existing.client_id}/rotate-secret", "admin-client-rotate-secret-confirm"),
+        (f"/admin/clients/{existing.client_id}/delete", "admin-client-delete-confirm"),
+        (f"/admin/clients/{existing.client_id}/mfa/require", "admin-client-mfa-require"),
+        (f"/admin/users/{person.id}/disable", "admin-user-disable-confirm"),
+        (f"/admin/users/{person.id}/delete", "admin-user-delete-confirm"),
+        (f"/admin/users/{person.id}/grant-admin", "admin-user-grant-admin-confirm"),
+        (f"/admin/users/{person.id}/mfa/require", "admin-user-mfa-require"),
+        ("/admin/reauth", "admin-reauth"),
+        ("/admin/sessions", "admin-sessions"),
+        ("/admin/throttles", "admin-throttles"),
+        ("/admin/keys", "admin-keys"),
+        ("/admin/keys/rotate", "admin-keys-rotate"),
+        ("/admin/jobs", "admin-jobs"),
+        ("/admin/audit", "admin-audit"),
+        ("/admin/no-such-page", "admin-error-404"),
+    ]
+    for path, name in pages:
+        page.goto(base + path)
+        assert_good_page(page, name)
+
+    # The sessions page names browsers in words (headless Chromium on Linux), and fits a phone (it was 953 px wide).
+    page.goto(base + "/admin/sessions")
+    expect(page.locator("td.ua").first).to_have_text("Chrome on Linux")
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert document_width(page) <= 390
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    # A new confidential client: the secret page keeps every character and copies it.
+    page.goto(base + "/admin/clients/new")
+    page.get_by_role("textbox", name="Name", exact=True).fill("Photo App")
+    page.get_by_role("textbox", name="Redirect URIs", exact=True).fill("https://photos.example.com/callback")
+    page.get_by_role("button", name="Register client").click()
+    secret = page.locator("#client-secret")
+    expect(secret).to_be_visible()
+    text = secret.inner_text()
+    assert text.startswith("idp_cs_")
+    assert page.evaluate("getComputedStyle(document.getElementById('client-secret')).wordBreak") == "break-all"
+    assert_good_page(page, "admin-client-secret")
+    page.get_by_role("button", name="Copy client secret").click()
+    assert page.evaluate("navigator.clipboard.readText()") == text
+    page.get_by_role("link", name=re.compile("I have stored it")).click()
+
+    # The client page: issuer, discovery URL and client id, each with a copy button.
+    expect(page.get_by_role("heading", name="Connect your app")).to_be_visible()
+    expect(page.locator("#issuer")).to_have_text(base)
+    expect(page.locator("#discovery-url")).to_have_text(base + "/.well-known/openid-configuration")
+    page.get_by_role("button", name="Copy discovery URL").click()
+    assert page.evaluate("navigator.clipboard.readText()") == base + "/.well-known/openid-configuration"
+    assert_good_page(page, "admin-client")

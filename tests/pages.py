@@ -1,0 +1,86 @@
+"""`assert_good_page(page, name)`: the one check every browser test runs on every page it shows.
+
+It runs axe-core (the npm package pinned by tests/browser/package-lock.json, installed by `npm ci`
+from the Makefile's test target) in the page and fails on any serious or critical violation; checks
+that nothing scrolls sideways at a 390 px phone width and at a 1280 px desktop width; and saves a
+full-page screenshot at both widths into $IDP_TEST_SCREENSHOTS (default tests/output/screenshots,
+git-ignored) as NAME-desktop.png and NAME-phone.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from tests.conftest import require_service
+
+AXE = Path(__file__).resolve().parent / "browser" / "node_modules" / "axe-core" / "axe.min.js"
+SCREENSHOTS = Path(os.environ.get("IDP_TEST_SCREENSHOTS") or Path(__file__).resolve().parent / "output" / "screenshots")
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+FAILING_IMPACTS = ("serious", "critical")
+
+
+def _load_axe(page) -> None:
+    # Through DevTools, not a <script> tag: the pages' CSP (script-src 'self') rightly refuses inline
+    # script, and the test must not loosen the CSP it also checks.
+    require_service("axe-core", AXE.exists(), f"run `npm ci` in {AXE.parents[2]}, or `make axe`")
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.evaluate(AXE.read_text() + "\n;undefined")
+
+
+def axe_violations(page) -> list[dict]:
+    """The serious and critical axe-core violations of the page as it is now."""
+    _load_axe(page)
+    results = page.evaluate("() => axe.run(document, {resultTypes: ['violations']})")
+    return [
+        {"id": violation["id"], "impact": violation["impact"], "help": violation["help"],
+         "nodes": [node["target"] for node in violation["nodes"]][:5]}
+        for violation in results["violations"] if violation["impact"] in FAILING_IMPACTS
+    ]
+
+
+def document_width(page) -> int:
+    """How wide the document is laid out (wider than the viewport = a sideways scroll)."""
+    return page.evaluate("document.documentElement.scrollWidth")
+
+
+# The elements that stick out past the viewport (ignoring those inside a box that scrolls or clips them).
+WIDEST = """(limit) => [...document.querySelectorAll('body *')]
+  .filter((element) => element.getBoundingClientRect().right > limit + 0.5)
+  .filter((element) => { for (let up = element.parentElement; up && up !== document.body; up = up.parentElement) {
+      if (getComputedStyle(up).overflowX !== 'visible') return false; } return true; })
+  .sort((a, b) => b.getBoundingClientRect().right - a.getBoundingClientRect().right)
+  .map((element) => element.tagName.toLowerCase() + (element.id ? '#' + element.id : '') +
+       (element.className && typeof element.className === 'string' ? '.' + element.className.trim().split(/\\s+/).join('.') : '') +
+       ' (' + Math.round(element.getBoundingClientRect().right) + ' px)')
+  .slice(0, 5)"""
+
+
+def _file_name(name: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+
+
+def assert_good_page(page, name: str) -> None:
+    """Fail on serious/critical axe violations or a sideways scroll at 1280 and 390 px; screenshot both."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    before = page.viewport_size
+    problems = []
+    try:
+        for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
+            page.set_viewport_size(size)
+            page.wait_for_timeout(50)  # one layout pass at the new width
+            width = document_width(page)
+            if width > size["width"]:
+                problems.append(f"{label}: the document is {width} px wide in a {size['width']} px viewport; "
+                                f"sticking out: {page.evaluate(WIDEST, size['width'])}")
+            violations = axe_violations(page)
+            if violations:
+                problems.append(f"{label}: axe-core: {json.dumps(violations, indent=1)}")
+            page.screenshot(path=str(SCREENSHOTS / f"{_file_name(name)}-{label}.png"), full_page=True)
+    finally:
+        if before:
+            page.set_viewport_size(before)
+    assert not problems, f"{name} ({page.url}):\n" + "\n".join(problems)
