@@ -79,6 +79,7 @@ def configure_extensions(app: Flask) -> None:
     from idp import models  # noqa: F401  (registers every model on the metadata)
     from idp.oidc import backchannel  # noqa: F401  (connects its session_ended receiver)
     from idp.tasks import outbox  # noqa: F401  (publishes queued tasks after commit)
+    from idp.onboarding import mails  # noqa: F401  (the outbox handler of queued mail)
     from idp.db import db, engine_options
     from idp.keyring.service import _KeyringCache
     from idp.sessions.interface import ServerSessionInterface
@@ -149,6 +150,7 @@ def configure_blueprints(app: Flask) -> None:
     from idp.mfa.views import bp as mfa_bp
     from idp.oauth.views import bp as oauth_bp
     from idp.oidc.discovery import bp as discovery_bp
+    from idp.onboarding.views import bp as onboarding_bp
     from admin_ui import bp as admin_bp
 
     for blueprint in (health_bp, keyring_bp, discovery_bp, admin_bp):
@@ -157,6 +159,7 @@ def configure_blueprints(app: Flask) -> None:
     app.register_blueprint(auth_bp)
     app.register_blueprint(account_bp)
     app.register_blueprint(mfa_bp)
+    app.register_blueprint(onboarding_bp)
     from idp.metrics.views import init_metrics
 
     init_metrics(app)

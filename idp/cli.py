@@ -167,7 +167,7 @@ def users_list(app: Flask, as_json: bool) -> None:
 
     rows = [
         {"id": u.id, "sub": u.subject, "email": u.email, "name": u.name, "is_admin": u.is_admin,
-         "disabled": u.is_disabled, "created_at": _isoformat(u.created_at)}
+         "disabled": u.is_disabled, "email_verified": u.email_verified, "created_at": _isoformat(u.created_at)}
         for u in list_users()
     ]
     if as_json:
@@ -199,6 +199,34 @@ def users_set_password(app: Flask, email: str, password_stdin: bool) -> None:
 
     set_password(require_user(email), read_password_stdin(), actor="cli")
     click.echo(f"password set for {email}; all their sessions and tokens are revoked")
+
+
+@users.command("invite")
+@click.argument("email")
+@click.option("--name", default=None)
+@with_app()
+def users_invite(app: Flask, email: str, name: str | None) -> None:
+    """Invite someone by email: the account has no password until they choose one through the mailed link."""
+    from idp.db import db
+    from idp.onboarding.service import invite
+
+    user = invite(email, name=name, actor="cli")
+    db.session.commit()
+    click.echo(f"invited {user.email}; the invitation link is in the outbox (mailed by the worker)")
+
+
+@users.command("resend-verification")
+@click.argument("email")
+@with_app()
+def users_resend_verification(app: Flask, email: str) -> None:
+    """Mail a new verification link (the pending new address, or the unverified current one)."""
+    from idp.db import db
+    from idp.onboarding.service import send_verification
+    from idp.users.service import require_user
+
+    link = send_verification(require_user(email), actor="cli")
+    db.session.commit()
+    click.echo(f"verification link for {link.email} queued")
 
 
 @users.command("sign-out")

@@ -20,12 +20,14 @@ from idp.oauth import pending
 from idp.oauth.consents import grant_consent
 from idp.oauth.grants import Principal
 from idp.oauth.views import AUTHORIZE_PATH, signed_in_principal
+from idp.onboarding.service import must_verify_before_sign_in
 from idp.sessions.service import start_session
 
 bp = Blueprint("auth", __name__, template_folder="templates")
 
 GENERIC_FAILURE = "Incorrect email or password."
 THROTTLED = "Too many failed sign-ins. Try again in {wait}."
+UNVERIFIED = "Confirm your email address first: open the link we mailed you. (Signing up again sends a new one.)"
 # The consent page names each scope in words.
 SCOPE_DESCRIPTIONS = {
     "openid": "Sign you in with your account identifier",
@@ -86,6 +88,11 @@ def login():
         if attempt.throttled:
             return render_login(form, entry, 429, THROTTLED.format(wait=wait_text(attempt.retry_after)), attempt.retry_after)
         return render_login(form, entry, 401, GENERIC_FAILURE)
+    if must_verify_before_sign_in(attempt.user):
+        db.session.rollback()  # not signed in after all
+        record("user.sign_in_refused", actor=f"user:{attempt.user.id}", target=f"user:{attempt.user.id}", ip=request.remote_addr, reason="email_unverified")
+        db.session.commit()
+        return render_login(form, entry, 403, UNVERIFIED)
     second_step = mfa_flow.after_password(attempt.user, rid=form.rid.data, next_path=form.next.data)
     if second_step is not None:
         return second_step

@@ -28,8 +28,8 @@ def user_claims(user: User) -> dict:
         "preferred_username": user.email,
         "updated_at": int(user.updated_at.timestamp()) if user.updated_at else None,
         "email": user.email,
-        # Nothing verifies addresses yet; Core 5.1 lets us say so rather than claim it.
-        "email_verified": False,
+        # True once the owner opened a link mailed to this very address (idp/onboarding).
+        "email_verified": user.email_verified,
     }
     return {name: value for name, value in claims.items() if value is not None}
 

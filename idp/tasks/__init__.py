@@ -53,7 +53,7 @@ def celery_init_app(app: Flask) -> Celery:
         # message (default 10 s). Results are ignored and jobs idempotent, so waiting longer buys nothing.
         worker_lost_wait=1.0,
         broker_transport_options=REDIS_TRANSPORT_OPTIONS if uses_redis(app.config["CELERY_BROKER_URL"]) else {},
-        include=["idp.tasks.jobs", "idp.tasks.outbox", "idp.oidc.backchannel"],
+        include=["idp.tasks.jobs", "idp.tasks.outbox", "idp.oidc.backchannel", "idp.onboarding.mails"],
     )
     from idp.tasks.schedule import BEAT_SCHEDULE
 
