@@ -20,7 +20,7 @@ def open_page(new_page):
     """new_page, minus the favicon request the end-user pages do not answer yet (the design branch adds one)."""
 
     def open_one():
-        page = open_page()
+        page = new_page()
         page.route("**/favicon.ico", lambda route: route.fulfill(status=204))
         return page
 
