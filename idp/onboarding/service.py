@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 
 from idp.audit.service import record
 from idp.auth import throttle
+from idp.auth.service import throttled_check
 from idp.clock import utcnow
 from idp.db import db
 from idp.errors import ValidationError
@@ -171,8 +172,6 @@ def request_email_change(user: User, new_email: str, password: str, *, ip: str |
     new_email = normalize_email(new_email)
     if new_email == user.email:
         raise ValidationError("that is already your address", field="email")
-    from idp.auth.service import throttled_check
-
     checked = throttled_check(f"user:{user.id}", ip, lambda: verify_password(user.password_hash, (password or "")[:MAX_PASSWORD_LENGTH])[0],
                               form="email_change", actor=f"user:{user.id}")
     if checked.retry_after:
