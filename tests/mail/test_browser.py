@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 from tests.admin_ui.test_browser import chromium, new_page  # noqa: F401  (fixtures)
 from tests.mail.conftest import link_in
 from tests.pages import assert_good_page
-from tests.support import invoke_idp
+from tests.admin_ui.conftest import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 NEW_PASSWORD = "browser-chosen-password"
@@ -48,7 +48,7 @@ def sign_in(page, base: str, email: str, password: str) -> None:
     page.get_by_role("button", name="Sign in", exact=True).click()
 
 
-def test_sign_up_verify_recover_and_accept_an_invitation_by_mail(app, start_server, open_page, inbox, celery_worker, idp_env, make_user):
+def test_sign_up_verify_recover_and_accept_an_invitation_by_mail(app, start_server, open_page, inbox, celery_worker, make_user):
     base = start_server()
     page = open_page()
 
@@ -94,11 +94,24 @@ def test_sign_up_verify_recover_and_accept_an_invitation_by_mail(app, start_serv
     page.goto(base + "/account")
     expect(page.get_by_role("heading", name="Your account")).to_be_visible()
 
-    # An invitation from the CLI, accepted in a fresh browser; the used link then shows a clear page.
-    assert invoke_idp(["users", "invite", "invited@example.com"], idp_env).returncode == 0
+    # An invitation from the admin UI, accepted in a fresh browser; the used link then shows a clear page.
+    make_user(email="admin@example.com", password=PASSWORD, is_admin=True)
+    admin = open_page()
+    admin.goto(base + "/admin/login")
+    admin.get_by_label("Email").fill("admin@example.com")
+    admin.get_by_label("Password").fill(PASSWORD)
+    admin.get_by_role("button", name="Sign in").click()
+    admin.wait_for_url(base + "/admin/")
+    admin.goto(base + "/admin/users")
+    admin.get_by_role("link", name="Invite by email").click()
+    admin.get_by_label("Email").fill("invited@example.com")
+    assert_good_page(admin, "mail-09-admin-invite")
+    admin.get_by_role("button", name="Send the invitation").click()
+    expect(admin.get_by_text("Invited invited@example.com")).to_be_visible()
+    expect(admin.get_by_text("no password chosen yet")).to_be_visible()
     page = open_page()
     open_mailed_link(page, base, inbox, "invited@example.com")
-    assert_good_page(page, "mail-09-invitation")
+    assert_good_page(page, "mail-10-invitation")
     choose_password(page, "Set my password")
     expect(page.get_by_role("heading", name="Welcome")).to_be_visible()
     sign_in(page, base, "invited@example.com", NEW_PASSWORD)
@@ -107,4 +120,4 @@ def test_sign_up_verify_recover_and_accept_an_invitation_by_mail(app, start_serv
     link = link_in(inbox.wait_for("invited@example.com"))
     page.goto(base + "/" + link.split("/", 3)[3])
     expect(page.get_by_role("heading", name="This link does not work")).to_be_visible()
-    assert_good_page(page, "mail-10-used-link")
+    assert_good_page(page, "mail-11-used-link")
