@@ -18,7 +18,7 @@ from idp.db import db
 from idp.mail.messages import compose
 from idp.mail.transport import MailError, deliver
 from idp.onboarding.models import OneTimeLink
-from idp.onboarding.service import MAIL_KIND, TTL_SETTINGS, is_open
+from idp.onboarding.service import MAIL_KIND, TTL_SETTINGS, is_open, reset_link_for
 from idp.security import digest, random_token
 from idp.tasks import outbox
 from idp.users.models import User
@@ -55,7 +55,16 @@ def send_queued_mail(payload: dict, *, attempt: int, final: bool) -> bool:
     template, to, user_id, link_id = payload["template"], payload["to"], payload.get("user_id"), payload.get("link_id")
     target = f"user:{user_id}" if user_id else None
     context: dict = {"email": to}
-    if link_id is not None:
+    if payload.get("reset_request"):
+        # A reset request names an address, not an account: look it up here (idp/onboarding/service.py
+        # request_reset); a retry draws a new link, which replaces the last one.
+        link = reset_link_for(to, ip=payload.get("ip"))
+        if link is None:
+            db.session.commit()
+            return True  # no such enabled account: nothing is sent, and the request looked the same
+        user_id, target = link.user_id, f"user:{link.user_id}"
+        context = _link_context(link)
+    elif link_id is not None:
         link = db.session.get(OneTimeLink, link_id)
         if link is None or not is_open(link):
             return True  # spent, replaced or expired meanwhile: a link that cannot work is not worth a mail

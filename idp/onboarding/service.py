@@ -43,6 +43,13 @@ def queue_mail(template: str, *, to: str, user_id: int | None = None, link_id: i
 
 def issue_link(user: User, kind: str, email: str) -> OneTimeLink:
     """A new link of `kind` for `user`, mailed to `email`; every older open link of that kind dies."""
+    link = new_link(user, kind, email)
+    queue_mail(TEMPLATES[kind], to=email, user_id=user.id, link_id=link.id)
+    return link
+
+
+def new_link(user: User, kind: str, email: str) -> OneTimeLink:
+    """The row of a new link (no mail queued); every older open link of that kind dies."""
     now = utcnow()
     db.session.execute(update(OneTimeLink).where(
         OneTimeLink.user_id == user.id, OneTimeLink.kind == kind, OneTimeLink.used_at.is_(None)).values(used_at=now))
@@ -50,7 +57,6 @@ def issue_link(user: User, kind: str, email: str) -> OneTimeLink:
                        expires_at=now + timedelta(seconds=current_app.config[TTL_SETTINGS[kind]]))
     db.session.add(link)
     db.session.flush()
-    queue_mail(TEMPLATES[kind], to=email, user_id=user.id, link_id=link.id)
     return link
 
 
@@ -107,19 +113,31 @@ def _throttled(namespace: str, email: str, ip: str | None) -> int:
 
 
 def request_reset(email: str, *, ip: str | None) -> int:
-    """Mail a reset link if `email` names an enabled account; the same work and answer either way.
+    """Queue a reset request; the worker mails a link if `email` names an enabled account.
 
-    Returns the seconds to wait when the throttle refused (it treats unknown addresses exactly like
-    known ones, so that answer reveals nothing either).
+    The request does the same work whether or not the account exists (the throttle's statements,
+    one outbox row), so neither the answer nor its timing tells them apart; the lookup and the link
+    happen in the worker (`reset_link_for`). Returns the seconds to wait when the throttle refused
+    (it treats unknown addresses exactly like known ones).
     """
     retry_after = _throttled("reset:", email, ip)
     if retry_after:
         return retry_after
-    user = get_user_by_email(email)
-    if user is not None and not user.is_disabled:
-        issue_link(user, RESET, user.email)
-        record("user.password_reset_requested", actor="anonymous", target=f"user:{user.id}", ip=ip)
+    try:
+        email = normalize_email(email)
+    except ValidationError:
+        return 0  # nothing could be mailed there; the input itself says so, not the accounts
+    outbox.add(MAIL_KIND, template=TEMPLATES[RESET], to=email, user_id=None, link_id=None, reset_request=True, ip=ip)
     return 0
+
+
+def reset_link_for(email: str, *, ip: str | None) -> OneTimeLink | None:
+    """In the worker: the new reset link of the enabled account `email` names (older ones die), or None."""
+    user = get_user_by_email(email)
+    if user is None or user.is_disabled:
+        return None
+    record("user.password_reset_requested", actor="anonymous", target=f"user:{user.id}", ip=ip)
+    return new_link(user, RESET, user.email)
 
 
 def reset_password(link: OneTimeLink, password: str, *, ip: str | None) -> User:
