@@ -92,6 +92,12 @@ class UserCreateForm(UserEditForm, PasswordForm):
             raise FieldError("a user with this email already exists")
 
 
+class UserInviteForm(UserEditForm):
+    """An invitation: email and name; the invited user chooses the password through the mailed link."""
+
+    validate_email = UserCreateForm.validate_email
+
+
 class ClientForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=200)])
     client_type = RadioField("Type", choices={"confidential": "Confidential (a server that keeps a secret)",

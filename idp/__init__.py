@@ -42,6 +42,8 @@ from idp.oidc.logout import EndSessionEndpoint, end_session_metadata
 from idp.oidc.logout import bp as logout_bp
 from idp.oidc.userinfo import UserInfoEndpoint, userinfo_metadata
 from idp.oidc.userinfo import bp as userinfo_bp
+from idp.onboarding import mails
+from idp.onboarding.views import bp as onboarding_bp
 from idp.outages import IdpFlask, init_outages
 from idp.proxies import init_proxies
 from idp.routing import check_methods
@@ -123,6 +125,8 @@ def wire_receivers() -> None:
     # Ending an SSO session revokes the refresh families bound to it and tells relying parties.
     session_binding.connect()
     backchannel.connect()
+    # Queued mail (resets, verifications, invitations) is delivered by the outbox.
+    mails.connect()
     # Messages written to the outbox are published once their transaction commits.
     outbox.connect()
 
@@ -139,6 +143,6 @@ def configure_oauth(app: Flask) -> None:
 
 def configure_blueprints(app: Flask) -> None:
     """Mount every feature's blueprint."""
-    for blueprint in (ui_bp, health_bp, keyring_bp, discovery_bp, admin_bp, oauth_bp, auth_bp, account_bp, mfa_bp):
+    for blueprint in (ui_bp, health_bp, keyring_bp, discovery_bp, admin_bp, oauth_bp, auth_bp, account_bp, mfa_bp, onboarding_bp):
         app.register_blueprint(blueprint)
     init_metrics(app)

@@ -33,6 +33,7 @@ from idp.db import unit_of_work
 from idp.errors import IdpError
 from idp.keyring.service import ensure_keys
 from idp.migrate import upgrade
+from idp.onboarding.service import invite, send_verification
 from idp.signout import disable_user, set_password, sign_out_everywhere
 from idp.users.service import create_user, list_users, require_user
 
@@ -170,7 +171,7 @@ def users_list(app: Flask, as_json: bool) -> None:
 
     rows = [
         {"id": u.id, "sub": u.subject, "email": u.email, "name": u.name, "is_admin": u.is_admin,
-         "disabled": u.is_disabled, "created_at": _isoformat(u.created_at)}
+         "disabled": u.is_disabled, "email_verified": u.email_verified, "created_at": _isoformat(u.created_at)}
         for u in list_users()
     ]
     if as_json:
@@ -200,6 +201,25 @@ def users_set_password(app: Flask, email: str, password_stdin: bool) -> None:
 
     set_password(require_user(email), read_password_stdin(), actor=Actor.CLI)
     click.echo(f"password set for {email}; all their sessions and tokens are revoked")
+
+
+@users.command("invite")
+@click.argument("email")
+@click.option("--name", default=None)
+@with_app()
+def users_invite(app: Flask, email: str, name: str | None) -> None:
+    """Invite someone by email: the account has no password until they choose one through the mailed link."""
+    user = invite(email, name=name, actor=Actor.CLI)
+    click.echo(f"invited {user.email}; the invitation link is in the outbox (mailed by the worker)")
+
+
+@users.command("resend-verification")
+@click.argument("email")
+@with_app()
+def users_resend_verification(app: Flask, email: str) -> None:
+    """Mail a new verification link (the pending new address, or the unverified current one)."""
+    link = send_verification(require_user(email), actor=Actor.CLI)
+    click.echo(f"verification link for {link.email} queued")
 
 
 @users.command("sign-out")

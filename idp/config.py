@@ -128,6 +128,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("JOB_RUN_RETENTION", 30 * DAY, "Job-run records older than this are purged (the last run of each job is always kept).", _int),
     Setting("OUTBOX_RETENTION", 7 * DAY, "Handled outbox messages (delivered, or given up after the last retry) older than this are purged.", _int),
     Setting("PURGE_BATCH_SIZE", 5000, "Rows deleted per transaction by the purge job (bounds its memory and lock time).", _int),
+    # Mail, account recovery, verification, invitations and sign-up
+    Setting("SMTP_URL", None, "Outgoing mail server: `smtp://user:pass@host:587` (STARTTLS), `smtps://user:pass@host:465` (implicit TLS). Empty: mail is written as `.eml` files to `INSTANCE_DIR/mail` (development)."),
+    Setting("SMTP_ALLOW_PLAIN", False, "Let `smtp://` to a non-loopback host send without STARTTLS when the server offers none (a loopback host may always).", _bool),
+    Setting("SMTP_CA_FILE", None, "PEM file of the CAs trusted for the mail server's certificate (empty: the system's)."),
+    Setting("MAIL_FROM", lambda s: f"no-reply@{urlsplit(s['ISSUER']).hostname}", "The `From:` address of every mail the IdP sends."),
+    Setting("MAIL_RETRY_BASE_SECONDS", 30, "First retry delay of a mail the server did not accept; doubles each retry, 6 attempts in all.", _int),
+    Setting("PASSWORD_RESET_TTL", 30 * MINUTE, "Seconds a password-reset link stays valid (single use; a newer link replaces it).", _int),
+    Setting("EMAIL_VERIFICATION_TTL", DAY, "Seconds an email-verification link stays valid.", _int),
+    Setting("INVITATION_TTL", 7 * DAY, "Seconds an invitation link stays valid.", _int),
+    Setting("SIGNUP", "off", "Self-service sign-up: `off`, `open`, or a comma-separated list of email domains allowed to sign up."),
+    Setting("SIGNUP_REQUIRE_VERIFIED", True, "A signed-up account can sign in only once its email address is verified.", _bool),
     # admin UI
     Setting("ADMIN_REAUTH_MAX_AGE", 5 * MINUTE, "Sensitive admin actions (keys, client secrets, admin rights) need the password entered within this many seconds.", _int),
     Setting("ADMIN_PAGE_SIZE", 50, "Rows per page on the admin UI's lists (1 to 500).", _int),
@@ -239,6 +250,13 @@ def _validate(values: dict[str, Any]) -> None:
             raise ConfigError(f"IDP_{name} must be at least 1 second")
     if values["MFA_POLICY"] not in {"optional", "required"}:
         raise ConfigError(f"IDP_MFA_POLICY={values['MFA_POLICY']!r} must be optional or required")
+    values["SMTP_URL"] = validate_smtp_url(values["SMTP_URL"])
+    values["SIGNUP"] = validate_signup(values["SIGNUP"])
+    for name in ("PASSWORD_RESET_TTL", "EMAIL_VERIFICATION_TTL", "INVITATION_TTL", "MAIL_RETRY_BASE_SECONDS"):
+        if values[name] < 1:
+            raise ConfigError(f"IDP_{name} must be at least 1 second")
+    if "@" not in values["MAIL_FROM"]:
+        raise ConfigError(f"IDP_MAIL_FROM={values['MAIL_FROM']!r} is not an email address")
     if values["LOG_LEVEL"].upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError(f"IDP_LOG_LEVEL={values['LOG_LEVEL']!r} is not a logging level")
     for network in values["METRICS_ALLOWED_NETWORKS"]:
@@ -294,6 +312,31 @@ def validate_issuer(issuer: str) -> str:
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise ConfigError(f"IDP_ISSUER={issuer!r} uses http on a non-loopback host; use https")
     return issuer.rstrip("/")
+
+
+def validate_smtp_url(url: str | None) -> str | None:
+    """None (the mail folder), or smtp:// / smtps:// with a host; the password never appears in the error."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
+        raise ConfigError("IDP_SMTP_URL must look like smtp://user:pass@host:587 or smtps://user:pass@host:465")
+    try:
+        parts.port
+    except ValueError:
+        raise ConfigError("IDP_SMTP_URL has a port that is not a number") from None
+    return url
+
+
+def validate_signup(value: str) -> str:
+    """`off`, `open`, or a comma-separated list of domains (lower-cased, spaces dropped)."""
+    value = value.strip().lower()
+    if value in {"off", "open"}:
+        return value
+    domains = _list(value)
+    if not domains or any("@" in domain or "." not in domain for domain in domains):
+        raise ConfigError(f"IDP_SIGNUP={value!r} must be off, open, or a comma-separated list of email domains")
+    return ",".join(domains)
 
 
 def normalize_database_url(url: str) -> str:

@@ -8,6 +8,7 @@ from idp.jobs.models import JobRun
 from idp.keyring.models import KeyState, SigningKey
 from idp.mfa.models import ClientMfaRequirement, MfaRequirement, Passkey, RecoveryCode, TotpFactor
 from idp.oauth.models import AuthorizationCode, Consent
+from idp.onboarding.models import OneTimeLink
 from idp.sessions.models import UserSession
 from idp.tasks.models import OutboxMessage
 from idp.tokens.models import RefreshFamily, RefreshToken, RevokedAccessToken
@@ -15,6 +16,6 @@ from idp.users.models import User
 
 __all__ = [
     "AuditEvent", "AuthorizationCode", "Base", "Client", "ClientMfaRequirement", "Consent", "JobRun", "KeyState", "LoginThrottle",
-    "MfaRequirement", "OutboxMessage", "Passkey", "RecoveryCode", "RefreshFamily", "RefreshToken", "RevokedAccessToken", "SigningKey",
+    "MfaRequirement", "OneTimeLink", "OutboxMessage", "Passkey", "RecoveryCode", "RefreshFamily", "RefreshToken", "RevokedAccessToken", "SigningKey",
     "TotpFactor", "User", "UserSession", "db",
 ]

@@ -8,13 +8,14 @@ from flask_login import current_user
 from admin_ui import actions
 from admin_ui.auth import recent_auth_required
 from admin_ui.blueprint import bp
-from admin_ui.forms import ConfirmForm, PasswordForm, UserCreateForm, UserEditForm, UserFilterForm
+from admin_ui.forms import ConfirmForm, PasswordForm, UserCreateForm, UserEditForm, UserFilterForm, UserInviteForm
 from admin_ui.queries import USER_STATUSES, recent_events_for, user_grants, users_page
 from admin_ui.views.common import actor, cursor_args, get_or_404
 from idp.clients.service import get_client
 from idp.db import db
 from idp.errors import ValidationError
 from idp.grants import revoke_app
+from idp.onboarding.service import invite, send_verification
 from idp.sessions.service import list_sessions_for_user
 from idp.signout import set_password
 from idp.users.models import User
@@ -63,6 +64,40 @@ def user_new():
     return render_template("admin/users/new.html", form=form), 400
 
 
+@bp.get("/users/invite")
+def user_invite_page():
+    """The form to invite someone by email."""
+    return render_template("admin/users/invite.html", form=UserInviteForm())
+
+
+@bp.post("/users/invite")
+def user_invite():
+    """Create an account without a password and mail its owner an invitation link."""
+    form = UserInviteForm()
+    if form.validate_on_submit():
+        try:
+            user = invite(form.email.data, name=form.name.data, actor=actor())
+        except ValidationError as error:
+            db.session.rollback()
+            apply_service_error(form, error)
+        else:
+            flash(f"Invited {user.email}: they choose their password through the link mailed to them.", "success")
+            return redirect(url_for("admin.user_detail", user_id=user.id), 303)
+    return render_template("admin/users/invite.html", form=form), 400
+
+
+@bp.post("/users/<int:user_id>/resend-verification")
+def user_resend_verification(user_id: int):
+    """Mail a new verification link (the pending address, or the unverified current one)."""
+    user = get_or_404(User, user_id)
+
+    def act():
+        link = send_verification(user, actor=actor())
+        return f"Sent a verification link to {link.email}."
+
+    return run_action(user, act)
+
+
 @bp.get("/users/<int:user_id>")
 def user_detail(user_id: int):
     """One account: profile, actions, sessions, grants and recent events."""
@@ -91,12 +126,15 @@ def user_edit(user_id: int):
     user = get_or_404(User, user_id)
     form = UserEditForm(obj=user)
     if form.validate_on_submit():
+        old_email = user.email
         try:
             update_user(user, email=form.email.data, name=form.name.data, actor=actor())
         except ValidationError as error:
             db.session.rollback()
             apply_service_error(form, error)
         else:
+            if user.email != old_email:
+                send_verification(user, actor=actor())  # the new address is unproven until its owner opens the link
             flash(f"Saved {user.email}.", "success")
             return redirect(url_for("admin.user_detail", user_id=user.id), 303)
     return render_template("admin/users/edit.html", form=form, user=user), 400

@@ -86,12 +86,16 @@ def now_seconds() -> int:
     return int(utcnow().timestamp())
 
 
-def reserve(account: str, ip: str | None) -> Reservation:
-    """Count a failure in every bucket of this attempt, or raise Throttled (counting nothing)."""
+def reserve(account: str, ip: str | None, *, namespace: str = "") -> Reservation:
+    """Count a failure in every bucket of this attempt, or raise Throttled (counting nothing).
+
+    `namespace` keeps another form's budget apart (e.g. "reset:" for password-reset requests), so
+    asking for mail never spends the sign-in budget of an address, nor the other way round.
+    """
     now = now_seconds()
     with db.engine.begin() as connection:
         # Keys in one global order: concurrent reservations lock rows alike, so never deadlock.
-        buckets = tuple(sorted(_buckets(connection, account, ip, now), key=lambda bucket: bucket.key))
+        buckets = tuple(sorted(_buckets(connection, account, ip, now, namespace), key=lambda bucket: bucket.key))
         for bucket in buckets:
             _count_failure(connection, bucket, now)  # raising rolls back the buckets counted so far
     return Reservation(account, ip, buckets, now)
@@ -132,14 +136,14 @@ def record_refusal(refusal: Throttled, *, account: str, ip: str | None, form: st
     record(THROTTLED, actor=actor, target=account, ip=ip, form=form, bucket=refusal.kind, retry_after=refusal.retry_after)
 
 
-def _buckets(connection: Connection, account: str, ip: str | None, now: int) -> list[Bucket]:
+def _buckets(connection: Connection, account: str, ip: str | None, now: int, namespace: str = "") -> list[Bucket]:
     config = current_app.config
-    per_account = Bucket(f"account:{account}", "account", account, None, config["LOGIN_THROTTLE_PER_ACCOUNT_NEW_IPS"])
+    per_account = Bucket(f"{namespace}account:{account}", "account", account, None, config["LOGIN_THROTTLE_PER_ACCOUNT_NEW_IPS"])
     if not ip:
         return [per_account]
     ip = ip[:64]
-    pair = Bucket(f"pair:{account}|{ip}", "account_ip", account, ip, config["LOGIN_THROTTLE_PER_ACCOUNT"])
-    buckets = [pair, Bucket(f"ip:{ip}", "ip", None, ip, config["LOGIN_THROTTLE_PER_IP"])]
+    pair = Bucket(f"{namespace}pair:{account}|{ip}", "account_ip", account, ip, config["LOGIN_THROTTLE_PER_ACCOUNT"])
+    buckets = [pair, Bucket(f"{namespace}ip:{ip}", "ip", None, ip, config["LOGIN_THROTTLE_PER_IP"])]
     last_success = connection.scalar(select(_TABLE.c.last_success_at).where(_TABLE.c.key == pair.key)) or 0
     if not last_success or last_success < now - config["LOGIN_THROTTLE_KNOWN_IP_TTL"]:
         buckets.append(per_account)

@@ -8,6 +8,7 @@ from flask import Blueprint, redirect, render_template, request
 
 from idp.audit.actors import Actor
 from idp.audit.service import record
+from idp.db import db, durable
 from idp.auth.forms import ConsentForm, LoginForm
 from idp.auth.service import attempt_sign_in
 from idp.auth.throttle import retry_after_header, wait_text
@@ -20,6 +21,7 @@ from idp.oauth.consents import grant_consent
 from idp.oauth.grants import Principal
 from idp.oauth.scopes import describe
 from idp.oauth.views import AUTHORIZE_PATH, signed_in_principal
+from idp.onboarding.service import must_verify_before_sign_in
 from idp.sessions.service import start_session
 from idp.web import headers
 from idp.web.redirects import safe_next
@@ -28,6 +30,7 @@ bp = Blueprint("auth", __name__, template_folder="templates")
 
 GENERIC_FAILURE = "Incorrect email or password."
 THROTTLED = "Too many failed sign-ins. Try again in {wait}."
+UNVERIFIED = "Confirm your email address first: open the link we mailed you. (Signing up again sends a new one.)"
 
 
 # No framing (RFC 6749 10.13: a framed Allow button invites clickjacking) and no caching of forms.
@@ -71,6 +74,11 @@ def login():
         if attempt.throttled:
             return render_login(form, entry, 429, THROTTLED.format(wait=wait_text(attempt.retry_after)), attempt.retry_after)
         return render_login(form, entry, 401, GENERIC_FAILURE)
+    if must_verify_before_sign_in(attempt.user):
+        db.session.rollback()  # not signed in after all
+        with durable("a refused sign-in of an unverified account, audited"):  # the 403 rolls back the rest
+            record("user.sign_in_refused", actor=Actor.user(attempt.user.id), target=f"user:{attempt.user.id}", ip=request.remote_addr, reason="email_unverified")
+        return render_login(form, entry, 403, UNVERIFIED)
     second_step = mfa_flow.after_password(attempt.user, rid=form.rid.data, next_path=form.next.data)
     if second_step is not None:
         return second_step

@@ -19,9 +19,8 @@ ID_TOKEN_OWN_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "iat", "auth_time",
 
 def email_verified(user: User) -> bool:
     """Whether the user's email address has been verified: the one place `email_verified` is read from."""
-    # The verification flow records when an address was verified; until a user has that column
-    # (or for an address never verified) Core 5.1 lets us say false rather than claim it.
-    return getattr(user, "email_verified_at", None) is not None
+    # True once the owner opened a link mailed to this very address (idp/onboarding).
+    return user.email_verified
 
 
 def user_claims(user: User) -> dict:

@@ -56,7 +56,7 @@ def celery_init_app(app: Flask) -> Celery:
         # message (default 10 s). Results are ignored and jobs idempotent, so waiting longer buys nothing.
         worker_lost_wait=1.0,
         broker_transport_options=REDIS_TRANSPORT_OPTIONS if uses_redis(app.config["CELERY_BROKER_URL"]) else {},
-        include=["idp.tasks.jobs", "idp.tasks.outbox", "idp.oidc.backchannel"],
+        include=["idp.tasks.jobs", "idp.tasks.outbox", "idp.oidc.backchannel", "idp.onboarding.mails"],
     )
     celery_app.conf.beat_schedule = BEAT_SCHEDULE
     celery_app.set_default()

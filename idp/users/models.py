@@ -37,6 +37,16 @@ class User(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     disabled_at: Mapped[datetime | None]
+    # Set when the owner proved they read mail at `email` (a verification, invitation or reset link).
+    email_verified_at: Mapped[datetime | None]
+    # A new address the user asked for; it replaces `email` only once a link sent to it is opened.
+    pending_email: Mapped[str | None] = mapped_column(String(320))
+    # How the account came to be: "signup" or "invite" (None: an admin or the CLI created it with a password).
+    created_via: Mapped[str | None] = mapped_column(String(16))
+
+    @property
+    def email_verified(self) -> bool:
+        return self.email_verified_at is not None
 
     @property
     def is_disabled(self) -> bool:

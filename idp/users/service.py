@@ -115,6 +115,8 @@ def update_user(user: User, *, email: str, name: str | None, actor: str) -> None
     if email != user.email and db.session.scalar(select(User.id).where(User.email == email, User.id != user.id)) is not None:
         raise ValidationError(f"a user with email {email!r} already exists", field="email")
     changed = sorted(field for field, value in (("email", email), ("name", name)) if getattr(user, field) != value)
+    if "email" in changed:
+        user.email_verified_at, user.pending_email = None, None  # nobody proved the new address yet
     user.email, user.name = email, name
     if changed:
         record("user.updated", actor=actor, target=f"user:{user.id}", fields=changed)

@@ -54,6 +54,15 @@ ACTING = {
     "admin.keys_rotate": ("/admin/keys/rotate", {"alg": "ES256", "force": "y"}, "admin"),
     "admin.job_run": ("/admin/jobs/purge/run", {}, "admin"),
     "admin.throttle_clear": ("/admin/throttles/clear", {"key": "ip:127.0.0.1"}, "admin"),
+    # Mail: recovery, verification, invitation, sign-up, email change (links opened by the callables first).
+    "onboarding.forgot_password": ("/password/forgot", {"email": "target@example.com"}, "visitor"),
+    "onboarding.reset_password": ("/password/reset", lambda c, n: _open_link(c, n, "reset") and {"password": NEW_PASSWORD, "confirm": NEW_PASSWORD}, "visitor"),
+    "onboarding.confirm_email": ("/email/verify", lambda c, n: _open_link(c, n, "verify") and {}, "visitor"),
+    "onboarding.accept_invitation": ("/invitation", lambda c, n: _open_link(c, n, "invite") and {"password": NEW_PASSWORD, "confirm": NEW_PASSWORD}, "visitor"),
+    "onboarding.sign_up": ("/signup", {"email": "signup@example.com", "password": NEW_PASSWORD, "confirm": NEW_PASSWORD}, "visitor"),
+    "onboarding.change_email": ("/account/email", {"email": "changed@example.com", "password": PASSWORD}, "user"),
+    "admin.user_invite": ("/admin/users/invite", {"email": "invited@example.com"}, "admin"),
+    "admin.user_resend_verification": ("/admin/users/{mfa_user}/resend-verification", {}, "admin"),
     "auth.consent": ("{consent_url}", {"decision": "allow", "rid": "{rid}"}, "user"),
     "account.revoke_application": ("/account/applications/{client_id}/revoke", {}, "user"),
     "admin.client_mfa_require": ("/admin/clients/{client_id}/mfa/require", {}, "admin"),
@@ -102,6 +111,27 @@ def _password_step(client, names: dict) -> bool:
     token = csrf_token(client.get("/login").get_data(as_text=True))
     response = client.post("/login", data={"username": MFA_EMAIL, "password": PASSWORD, "csrf_token": token})
     assert response.status_code == 302 and response.location.startswith(("/login/second-factor", "/login/enrol")), response.location
+    return True
+
+
+LINK_PATHS = {"reset": "/password/reset", "verify": "/email/verify", "invite": "/invitation"}
+
+
+def _open_link(client, names: dict, kind: str) -> bool:
+    """Open a mailed link of `kind` in this browser (its token minted here, as the mail worker does)."""
+    from idp.onboarding.service import invite, issue_link
+    from idp.security import digest
+
+    with names["app"].app_context():
+        if kind == "invite":
+            user = invite(f"invitee-{len(names)}@example.com", actor="test")
+        else:
+            user = db.session.get(User, names["onboard"])
+        link = issue_link(user, kind, user.email)
+        link.digest = digest(token := f"idp_ml_test_{kind}")
+        db.session.commit()
+    response = client.get(f"{LINK_PATHS[kind]}?token={token}")
+    assert response.status_code == 303, response.get_data(as_text=True)
     return True
 
 
@@ -159,12 +189,19 @@ def rule_url(rule, names: dict) -> str:
 
 
 @pytest.fixture
+def config(config):
+    """Sign-up open, so its form acts too."""
+    return {**config, "SIGNUP": "open"}
+
+
+@pytest.fixture
 def scenario(app, client, make_user, make_client):
     """A test client signed in to the admin UI and as an end user, and something for every action to aim at."""
     admin = make_user(email="admin@example.com", password=PASSWORD, is_admin=True)
     target = make_user(email="target@example.com", is_admin=False)
     other_admin = make_user(email="other-admin@example.com", is_admin=True)
     mfa_user = make_user(email=MFA_EMAIL, password=PASSWORD)
+    onboard = make_user(email="onboard@example.com")  # the reset and verification links' account
     with app.app_context():
         totp.begin_enrolment(db.session.get(User, target.id))  # a factor for the admin's reset to remove
         db.session.commit()
@@ -187,7 +224,7 @@ def scenario(app, client, make_user, make_client):
         kid = db.session.scalar(select(SigningKey.kid).where(SigningKey.state == KeyState.NEXT, SigningKey.alg == "RS256"))
     names = {"target": target.id, "other_admin": other_admin.id, "client_id": registered.client_id, "kid": kid,
              "target_sid": target_sid, "own_other_sid": own_other_sid, "consent_url": consent.headers["Location"],
-             "rid": consent.headers["Location"].partition("rid=")[2], "mfa_user": mfa_user.id, "passkey_id": 0, "app": app,
+             "rid": consent.headers["Location"].partition("rid=")[2], "mfa_user": mfa_user.id, "onboard": onboard.id, "passkey_id": 0, "app": app,
              "authenticator": SoftAuthenticator(), "origin": app.config["ISSUER"].rstrip("/")}
     for page in ("/admin/users/new", "/account"):  # rendered once, so neither a flash nor a first CSRF token is pending
         client.get(page)

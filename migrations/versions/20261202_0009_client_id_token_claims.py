@@ -1,6 +1,6 @@
 """clients.id_token_claims: "standard" ID tokens carry profile and email claims, "minimal" ones do not
 
-Revision ID: 0009_policy
+Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-02 02:40:00
 """
@@ -9,7 +9,7 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0009_policy'
+revision = '0009'
 down_revision = '0008'
 branch_labels = None
 depends_on = None
