@@ -19,7 +19,7 @@ from idp.mfa import flow as mfa_flow
 from idp.oauth import pending
 from idp.oauth.consents import grant_consent
 from idp.oauth.grants import Principal
-from idp.oauth.scopes import describe
+from idp.scopes import describe
 from idp.oauth.views import AUTHORIZE_PATH, signed_in_principal
 from idp.onboarding.service import must_verify_before_sign_in
 from idp.sessions.service import start_session

@@ -28,7 +28,7 @@ from idp.config import is_loopback_host
 from idp.db import db
 from idp.errors import NotFoundError, ValidationError
 from idp.keyring.models import ALGORITHMS
-from idp.oauth.scopes import SCOPES  # re-exported: the admin form and the server read it here
+from idp.scopes import SCOPES  # re-exported: the admin form and the server read it here
 from idp.security import CLIENT_SECRET_PREFIX, constant_time_equals, digest, random_token
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")

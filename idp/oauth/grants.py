@@ -26,7 +26,7 @@ from idp.audit.actors import Actor
 from idp.clients.models import Client
 from idp.db import db, durable
 from idp.oauth import codes
-from idp.oauth.scopes import OFFLINE_ACCESS, USER_SCOPES
+from idp.scopes import OFFLINE_ACCESS, USER_SCOPES
 from idp.oauth.session_binding import session_alive
 from idp.oidc.claims import id_token_claims
 from idp.oidc.id_token import issue_id_token

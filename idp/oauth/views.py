@@ -29,7 +29,7 @@ from idp.oauth.consents import has_consent
 from idp.oauth.grants import (
     PROMPTS, Principal, issuer_parameter, requested_max_age, requested_prompts,
 )
-from idp.oauth.scopes import CLAIMS_SUPPORTED as USER_CLAIMS, SCOPES
+from idp.scopes import CLAIMS_SUPPORTED as USER_CLAIMS, SCOPES
 from idp.oauth.server import authorization_server
 from idp.metrics import TOKENS_ISSUED
 from idp.oidc.discovery import add_metadata

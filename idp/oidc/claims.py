@@ -1,6 +1,6 @@
 """Claims about a user, released per scope (OpenID Connect Core 1.0 section 5.4).
 
-One mapping (the scope vocabulary, idp/oauth/scopes.py) serves userinfo and ID tokens alike, so both
+One mapping (the scope vocabulary, idp/scopes.py) serves userinfo and ID tokens alike, so both
 always release the same claims for the same scopes. A claim we have no value for is omitted rather
 than sent as null (Core 5.3.2).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from authlib.oidc.core import UserInfo
 
 from idp.clients.models import Client
-from idp.oauth.scopes import OPENID, claims_of
+from idp.scopes import OPENID, claims_of
 from idp.users.models import User
 
 # Claims an ID token carries anyway (Core 2); the scope claims never override them.

@@ -25,7 +25,8 @@ from idp.onboarding.models import OneTimeLink
 from idp.security import digest, hash_password, verify_password
 from idp.tasks import outbox
 from idp.users.models import User
-from idp.users.service import MAX_PASSWORD_LENGTH, end_everything, get_user_by_email, normalize_email, validate_password
+from idp.signout import end_everything
+from idp.users.service import MAX_PASSWORD_LENGTH, get_user_by_email, normalize_email, validate_password
 
 RESET, VERIFY, INVITE = "reset", "verify", "invite"
 TTL_SETTINGS = {RESET: "PASSWORD_RESET_TTL", VERIFY: "EMAIL_VERIFICATION_TTL", INVITE: "INVITATION_TTL"}

@@ -15,24 +15,17 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, s
 
 from idp.account.views import login_required
 from idp.auth.throttle import retry_after_header, wait_text
-from idp.auth.views import protect_pages
 from idp.db import db
 from idp.errors import ValidationError
 from idp.onboarding import service
 from idp.onboarding.forms import ConfirmForm, EmailChangeForm, EmailForm, NewPasswordForm, SignupForm
 from idp.onboarding.models import OneTimeLink
 from idp.users.models import User
+from idp.web import headers
 
 bp = Blueprint("onboarding", __name__, template_folder="templates")
-bp.after_request(protect_pages)
+headers.protect(bp, headers.LINK_PAGES)
 TOO_MANY = "Too many requests. Try again in {wait}."
-
-
-@bp.after_request
-def no_referrer(response):
-    """A link page's URL may have held a token: never send it on as a Referer."""
-    response.headers["Referrer-Policy"] = "no-referrer"
-    return response
 
 
 @bp.app_context_processor

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, render_template, url_for
 
 from idp.branding import text_on, theme_css
 from idp.db import db
-from idp.oauth.scopes import describe as describe_scope
+from idp.scopes import describe as describe_scope
 from idp.sessions.service import current_session_row
 from idp.user_agents import describe
 from idp.users.models import User
@@ -35,7 +35,7 @@ def device(user_agent: str | None) -> str:
 
 @bp.app_template_filter("scope_description")
 def scope_description(scope: str) -> str:
-    """`{{ "email" | scope_description }}`: what granting the scope means, in words (idp/oauth/scopes.py)."""
+    """`{{ "email" | scope_description }}`: what granting the scope means, in words (idp/scopes.py)."""
     return describe_scope(scope)
 
 

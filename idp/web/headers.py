@@ -29,6 +29,9 @@ LOGOUT_PAGES: Mapping[str, str] = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src {images}; frame-ancestors 'none'; base-uri 'none'",
     "Referrer-Policy": "same-origin",
 }
+# Pages reached from a mailed link (reset, verification, invitation): the URL may have held a
+# token, so it is never sent on as a Referer.
+LINK_PAGES: Mapping[str, str] = {**USER_PAGES, "Referrer-Policy": "no-referrer"}
 ADMIN_CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src {images}; "
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"

@@ -14,7 +14,7 @@ import requests
 from flask import session
 from werkzeug.serving import make_server
 
-from idp.oauth.scopes import VOCABULARY
+from idp.scopes import VOCABULARY
 from tests.oidc.conftest import PASSWORD
 from tests.oidc.flow import follow_to_client
 from tests.support import free_port, invoke_idp
