@@ -32,6 +32,7 @@ from idp.config import ConfigError, generate_key_encryption_key, load
 from idp.db import unit_of_work
 from idp.errors import IdpError
 from idp.keyring.service import ensure_keys
+from idp.metrics import use_multiprocess_storage
 from idp.migrate import upgrade
 from idp.onboarding.service import invite, send_verification
 from idp.signout import disable_user, set_password, sign_out_everywhere
@@ -336,11 +337,11 @@ def default_bind() -> tuple[str, int]:
 @click.option("--threads", default=4, show_default=True, type=int)
 def serve(host: str | None, port: int | None, workers: int, threads: int) -> None:
     """Run the web app under gunicorn."""
-    # Before anything imports prometheus-client, which picks its storage then: every gunicorn
-    # worker writes its counts under this folder and `/metrics` sums them. Ours alone, and
-    # removed when the server stops.
+    # Before gunicorn forks: every worker writes its counts under this folder and `/metrics` sums
+    # them. Ours alone, and removed when the server stops.
     metrics_dir, owner = tempfile.mkdtemp(prefix="idp-metrics-"), os.getpid()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    use_multiprocess_storage()
     # A stop before gunicorn installs its own handlers still goes through `finally`.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:

@@ -27,7 +27,8 @@ import sqlite3
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, registry
+from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.orm import DeclarativeBase, Session, registry
 
 # Stable constraint names keep Alembic migrations identical on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -101,6 +102,36 @@ def commit_now(why: str) -> None:
     (SQLite lets one writer at a time: the throttle counts on a connection of its own).
     """
     db.session.commit()
+
+
+# Whether the open transaction wrote anything (a flush, or an UPDATE/DELETE/INSERT statement): a
+# request that only read has nothing to commit, so a connection lost after its last query cannot
+# turn its answer into an error.
+_WROTE = "idp.wrote"
+
+
+@event.listens_for(Session, "after_flush")
+def _flushed(session, flush_context) -> None:
+    session.info[_WROTE] = True
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _executed(state) -> None:
+    statement = state.statement
+    reads = state.is_select or (isinstance(statement, TextClause) and statement.text.lstrip().upper().startswith("SELECT"))
+    if not reads:
+        state.session.info[_WROTE] = True
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _ended(session, transaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_WROTE, None)
+
+
+def has_writes() -> bool:
+    """Whether the request's transaction holds a write that the edge must commit."""
+    return bool(db.session.info.get(_WROTE)) or bool(db.session.new or db.session.dirty or db.session.deleted)
 
 
 @event.listens_for(Engine, "connect")

@@ -21,7 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from idp.db import db, response_keeps_changes
+from idp.db import db, has_writes, response_keeps_changes
 from idp.errors import render_error_page
 from idp.web.errors import wants_json
 from idp.web.headers import NO_STORE, secure
@@ -154,8 +154,8 @@ class IdpFlask(Flask):
         if not database_lost() and not response_keeps_changes(response.status_code):
             db.session.rollback()
         response = super().process_response(response)
-        if not database_lost():
-            db.session.commit()  # the request's edge
+        if not database_lost() and has_writes():
+            db.session.commit()  # the request's edge; a request that only read ends at the teardown
         return response
 
     def handle_user_exception(self, e):

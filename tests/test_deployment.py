@@ -517,8 +517,11 @@ def test_wheel_from_the_dockerfile_context_installs_and_serves(tmp_path):
         # A page of each packaged part: templates of idp and of admin_ui, admin_ui's static files.
         login = requests.get(f"http://127.0.0.1:{port}/admin/login", timeout=10)
         assert login.status_code == 200 and "csrf_token" in login.text
-        css = re.search(r'href="(/admin/static/[^"]+\.css[^"]*)"', login.text)
+        # The shared stylesheet the page links (idp/ui/static), and admin_ui's own static files.
+        css = re.search(r'href="(/[^"]+\.css[^"]*)"', login.text)
         assert css and requests.get(f"http://127.0.0.1:{port}{css.group(1)}", timeout=10).status_code == 200
+        for packaged in ("/admin/static/admin.css", "/admin/static/admin.js"):
+            assert requests.get(f"http://127.0.0.1:{port}{packaged}", timeout=10).status_code == 200, packaged
     finally:
         stop_process_group(server)
     site = next((fresh / "lib").glob("python3*/site-packages"))

@@ -43,6 +43,7 @@ class Seed:
 
         with self.app.app_context():
             user = get_user_by_email(email) or create_user(email, "bench-password-not-secret", name="Bench User")
+            db.session.commit()  # services leave the commit to their caller (idp/db.py)
             db.session.refresh(user)
             db.session.expunge(user)
             return user
@@ -50,9 +51,11 @@ class Seed:
     def client(self, name: str, grant_types: list[str]) -> tuple[str, str, int]:
         """Register a confidential client; (client_id, secret, row id)."""
         from idp.clients.service import create_client
+        from idp.db import db
 
         with self.app.app_context():
             client, secret = create_client(name, redirect_uris=["http://127.0.0.1/callback"], grant_types=grant_types, scope=SCOPE)
+            db.session.commit()  # services leave the commit to their caller (idp/db.py)
             return client.client_id, secret, client.id
 
     def refresh_tokens(self, client_row_id: int, user_id: int, count: int) -> queue.SimpleQueue:

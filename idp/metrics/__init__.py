@@ -9,7 +9,7 @@ from the database at scrape time (job runs, signing keys) are in `idp/metrics/vi
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Histogram, values
 
 HTTP_REQUESTS = Counter("idp_http_requests", "HTTP requests answered, by endpoint, method and status.", ["endpoint", "method", "status"])
 HTTP_LATENCY = Histogram(
@@ -21,3 +21,15 @@ REFRESH_REUSE = Counter("idp_refresh_token_reuse_detected", "Spent refresh token
 REFRESH_GRACE = Counter("idp_refresh_token_grace_redeemed", "Just-rotated refresh tokens redeemed again within the reuse grace.")
 LOGIN_FAILURES = Counter("idp_login_failures", "Sign-ins refused for a wrong email or password.")
 LOGIN_THROTTLED = Counter("idp_login_throttled", "Sign-ins refused by the throttle without checking the password.")
+
+
+def use_multiprocess_storage() -> None:
+    """Keep every count in PROMETHEUS_MULTIPROC_DIR's files from now on (`idp serve`, before it forks).
+
+    prometheus-client picks its storage when it is imported, and importing the package imports
+    these counters: the class is picked again, and the unlabelled counters, which hold their value
+    from birth, are set up again (labelled ones make each child's value when first used).
+    """
+    values.ValueClass = values.get_value_class()
+    for metric in (REFRESH_REUSE, REFRESH_GRACE, LOGIN_FAILURES, LOGIN_THROTTLED):
+        metric._metric_init()

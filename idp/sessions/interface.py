@@ -15,8 +15,8 @@ from datetime import timedelta
 from flask import Flask, Request, Response
 from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import select
-from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy import inspect, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.datastructures import CallbackDict
 
 from idp.clock import utcnow
@@ -38,7 +38,7 @@ COOKIE_ONLY_KEYS = frozenset({"csrf_token"})
 # RFC 7662 2.1, RFC 7009 2.1, OIDC Core 5.3), and public documents: their requests neither load
 # nor touch a session, so a cookie a browser sends along costs them no query and is left as it was.
 # The session opens before Flask matches the URL, hence paths rather than a mark on the views.
-SESSIONLESS_PATHS = frozenset({"/token", "/introspect", "/revoke", "/userinfo", "/healthz", "/readyz", "/metrics"})
+SESSIONLESS_PATHS = frozenset({"/token", "/introspect", "/revoke", "/healthz", "/readyz", "/metrics"})
 SESSIONLESS_PREFIX = "/.well-known/"
 
 
@@ -175,7 +175,7 @@ class ServerSessionInterface(SessionInterface):
             row.data = dict(session)
         if session.modified or now - row.last_seen_at >= LAST_SEEN_RESOLUTION:
             row.last_seen_at = now
-        if (row in db.session.new or db.session.is_modified(row)) and not self._written():
+        if (row in db.session.new or db.session.is_modified(row)) and not self._written(row):
             # The row was deleted while this request ran (a logout, a revocation): a clean sign-out.
             self._delete_cookie(app, response, name, session.kind)
             return
@@ -191,17 +191,28 @@ class ServerSessionInterface(SessionInterface):
         response.vary.add("Cookie")
 
     @staticmethod
-    def _written() -> bool:
+    def _written(row: UserSession) -> bool:
         """Write the session's row in the request's transaction, which the edge commits right after
         (IdpFlask.process_response); False if the row is gone, updating no row.
 
-        A savepoint, so a row deleted meanwhile undoes only the session's write, not the view's.
+        An UPDATE that counts its rows rather than an ORM flush: a flush that finds the row deleted
+        fails the whole transaction, and the view's own writes must still commit.
         """
-        try:
-            with db.session.begin_nested():
-                db.session.flush()
-        except StaleDataError:
+        if row in db.session.new:
+            db.session.flush([row])  # a new row cannot have been deleted meanwhile
+            return True
+        state = inspect(row)
+        changes = {attr.key: attr.value for attr in state.attrs if attr.history.has_changes()}
+        with db.session.no_autoflush:
+            written = db.session.execute(
+                update(UserSession).where(UserSession.id == row.id).values(**changes),
+                execution_options={"synchronize_session": False},
+            ).rowcount
+        if not written:
+            db.session.expunge(row)  # gone: the edge's commit must not write it again
             return False
+        for key, value in changes.items():
+            set_committed_value(row, key, value)  # written: nothing left for the commit's flush
         return True
 
     def _set_anonymous_cookie(self, app: Flask, response: Response, session: ServerSession) -> None:

@@ -20,7 +20,7 @@ from idp.signout import sign_out_everywhere
 from idp.tasks import outbox
 from idp.tokens.refresh import start_family
 from tests.conftest import empty_broker
-from tests.support import free_port
+from tests.support import committing, free_port
 
 OUTBOX_LOG = "idp.tasks.outbox"
 
@@ -64,7 +64,7 @@ def test_a_sign_out_keeps_its_logouts_while_the_broker_is_down_and_logs_that_onc
         db.session.commit()
         caplog.set_level(logging.WARNING, logger=OUTBOX_LOG)
         outbox._outage["down"] = False  # a clean slate for the once-per-outage log
-        sign_out_everywhere(db.session.get(User, user.id), actor="test")
+        committing(sign_out_everywhere)(db.session.get(User, user.id), actor="test")  # as the request would
         kept = messages()
         # Two sessions and the offline grant: three deliveries, written with the sign-out itself.
         assert [(m.kind, m.done_at, m.payload["client_id"]) for m in kept] == [("backchannel_logout", None, rp.client_id)] * 3
@@ -83,7 +83,7 @@ def test_a_sign_out_keeps_its_logouts_while_the_broker_is_down_and_logs_that_onc
 def test_a_delivery_queued_by_an_older_release_is_adopted_into_the_outbox(app_ctx):
     from idp.oidc.backchannel import adopt_legacy_message
 
-    adopt_legacy_message.run(client_id="rp", sub="s", sid="x", reason="logout")
+    committing(adopt_legacy_message.run)(client_id="rp", sub="s", sid="x", reason="logout")  # as the task wrapper would
     [message] = messages()
     assert (message.kind, message.payload, message.done_at) == ("backchannel_logout", {"client_id": "rp", "sub": "s", "sid": "x", "reason": "logout"}, None)
 

@@ -11,7 +11,11 @@ from tests.mail.conftest import link_in
 from tests.pages import assert_good_page
 from tests.admin_ui.conftest import PASSWORD
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+# The flows' database side runs on both backends over HTTP (tests/mail/test_flows.py); the browser
+# run, the costliest part of the suite, proves the pages and the mail on SQLite.
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, SQLITE_ONLY]
 NEW_PASSWORD = "browser-chosen-password"
 
 

@@ -82,6 +82,7 @@ def provision(values: dict) -> tuple[tuple[str, str], str]:
         user = create_user("outage@example.test", "correct horse battery")
         token = issue_access_token(client_id=client.client_id, subject=user.subject, scope="openid profile", token_version=user.token_version).token
         credentials = (client.client_id, secret)
+        db.session.commit()  # what a command would commit at its edge
         db.session.remove()
         db.engine.dispose()
     return credentials, token

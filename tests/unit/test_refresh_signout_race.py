@@ -40,7 +40,7 @@ def test_a_sign_out_waiting_on_an_uncommitted_refresh_denies_the_access_token_it
     issued = {}
 
     def refresh():
-        rotation = rotate(token, client=db.session.get(Client, client.id), commit=False)
+        rotation = rotate(token, client=db.session.get(Client, client.id))
         access = issue_access_token(client_id=client.client_id, subject=user.subject, scope="openid", token_version=user.token_version)
         pair_access_token(rotation, access)
         issued["jti"] = access.jti

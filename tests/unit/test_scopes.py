@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from idp.clients.service import validate_scope
-from idp.oauth import scopes
+from idp import scopes
 from idp.oidc.claims import claims_for
 from idp.users.models import User
 
