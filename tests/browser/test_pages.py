@@ -164,6 +164,9 @@ def test_error_pages(start_server, new_page):
 
     # A stale sign-in form: the session (and the CSRF token it signed) is gone when it is sent.
     page.goto(base + "/login")
+    # The passkey script's options request must be answered first: a response still in flight
+    # would set the session cookie again after it is cleared.
+    page.wait_for_load_state("networkidle")
     page.context.clear_cookies()
     page.get_by_label("Email").fill("someone@example.com")
     page.get_by_label("Password").fill(PASSWORD)

@@ -142,11 +142,14 @@ class Load:
 
 @contextmanager
 def requests_held_in_flight(url: str):
-    """Lock the clients table until /token requests of the load are waiting on it, then yield."""
+    """Lock the clients and users tables until requests of the load wait on them, then yield.
+
+    /token finds its client in the per-process client cache (idp/clients/service.py), so userinfo's
+    user lookup is what is sure to wait."""
     engine = create_engine(normalize_database_url(url), poolclass=NullPool)
     holder = engine.connect()
     try:
-        holder.execute(text("LOCK TABLE clients IN ACCESS EXCLUSIVE MODE"))
+        holder.execute(text("LOCK TABLE clients, users IN ACCESS EXCLUSIVE MODE"))
         with engine.connect() as watcher:
             waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
             wait_until(lambda: watcher.scalar(waiting) > 0, timeout=STATEMENT_TIMEOUT, interval=0.02, what="a request to wait on the lock")
@@ -342,7 +345,7 @@ def test_a_statement_waiting_on_a_lock_is_cancelled_by_the_statement_timeout(clu
     engine = create_engine(normalize_database_url(cluster.url), poolclass=NullPool)
     try:
         with engine.connect() as holder:
-            holder.execute(text("LOCK TABLE clients IN ACCESS EXCLUSIVE MODE"))
+            holder.execute(text("LOCK TABLE clients, users IN ACCESS EXCLUSIVE MODE"))
             answered: list = []
             started = time.monotonic()
             # In a thread, so that without a timeout the test fails instead of waiting on its own lock.
