@@ -12,6 +12,8 @@ import http from 'node:http';
 import { parseArgs } from 'node:util';
 
 import Provider from 'oidc-provider';
+import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
+import LRU from 'oidc-provider/lib/helpers/lru.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -41,6 +43,12 @@ function signingKeys() {
   ];
 }
 
+// The provider's own in-memory adapter, on a store that never evicts: its default store keeps the
+// last 1,000 entries only (a development default), so a run that mints or rotates more than that
+// would lose grants and codes to eviction and count node's refusals as errors.
+const store = new LRU({ maxSize: 100_000_000 });
+const adapter = (model) => new MemoryAdapter(model, store);
+
 function configuration(keys) {
   const confidential = (clientId, extra) => ({
     client_id: clientId,
@@ -49,6 +57,7 @@ function configuration(keys) {
     ...extra,
   });
   return {
+    adapter,
     clients: [
       confidential('cc-rs256', { grant_types: ['client_credentials'], response_types: [], redirect_uris: [] }),
       confidential('cc-es256', { grant_types: ['client_credentials'], response_types: [], redirect_uris: [] }),
