@@ -26,6 +26,7 @@ from idp.clock import utcnow
 from idp.db import commit_now, db
 from idp.jobs.models import JobRun
 from idp.oauth.models import AuthorizationCode
+from idp.onboarding.models import OneTimeLink
 from idp.sessions.store import idle_ttl
 from idp.sessions.models import SessionKind, UserSession
 from idp.sessions.service import end_session
@@ -50,6 +51,7 @@ def purge_expired(now: datetime | None = None) -> dict[str, int]:
         "job_runs": purge_job_runs(now, config["JOB_RUN_RETENTION"], batch),
         "outbox_messages": purge_outbox(now, config["OUTBOX_RETENTION"], batch),
         "login_throttles": purge_login_throttles(now, batch),
+        "one_time_links": purge_one_time_links(cutoff, batch),
     }
     if any(counts.values()):
         # Deleting audit events is itself worth an audit event.
@@ -152,6 +154,12 @@ def purge_outbox(now: datetime, retention_seconds: int, batch: int) -> int:
     """Outbox messages handled (delivered or given up) longer than OUTBOX_RETENTION ago; never undone ones."""
     table = OutboxMessage.__table__
     return _delete_in_batches(table, table.c.done_at < now - timedelta(seconds=retention_seconds), table.c.done_at, batch)
+def purge_one_time_links(cutoff: datetime, batch: int) -> int:
+    """Mailed links past their expiry (spent or not): `is_open` refuses them on `expires_at` alone."""
+    table = OneTimeLink.__table__
+    return _delete_in_batches(table, table.c.expires_at < cutoff, table.c.expires_at, batch)
+
+
 def purge_login_throttles(now: datetime, batch: int) -> int:
     """Throttle buckets with nothing left to remember: failures forgotten, no back-off, no known address."""
     config, table = current_app.config, LoginThrottle.__table__

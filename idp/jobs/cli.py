@@ -46,7 +46,7 @@ def jobs(as_json: bool) -> None:
 @click.command()
 @click.option("--json", "as_json", is_flag=True)
 def purge(as_json: bool) -> None:
-    """Delete expired codes, tokens, sessions, denylist entries, old audit events and job runs now."""
+    """Delete expired codes, tokens, sessions, denylist entries, mailed links, old audit events and job runs now."""
 
     with _app_context():
         run = run_job("purge")

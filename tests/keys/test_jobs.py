@@ -28,7 +28,7 @@ def test_a_successful_run_records_start_end_outcome_and_counts(app_ctx):
     run = jobs.run_job("purge")
     assert run.outcome == "succeeded" and run.error is None
     assert before <= run.started_at <= run.finished_at <= utcnow()
-    assert set(run.counts) == {"authorization_codes", "refresh_tokens", "refresh_families", "revoked_access_tokens", "sessions", "audit_events", "job_runs", "outbox_messages", "login_throttles"}
+    assert set(run.counts) == {"authorization_codes", "refresh_tokens", "refresh_families", "revoked_access_tokens", "sessions", "audit_events", "job_runs", "outbox_messages", "login_throttles", "one_time_links"}
     assert [r.id for r in runs("purge")] == [run.id]
 
 

@@ -22,7 +22,8 @@ from idp.tokens.models import RefreshFamily, RefreshToken, RevokedAccessToken
 SKEW = timedelta(seconds=60)  # CLOCK_SKEW of the test configuration
 S = timedelta(seconds=1)
 ZERO = {"authorization_codes": 0, "refresh_tokens": 0, "refresh_families": 0, "revoked_access_tokens": 0,
-        "sessions": 0, "audit_events": 0, "job_runs": 0, "outbox_messages": 0, "login_throttles": 0}
+        "sessions": 0, "audit_events": 0, "job_runs": 0, "outbox_messages": 0, "login_throttles": 0,
+        "one_time_links": 0}
 
 
 @pytest.fixture
@@ -252,3 +253,24 @@ def test_throttle_buckets_go_once_quiet_unless_they_remember_a_known_address(app
     db.session.commit()
     assert purge_expired(now=now)["login_throttles"] == 2
     assert set(db.session.scalars(db.select(LoginThrottle.key))) == {"recent-failure", "backed-off", "known"}
+
+
+def test_one_time_links_go_once_past_their_expiry_spent_or_not(app_ctx, owner, now):
+    from idp.onboarding.models import OneTimeLink
+
+    user, _ = owner
+
+    def link(name, expires_at, used=False):
+        db.session.add(OneTimeLink(kind="reset", digest=digest(name), user_id=user.id, email=user.email, created_at=expires_at - timedelta(hours=1),
+                                   expires_at=expires_at, used_at=expires_at - timedelta(minutes=5) if used else None))
+
+    for n in range(4):  # more than a batch (3)
+        link(f"expired-{n}", now - SKEW - timedelta(minutes=n + 1))
+    link("expired-spent", now - SKEW - S, used=True)
+    link("within-skew", now - SKEW + S)
+    link("open", now + timedelta(hours=1))
+    link("spent-but-not-expired", now + timedelta(hours=1), used=True)
+    db.session.commit()
+    assert purge_expired(now=now)["one_time_links"] == 5
+    assert set(db.session.scalars(select(OneTimeLink.digest))) == {digest(name) for name in ("within-skew", "open", "spent-but-not-expired")}
+    assert purge_expired(now=now)["one_time_links"] == 0
