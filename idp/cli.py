@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import click
 from flask import Flask
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from idp import create_app
 from idp.audit.actors import Actor
@@ -54,18 +54,28 @@ class IdpGroup(click.Group):
             # Connection refused, missing file, wrong credentials: say which, not a traceback.
             click.echo(f"error: cannot use the database: {str(error.orig).splitlines()[0]}", err=True)
             ctx.exit(1)
+        except IntegrityError as error:
+            # A constraint refused the command's commit (a concurrent change): nothing was written.
+            click.echo(f"error: nothing was written; the database refused it: {str(error.orig).splitlines()[0]}", err=True)
+            ctx.exit(1)
 
 
 def with_app(require_secrets: bool = True):
     """Run the command inside an app context and one transaction (the command's edge, idp/db.py:
-    committed when it returns, rolled back if it fails); the app is passed as the first argument."""
+    committed when it returns, rolled back if it fails); the app is passed as the first argument.
+
+    The command returns the lines it reports, printed only once the commit succeeded: a commit
+    that fails (a constraint, a locked or lost database) never follows a printed success.
+    """
 
     def decorator(fn):
         @wraps(fn)
         def wrapper(*args, **kwargs):
             app = create_app(require_secrets=require_secrets)
             with app.app_context(), unit_of_work():
-                return fn(app, *args, **kwargs)
+                lines = fn(app, *args, **kwargs)
+            for line in lines:
+                click.echo(line)
 
         return wrapper
 
@@ -157,17 +167,17 @@ def read_password_stdin() -> str:
 @click.option("--name", default=None)
 @click.option("--admin", is_flag=True, help="Grant admin rights.")
 @with_app()
-def users_create(app: Flask, email: str, password_stdin: bool, name: str | None, admin: bool) -> None:
+def users_create(app: Flask, email: str, password_stdin: bool, name: str | None, admin: bool) -> list[str]:
     """Create a user."""
 
     user = create_user(email, read_password_stdin(), name=name, is_admin=admin, actor=Actor.CLI)
-    click.echo(json.dumps({"id": user.id, "sub": user.subject, "email": user.email, "is_admin": user.is_admin}))
+    return [json.dumps({"id": user.id, "sub": user.subject, "email": user.email, "is_admin": user.is_admin})]
 
 
 @users.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @with_app()
-def users_list(app: Flask, as_json: bool) -> None:
+def users_list(app: Flask, as_json: bool) -> list[str]:
     """List users."""
 
     rows = [
@@ -176,61 +186,62 @@ def users_list(app: Flask, as_json: bool) -> None:
         for u in list_users()
     ]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
+        return [json.dumps(rows, indent=2)]
+    lines = []
     for row in rows:
         flags = ",".join(f for f, on in (("admin", row["is_admin"]), ("disabled", row["disabled"])) if on)
-        click.echo(f"{row['id']:>6}  {row['email']:<40} {flags}")
+        lines.append(f"{row['id']:>6}  {row['email']:<40} {flags}")
+    return lines
 
 
 @users.command("disable")
 @click.argument("email")
 @with_app()
-def users_disable(app: Flask, email: str) -> None:
+def users_disable(app: Flask, email: str) -> list[str]:
     """Disable a user: they can no longer sign in, and every token and session they hold dies."""
 
     disable_user(require_user(email), actor=Actor.CLI)
-    click.echo(f"disabled {email}")
+    return [f"disabled {email}"]
 
 
 @users.command("set-password")
 @click.argument("email")
 @click.option("--password-stdin", is_flag=True, required=True, help="Read the new password from standard input.")
 @with_app()
-def users_set_password(app: Flask, email: str, password_stdin: bool) -> None:
+def users_set_password(app: Flask, email: str, password_stdin: bool) -> list[str]:
     """Set a user's password; every session and token they hold dies."""
 
     set_password(require_user(email), read_password_stdin(), actor=Actor.CLI)
-    click.echo(f"password set for {email}; all their sessions and tokens are revoked")
+    return [f"password set for {email}; all their sessions and tokens are revoked"]
 
 
 @users.command("invite")
 @click.argument("email")
 @click.option("--name", default=None)
 @with_app()
-def users_invite(app: Flask, email: str, name: str | None) -> None:
+def users_invite(app: Flask, email: str, name: str | None) -> list[str]:
     """Invite someone by email: the account has no password until they choose one through the mailed link."""
     user = invite(email, name=name, actor=Actor.CLI)
-    click.echo(f"invited {user.email}; the invitation link is in the outbox (mailed by the worker)")
+    return [f"invited {user.email}; the invitation link is in the outbox (mailed by the worker)"]
 
 
 @users.command("resend-verification")
 @click.argument("email")
 @with_app()
-def users_resend_verification(app: Flask, email: str) -> None:
+def users_resend_verification(app: Flask, email: str) -> list[str]:
     """Mail a new verification link (the pending new address, or the unverified current one)."""
     link = send_verification(require_user(email), actor=Actor.CLI)
-    click.echo(f"verification link for {link.email} queued")
+    return [f"verification link for {link.email} queued"]
 
 
 @users.command("sign-out")
 @click.argument("email")
 @with_app()
-def users_sign_out(app: Flask, email: str) -> None:
+def users_sign_out(app: Flask, email: str) -> list[str]:
     """Sign a user out everywhere: every session, access token and refresh token (offline too)."""
 
     sign_out_everywhere(require_user(email), actor=Actor.CLI)
-    click.echo(f"signed {email} out everywhere")
+    return [f"signed {email} out everywhere"]
 
 
 # --- clients ------------------------------------------------------------------------------------
@@ -259,7 +270,7 @@ def clients() -> None:
 @with_app()
 def clients_create(app: Flask, name, redirect_uris, post_logout_redirect_uris, public, grant_types, scope,
                    token_endpoint_auth_method, skip_consent, no_pkce, backchannel_logout_uri, id_token_alg,
-                   id_token_claims, as_json) -> None:
+                   id_token_claims, as_json) -> list[str]:
     """Register a client; its secret is printed once and never stored."""
 
     client, secret = create_client(
@@ -281,11 +292,11 @@ def clients_create(app: Flask, name, redirect_uris, post_logout_redirect_uris, p
     if secret:
         result["client_secret"] = secret
     if as_json:
-        click.echo(json.dumps(result))
-        return
-    click.echo(f"client_id:     {client.client_id}")
+        return [json.dumps(result)]
+    lines = [f"client_id:     {client.client_id}"]
     if secret:
-        click.echo(f"client_secret: {secret}   (shown once; store it now)")
+        lines.append(f"client_secret: {secret}   (shown once; store it now)")
+    return lines
 
 
 @clients.command("update")
@@ -295,17 +306,17 @@ def clients_create(app: Flask, name, redirect_uris, post_logout_redirect_uris, p
 @click.option("--id-token-claims", default=None, type=click.Choice(["standard", "minimal"]),
               help="standard: the ID token carries the profile and email claims granted; minimal: only sub and sign-in facts.")
 @with_app()
-def clients_update(app: Flask, client_id: str, name, scope, id_token_claims) -> None:
+def clients_update(app: Flask, client_id: str, name, scope, id_token_claims) -> list[str]:
     """Change a registered client's name, scopes or ID token claims."""
     wanted = {"name": name, "scope": scope, "id_token_claims": id_token_claims}
     changed = update_client(require_client(client_id), actor=Actor.CLI, **{k: v for k, v in wanted.items() if v is not None})
-    click.echo(f"updated {client_id}: {', '.join(changed)}" if changed else f"nothing changed for {client_id}")
+    return [f"updated {client_id}: {', '.join(changed)}" if changed else f"nothing changed for {client_id}"]
 
 
 @clients.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @with_app()
-def clients_list(app: Flask, as_json: bool) -> None:
+def clients_list(app: Flask, as_json: bool) -> list[str]:
     """List clients."""
 
     rows = [
@@ -314,10 +325,8 @@ def clients_list(app: Flask, as_json: bool) -> None:
         for c in list_clients()
     ]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        click.echo(f"{row['client_id']}  {'public' if row['public'] else 'confidential':<12} {row['name']}")
+        return [json.dumps(rows, indent=2)]
+    return [f"{row['client_id']}  {'public' if row['public'] else 'confidential':<12} {row['name']}" for row in rows]
 
 
 # --- processes ----------------------------------------------------------------------------------

@@ -57,15 +57,17 @@ def keys_rotate(immediately: bool, alg: str | None, force: bool) -> None:
 
     if (alg or force) and not immediately:
         raise ValidationError("--alg and --force go with --now")
-    with _app_context():
+    with _app_context():  # reported once committed (after the block), never before
         if not immediately:
             run = run_job("rotate_keys")
             if run.outcome == "skipped":
                 raise click.ClickException("skipped: another runner is rotating keys right now")
-            click.echo(json.dumps(run.counts, sort_keys=True))
-            return
-        for key in rotate_now(actor=Actor.CLI, alg=alg, force=force):
-            click.echo(f"{key.alg}: {key.kid} now signs; the previous key stays published until its tokens expire")
+            lines = [json.dumps(run.counts, sort_keys=True)]
+        else:
+            lines = [f"{key.alg}: {key.kid} now signs; the previous key stays published until its tokens expire"
+                     for key in rotate_now(actor=Actor.CLI, alg=alg, force=force)]
+    for line in lines:
+        click.echo(line)
 
 
 @keys.command("revoke")

@@ -8,7 +8,7 @@ console entry point.
 import json
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from idp.db import db
 from idp.models import Client, User
@@ -103,6 +103,27 @@ def test_clients_create_and_update_the_id_token_claims(app, idp_env):
     assert bad.returncode == 2 and "unknown scope 'payments'" in bad.stderr
     missing = invoke_idp(["clients", "update", "no-such-client", "--name", "X"], idp_env)
     assert missing.returncode == 2 and "no client with client_id" in missing.stderr
+
+
+def test_a_commit_the_database_refuses_prints_no_success(app, idp_env, make_client):
+    """The output follows the command's commit: a constraint that fails the commit leaves only the error."""
+    first, _ = make_client(name="First")
+    second, _ = make_client(name="Second")
+    # A real constraint met only when the command commits (update_client writes nothing before it).
+    with app.app_context():
+        db.session.execute(text("CREATE UNIQUE INDEX uq_test_client_name ON clients (name)"))
+        db.session.commit()
+    try:
+        refused = invoke_idp(["clients", "update", second.client_id, "--name", "First"], idp_env)
+    finally:
+        with app.app_context():
+            db.session.execute(text("DROP INDEX uq_test_client_name"))
+            db.session.commit()
+    assert refused.returncode == 1
+    assert refused.stdout == ""
+    assert len(refused.stderr.strip().splitlines()) == 1 and refused.stderr.startswith("error: nothing was written; the database refused it:")
+    with app.app_context():
+        assert db.session.scalar(select(Client.name).where(Client.client_id == second.client_id)) == "Second"
 
 
 @pytest.mark.parametrize(
