@@ -281,6 +281,11 @@ class ClientCache:
             self.generation += 1
             self._entries.clear()
 
+    def forget(self, client_id: str) -> None:
+        """Drop one client's entry (a fresh read found it gone)."""
+        with self._lock:
+            self._entries.pop(client_id, None)
+
 
 def init_client_cache(app: Flask) -> None:
     """Give `app` its client cache and empty it whenever this process writes a client."""
@@ -339,10 +344,24 @@ def get_client(client_id: str, *, fresh: bool = False) -> Client | None:
         return _attached(values)
     generation, read_at = cache.generation, cache.now()
     client = db.session.scalar(select(Client).where(Client.client_id == client_id))
-    unwritten = client is not None and not db.session.info.get(_FLUSHED_CLIENTS) and client not in db.session.dirty
+    if client is None:
+        cache.forget(client_id)  # deleted by another process: no later lookup here may still find it
+        return None
+    unwritten = not db.session.info.get(_FLUSHED_CLIENTS) and client not in db.session.dirty
     if unwritten:
         cache.put(client_id, _column_values(client), generation, read_at)
     return client
+
+
+def deleted_elsewhere(client_id: str | None) -> bool:
+    """Whether a request that failed on a cached client met one another process deleted meanwhile.
+
+    Within CLIENT_CACHE_SECONDS this process may still serve a client another replica deleted: its
+    codes and refresh families went with it (ON DELETE CASCADE), or a row written for it fails its
+    foreign key. Reads the client afresh (call it after rolling the failure back); when it is
+    gone, its cache entry goes too, so the request can be answered as for any unknown client.
+    """
+    return bool(client_id) and get_client(client_id, fresh=True) is None
 
 
 def require_client(client_id: str) -> Client:

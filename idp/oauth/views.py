@@ -13,11 +13,13 @@ from datetime import timedelta
 
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import Blueprint, Response, redirect, request, url_for
+from sqlalchemy.exc import IntegrityError
 
 from idp.extensions import csrf
-from idp.clients.service import AUTH_METHODS, GRANT_TYPES
+from idp.clients.service import AUTH_METHODS, GRANT_TYPES, deleted_elsewhere
 from idp.clock import utcnow
 from idp.cors import client_origins
 from idp.db import db
@@ -227,7 +229,43 @@ def token():
     if problem:
         response = authorization_server().handle_error_response(None, InvalidRequestError(problem))
     else:
-        response = authorization_server().create_token_response()
+        response = _token_response()
         if response.status_code == 200:
             TOKENS_ISSUED.labels(request.form.get("grant_type", "")).inc()
     return secure(response, TOKEN_RESPONSE)
+
+
+def _token_response() -> Response:
+    """Authlib's token response; a client another replica deleted (still cached here) is invalid_client.
+
+    Within CLIENT_CACHE_SECONDS (idp/clients/service.py) this process may authenticate a client
+    that is gone: its code or refresh family went with it (an invalid_grant), or a row written for
+    it fails its foreign key. Then nothing is kept and the request is answered again with the
+    client read afresh, exactly as for any unknown client (RFC 6749 5.2: invalid_client, 401 when
+    it authenticated with HTTP Basic). Only a failing request pays that second read.
+    """
+    server = authorization_server()
+    try:
+        response = server.create_token_response()
+        if response.status_code == 200:
+            db.session.flush()  # a foreign key refusing the issued rows fails here, not at the edge
+            return response
+    except IntegrityError:
+        db.session.rollback()  # keep nothing; the fresh read below needs a live transaction
+        if deleted_elsewhere(_presented_client_id()):
+            return server.create_token_response()
+        raise
+    if (response.get_json(silent=True) or {}).get("error") == "invalid_client":
+        return response
+    db.session.rollback()  # an error answer keeps nothing anyway (idp/db.py); durable records are committed
+    return server.create_token_response() if deleted_elsewhere(_presented_client_id()) else response
+
+
+def _presented_client_id() -> str | None:
+    """The client_id the token request authenticated with: HTTP Basic's, else the form's (RFC 6749 2.3.1)."""
+    try:
+        basic_id, _ = extract_basic_authorization(request.headers)
+    except ValueError:  # undecodable credentials: authenticated as nobody
+        return None
+    return basic_id or request.form.get("client_id")
+    return response
