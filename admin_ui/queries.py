@@ -77,10 +77,12 @@ def planner_estimate(query: Select) -> int | None:
         return None
     sql = str(query.compile(dialect=bind.dialect, compile_kwargs={"literal_binds": True}))
     try:
-        plan = db.session.execute(text("EXPLAIN (FORMAT JSON) " + sql.replace(":", r"\:"))).scalar()
+        # A savepoint: a failed EXPLAIN aborts only itself, never the rest of the request's transaction
+        # (PostgreSQL refuses every later statement of an aborted one) nor what it already did.
+        with db.session.begin_nested():
+            plan = db.session.execute(text("EXPLAIN (FORMAT JSON) " + sql.replace(":", r"\:"))).scalar()
     except Exception:  # an estimate is a nicety: never let it break the page
         log.warning("could not estimate a row count", exc_info=True)
-        db.session.rollback()
         return None
     plan = json.loads(plan) if isinstance(plan, str) else plan
     return int(plan[0]["Plan"]["Plan Rows"])

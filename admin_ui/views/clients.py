@@ -81,7 +81,7 @@ def client_new():
         try:
             client, secret = create_client(public=public, actor=actor(), **settings_from(form, public=public))
         except ValidationError as error:
-            db.session.rollback()
+            db.session.rollback()  # the 400 would too; now, so the form shows stored values, not half-changed ones
             show_error(form, error)
         else:
             flash(f"Registered {client.name}.", "success")
@@ -131,7 +131,7 @@ def client_edit(client_id: str):
         try:
             changed = update_client(client, actor=actor(), **settings_from(form, public=client.is_public))
         except ValidationError as error:
-            db.session.rollback()
+            db.session.rollback()  # the 400 would too; now, so the form shows stored values, not half-changed ones
             show_error(form, error)
         else:
             flash(f"Saved {client.name}." if changed else "Nothing changed.", "success")

@@ -56,7 +56,7 @@ def user_new():
         try:
             user = create_user(form.email.data, form.password.data, name=form.name.data, actor=actor())
         except ValidationError as error:
-            db.session.rollback()
+            db.session.rollback()  # the 400 would too; now, so the form shows stored values, not half-changed ones
             apply_service_error(form, error)
         else:
             flash(f"Created {user.email}.", "success")
@@ -78,7 +78,7 @@ def user_invite():
         try:
             user = invite(form.email.data, name=form.name.data, actor=actor())
         except ValidationError as error:
-            db.session.rollback()
+            db.session.rollback()  # the 400 would too; now, so the form shows stored values, not half-changed ones
             apply_service_error(form, error)
         else:
             flash(f"Invited {user.email}: they choose their password through the link mailed to them.", "success")
@@ -130,7 +130,7 @@ def user_edit(user_id: int):
         try:
             update_user(user, email=form.email.data, name=form.name.data, actor=actor())
         except ValidationError as error:
-            db.session.rollback()
+            db.session.rollback()  # the 400 would too; now, so the form shows stored values, not half-changed ones
             apply_service_error(form, error)
         else:
             if user.email != old_email:
@@ -178,6 +178,8 @@ def run_action(user: User, act, *, then: str | None = None):
     try:
         flash(act(), "success")
     except ValidationError as error:
+        # Needed: the 303 below keeps the request's changes (idp/db.py), and the refused action
+        # may have half-written; nothing before it in this request writes.
         db.session.rollback()
         flash(str(error).capitalize() + ".", "error")
         return redirect(back, 303)

@@ -75,7 +75,9 @@ def login():
             return render_login(form, entry, 429, THROTTLED.format(wait=wait_text(attempt.retry_after)), attempt.retry_after)
         return render_login(form, entry, 401, GENERIC_FAILURE)
     if must_verify_before_sign_in(attempt.user):
-        db.session.rollback()  # not signed in after all
+        # Not signed in after all: this drops only the success's audit event (what the check had to
+        # keep, a rehashed password, was committed by throttled_check before the throttle wrote).
+        db.session.rollback()
         with durable("a refused sign-in of an unverified account, audited"):  # the 403 rolls back the rest
             record("user.sign_in_refused", actor=Actor.user(attempt.user.id), target=f"user:{attempt.user.id}", ip=request.remote_addr, reason="email_unverified")
         return render_login(form, entry, 403, UNVERIFIED)

@@ -55,7 +55,7 @@ def run_job(name: str, fn: Callable[..., dict[str, int]] | None = None, *, now: 
         try:
             counts = fn(now=now)
         except BaseException as error:
-            db.session.rollback()
+            db.session.rollback()  # only the job's uncommitted step: the run's start and the job's committed batches stay
             try:
                 _finish(run_id, "failed", error=_describe(error))
             except Exception:
@@ -106,7 +106,7 @@ def rerun_interrupted() -> list[str]:
         with single_runner(name) as held:
             closed = _close_interrupted(name, utcnow()) if held else 0
         if not closed:
-            db.session.rollback()
+            db.session.rollback()  # nothing of this step was written; earlier jobs' steps are committed
             continue
         try:
             enqueue(name)  # before the commit: if the broker fails, the run stays `running` for the next try

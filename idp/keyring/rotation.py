@@ -93,7 +93,8 @@ def run_rotation(now: datetime | None = None) -> dict[str, int]:
                 counts.update(step(alg, now, rules))
             except (RotationConflict, IntegrityError):
                 # Someone else (a manual rotation, a revocation) changed this algorithm's keys
-                # first; their step keeps the invariants, and the next run looks again.
+                # first; their step keeps the invariants, and the next run looks again. Each step
+                # commits its own work, so this drops only the refused step, never an earlier one.
                 db.session.rollback()
                 counts["conflicts"] += 1
     invalidate_cache()

@@ -88,17 +88,20 @@ def rewrap_keys(*, actor: str) -> dict[str, int]:
     """
     encryptor = key_encryptor()
     rows = list(db.session.scalars(select(SigningKey).order_by(SigningKey.id).with_for_update()))
-    older = 0
+    older, rewrapped = 0, []
+    # Every key is rewrapped before any row changes, so a refusal leaves the caller's transaction
+    # as it was (what the caller did before stays; the caller decides its fate).
     for row in rows:
         try:
             older += not encryptor.is_under_newest(row.private_jwk_encrypted)
-            row.private_jwk_encrypted = encryptor.rewrap(row.private_jwk_encrypted)
+            rewrapped.append(encryptor.rewrap(row.private_jwk_encrypted))
         except ValueError:
-            db.session.rollback()
             raise ValidationError(
                 f"no configured key-encryption key decrypts signing key {row.kid}; put the key-encryption key "
                 "it was written under back into the list (after the new one) and run rewrap again"
             ) from None
+    for row, private_jwk in zip(rows, rewrapped):
+        row.private_jwk_encrypted = private_jwk
     record("keys.rewrapped", actor=actor, keys=len(rows), were_under_older_key=older)
     invalidate_cache()
     return {"rewrapped": len(rows), "were_under_older_key": older}

@@ -121,11 +121,13 @@ def rewrap_secrets(*, actor: str) -> int:
     Raises ValidationError, before anything changes, when no listed key decrypts one of them.
     """
     rows = list(db.session.scalars(select(TotpFactor).order_by(TotpFactor.id).with_for_update()))
-    for row in rows:
-        try:
-            row.secret_encrypted = _encryptor().rewrap(row.secret_encrypted)
-        except ValueError:
-            db.session.rollback()
-            raise ValidationError("no configured key-encryption key decrypts an authenticator-app key; put the old key back and run rewrap again") from None
+    try:
+        # Every key is rewrapped before any row changes, so a refusal leaves the caller's
+        # transaction as it was (what the caller did before stays; the caller decides its fate).
+        rewrapped = [_encryptor().rewrap(row.secret_encrypted) for row in rows]
+    except ValueError:
+        raise ValidationError("no configured key-encryption key decrypts an authenticator-app key; put the old key back and run rewrap again") from None
+    for row, secret in zip(rows, rewrapped):
+        row.secret_encrypted = secret
     record("mfa.totp_rewrapped", actor=actor, count=len(rows))
     return len(rows)

@@ -143,7 +143,7 @@ def enrol_confirm_at_sign_in():
     factor = totp.pending_factor(user.id)
     form = CodeForm()
     if factor is None or not form.validate_on_submit() or not totp.confirm_enrolment(user, factor, form.code.data):
-        db.session.rollback()
+        db.session.rollback()  # the 400 would too; now, so the page is drawn from the stored factor
         return _setup_page(user, factor, url_for("mfa.enrol_confirm_at_sign_in"), WRONG_CODE, 400)
     codes = recovery.regenerate(user.id, actor=Actor.user(user.id))
     rid, next_path = flow.waiting_target()
@@ -196,7 +196,7 @@ def totp_confirm(user: User):
     if factor is None:
         return _security_page(user, "Start the setup again.", 400)
     if not form.validate_on_submit() or not totp.confirm_enrolment(user, factor, form.code.data):
-        db.session.rollback()
+        db.session.rollback()  # the 400 would too; now, so the page is drawn from the stored factor
         return _setup_page(user, factor, url_for("mfa.totp_confirm"), WRONG_CODE, 400)
     codes = recovery.regenerate(user.id, actor=Actor.user(user.id))
     return _codes_page(codes, url_for("mfa.security"))

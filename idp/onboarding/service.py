@@ -106,7 +106,10 @@ def _throttled(namespace: str, email: str, ip: str | None) -> int:
     try:
         throttle.reserve(account, ip, namespace=namespace)
     except throttle.Throttled as refusal:
-        throttle.record_refusal(refusal, account=account, ip=ip, form=namespace.rstrip(":"), actor="anonymous")
+        # The request answers 429 and so rolls back; the refusal's audit event must stay (nothing
+        # else is written yet: each form asks the throttle first).
+        with durable("the throttle's refusal of a mail form, audited"):
+            throttle.record_refusal(refusal, account=account, ip=ip, form=namespace.rstrip(":"), actor="anonymous")
         return refusal.retry_after
     return 0
 

@@ -213,7 +213,7 @@ def run(message_id: int, celery: Celery) -> str:
         done = kind.run(dict(message.payload), attempt=message.attempts, final=final)
         error = None if done else "not delivered"
     except Exception as failure:  # noqa: BLE001 -- recorded on the message and retried
-        db.session.rollback()
+        db.session.rollback()  # only the handler's half-done work: the claim was committed before it ran
         log.warning("outbox message %s (%s) failed", message_id, message.kind, exc_info=True)
         done, error = False, f"{type(failure).__name__}: {failure}"[:2000]
         message = db.session.get(OutboxMessage, message_id)

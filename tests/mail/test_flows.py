@@ -253,3 +253,18 @@ def link_in_first(app, inbox, address: str) -> str:
     deliver_outbox(app)
     message = inbox.to(address)[0]
     return message.get_body("plain").get_content()
+
+
+@pytest.mark.parametrize(("page", "form", "fields"), [
+    ("/password/forgot", "reset", {"email": "busy@example.com"}),
+    ("/signup", "signup", {"email": "busy@example.com", "name": "Busy", "password": NEW_PASSWORD, "confirm": NEW_PASSWORD}),
+])
+def test_a_throttled_mail_form_keeps_the_refusals_audit_event(app, make_user, page, form, fields):
+    """The 429 rolls the request back; the throttle's refusal is still audited, as at sign-in."""
+    make_user(email="busy@example.com")
+    client = app.test_client()
+    statuses = [post_form(client, page, fields).status_code for _ in range(6)]
+    assert statuses[-1] == 429
+    with app.app_context():
+        refused = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "auth.throttled")).all()
+    assert [event.details["form"] for event in refused] == [form] * statuses.count(429)
