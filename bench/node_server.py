@@ -6,10 +6,8 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from bench.harness import BenchError
-from bench.server import free_port
+from bench.server import free_port, serving
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 CLIENT_IDS = ("cc-rs256", "cc-es256", "rp", "rs")
@@ -66,21 +64,6 @@ def ensure_installed() -> None:
         raise BenchError(f"npm ci failed in {NODE_DIR}: {done.stderr.strip()[-2000:]}")
 
 
-def _wait_ready(base_url: str, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"node server.js exited with {process.returncode}:\n{log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(base_url + "/.well-known/openid-configuration", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise BenchError(f"node-oidc-provider did not answer within {timeout:.0f}s")
-
-
 @contextmanager
 def running_node(workers: int = 1) -> Iterator[NodeTarget]:
     """node-oidc-provider with its in-memory adapter on a free loopback port; stopped after."""
@@ -92,23 +75,12 @@ def running_node(workers: int = 1) -> Iterator[NodeTarget]:
     secrets_file = workdir / "secrets.json"
     secrets_file.write_text(json.dumps({**client_secrets, "cookie": secrets.token_urlsafe(32)}))
     secrets_file.chmod(0o600)
-    log = workdir / "node.log"
     env = {**os.environ, "NODE_ENV": "production"}
-    with open(log, "w") as output:
-        process = subprocess.Popen(
-            [shutil.which("node") or "node", str(NODE_DIR / "server.js"), "--port", str(port), "--workers", str(workers),
-             "--secrets", str(secrets_file)],
-            cwd=NODE_DIR, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    args = [shutil.which("node") or "node", str(NODE_DIR / "server.js"), "--port", str(port), "--workers", str(workers),
+            "--secrets", str(secrets_file)]
     try:
-        _wait_ready(base_url, process, log)
-        yield NodeTarget(base_url, process.pid, workers, client_secrets)
+        with serving(args, name="node-oidc-provider", ready_url=base_url + "/.well-known/openid-configuration",
+                     log=workdir / "node.log", env=env, cwd=NODE_DIR) as process:
+            yield NodeTarget(base_url, process.pid, workers, client_secrets)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -41,19 +41,39 @@ def reset_schema(database_url: str) -> None:
         engine.dispose()
 
 
-def _wait_healthy(base_url: str, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+@contextmanager
+def serving(args: list[str], *, name: str, ready_url: str, log: Path, env: dict[str, str], cwd: Path | None = None,
+            timeout: float = 60) -> Iterator[subprocess.Popen]:
+    """Start `args` in a process group of its own (output to `log`) and wait until `ready_url` answers
+    200; SIGTERM the group after (SIGKILL after 30 s). `name` says which server in errors."""
+    with open(log, "w") as output:
+        process = subprocess.Popen(args, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_ready(name, ready_url, process, log, timeout)
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _wait_ready(name: str, url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise BenchError(f"idp serve exited with {process.returncode}:\n{log.read_text()[-2000:]}")
+            raise BenchError(f"{name} exited with {process.returncode}:\n{log.read_text()[-2000:]}")
         try:
-            with urllib.request.urlopen(base_url + "/healthz", timeout=2) as answer:
+            with urllib.request.urlopen(url, timeout=2) as answer:
                 if answer.status == 200:
                     return
         except OSError:
             pass
         time.sleep(0.2)
-    raise BenchError(f"idp serve did not answer /healthz within {timeout:.0f}s")
+    raise BenchError(f"{name} did not answer {url} within {timeout:.0f}s")
 
 
 @contextmanager
@@ -81,23 +101,11 @@ def running_server(database_url: str, workers: int, threads: int) -> Iterator[Ta
     target = Target(base_url, env)
     reset_schema(database_url)
     target.idp("init")
-    log = workdir / "serve.log"
-    with open(log, "w") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "idp", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", str(workers), "--threads", str(threads)],
-            env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    args = [sys.executable, "-m", "idp", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers), "--threads", str(threads)]
     try:
-        _wait_healthy(base_url, process, log)
-        target.pid = process.pid
-        yield target
+        with serving(args, name="idp serve", ready_url=base_url + "/healthz", log=workdir / "serve.log", env=env) as process:
+            target.pid = process.pid
+            yield target
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -72,6 +72,31 @@ def _password_errors(form: NewPasswordForm, error: ValidationError) -> None:
     form.password.errors = [*form.password.errors, str(error).capitalize() + "."]
 
 
+def password_page(kind: str, template: str):
+    """GET of a link that sets a password (reset, invitation): the new-password form."""
+    return link_page(kind, lambda link: render_template(template, form=NewPasswordForm(), link=link))
+
+
+def choose_password(kind: str, template: str, spend, **done):
+    """POST of a link that sets a password: `spend(link, password, ip=...)` acts, then `done` is shown.
+
+    A refused password shows the form again (400) and changes nothing; the link stays open.
+    """
+    link = _stashed_link(kind)
+    if link is None:
+        return invalid_link()
+    form = NewPasswordForm()
+    if form.validate_on_submit():
+        try:
+            spend(link, form.password.data, ip=request.remote_addr)
+        except ValidationError as error:
+            db.session.rollback()  # the 400 would too; now, so the page shows the link as stored
+            _password_errors(form, error)
+        else:
+            return _finish(kind, "onboarding/done.html", **done)
+    return render_template(template, form=form, link=link), 400
+
+
 # --- forgot and reset ---------------------------------------------------------------------------------
 
 
@@ -97,26 +122,14 @@ def forgot_password():
 @bp.get("/password/reset")
 def reset_password_page():
     """Open a reset link, then show the new-password form."""
-    return link_page(service.RESET, lambda link: render_template("onboarding/reset.html", form=NewPasswordForm(), link=link))
+    return password_page(service.RESET, "onboarding/reset.html")
 
 
 @bp.post("/password/reset")
 def reset_password():
     """Set the new password: every session and token of the account ends."""
-    link = _stashed_link(service.RESET)
-    if link is None:
-        return invalid_link()
-    form = NewPasswordForm()
-    if form.validate_on_submit():
-        try:
-            service.reset_password(link, form.password.data, ip=request.remote_addr)
-        except ValidationError as error:
-            db.session.rollback()
-            _password_errors(form, error)
-        else:
-            return _finish(service.RESET, "onboarding/done.html", title="Password changed",
+    return choose_password(service.RESET, "onboarding/reset.html", service.reset_password, title="Password changed",
                            message="Your new password is set, and every device signed in to your account has been signed out.")
-    return render_template("onboarding/reset.html", form=form, link=link), 400
 
 
 # --- email verification -------------------------------------------------------------------------------
@@ -137,7 +150,7 @@ def confirm_email():
     try:
         user = service.confirm_email(link)
     except ValidationError as error:
-        db.session.rollback()
+        db.session.rollback()  # the 409 would too; the link is left as it was
         return render_template("onboarding/invalid_link.html", reason=str(error)), 409
     return _finish(service.VERIFY, "onboarding/done.html", title="Email address confirmed",
                    message=f"{user.email} is confirmed as the address of your account.")
@@ -149,25 +162,14 @@ def confirm_email():
 @bp.get("/invitation")
 def accept_invitation_page():
     """Open an invitation link, then show the choose-a-password form."""
-    return link_page(service.INVITE, lambda link: render_template("onboarding/invitation.html", form=NewPasswordForm(), link=link))
+    return password_page(service.INVITE, "onboarding/invitation.html")
 
 
 @bp.post("/invitation")
 def accept_invitation():
     """Set the invited account's first password."""
-    link = _stashed_link(service.INVITE)
-    if link is None:
-        return invalid_link()
-    form = NewPasswordForm()
-    if form.validate_on_submit():
-        try:
-            service.accept_invitation(link, form.password.data, ip=request.remote_addr)
-        except ValidationError as error:
-            db.session.rollback()
-            _password_errors(form, error)
-        else:
-            return _finish(service.INVITE, "onboarding/done.html", title="Welcome", message="Your password is set. You can sign in now.")
-    return render_template("onboarding/invitation.html", form=form, link=link), 400
+    return choose_password(service.INVITE, "onboarding/invitation.html", service.accept_invitation, title="Welcome",
+                           message="Your password is set. You can sign in now.")
 
 
 # --- sign-up ------------------------------------------------------------------------------------------
@@ -191,7 +193,7 @@ def sign_up():
         try:
             retry_after = service.sign_up(form.email.data, form.password.data, name=form.name.data, ip=request.remote_addr)
         except ValidationError as error:
-            db.session.rollback()
+            db.session.rollback()  # the 400 would too (the throttle's count is on its own connection)
             field = form.email if error.field == "email" else form.password
             field.errors = [*field.errors, str(error).capitalize() + "."]
         else:
