@@ -32,7 +32,7 @@ from idp.oidc.claims import id_token_claims
 from idp.oidc.id_token import issue_id_token
 from idp.tokens.access import IssuedAccessToken, issue_access_token
 from idp.tokens.models import RefreshFamily, RefreshToken
-from idp.tokens.refresh import InvalidRefreshToken, lookup, pair_access_token, revoke_family, rotate, start_family
+from idp.tokens.refresh import InvalidRefreshToken, lookup_with_user, pair_access_token, revoke_family, rotate, start_family
 from idp.users.models import User
 from idp.web import params
 
@@ -280,11 +280,12 @@ class OpenIDRefreshExtension(KeyringIDToken, OpenIDToken):
 
 @dataclass(frozen=True)
 class RefreshCredential:
-    """A presented refresh token, its row and its family, as Authlib's refresh grant expects."""
+    """A presented refresh token, its row, its family and its user, as Authlib's refresh grant expects."""
 
     value: str
     token: RefreshToken
     family: RefreshFamily
+    user: User | None
 
     def check_client(self, client: Client) -> bool:
         return self.family.client_id == client.id
@@ -304,12 +305,11 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = False  # the rotation supplies the successor
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshCredential | None:
-        found = lookup(refresh_token)
+        found = lookup_with_user(refresh_token)
         return RefreshCredential(refresh_token, *found) if found else None
 
     def authenticate_user(self, credential: RefreshCredential) -> Principal | None:
-        family = credential.family
-        user = db.session.get(User, family.user_id) if family.user_id else None
+        family, user = credential.family, credential.user
         if user is None:
             return None
         return Principal(
@@ -324,13 +324,13 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             with durable("a refresh family of an ended session is revoked"):
                 revoke_family(family, reason="session_ended", actor=Actor.SYSTEM)
             raise InvalidGrantError("The sign-in session this refresh token was bound to has ended.")
+        # Signed first, so the rotation stores the successor already paired with it (one INSERT);
+        # answered only if the rotation succeeds, before the edge commits it under its locks.
+        token = self.generate_token(user=user, scope=normalize_scope(self.request.payload.scope) or family.scope, include_refresh_token=False)
         try:
-            rotation = rotate(credential.value, client=self.request.client, found=(credential.token, family))
+            rotation = rotate(credential.value, client=self.request.client, found=(credential.token, family), access=token.access)
         except InvalidRefreshToken:
             raise InvalidGrantError("The refresh token is invalid, expired or revoked.") from None
-        # Signed before the edge commits the rotation, while the user's token version is locked.
-        token = self.generate_token(user=user, scope=normalize_scope(self.request.payload.scope) or family.scope, include_refresh_token=False)
-        pair_access_token(rotation, token.access)
         token["refresh_token"] = rotation.token
         return token
 

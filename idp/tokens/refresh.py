@@ -6,11 +6,13 @@ token that was already rotated revokes its whole family (RFC 9700 section 4.14.2
 grace window (`REFRESH_TOKEN_REUSE_GRACE`, strict 0 by default) lets it be redeemed again; see
 `_redeem_in_grace` for the exact rule.
 
-Inside its write transaction a rotation share-locks the user's row and then the family's row
-(PostgreSQL; SQLite's single write lock does the same), in that order, the order a token-version
-bump takes them in. So a bump or a family revocation that commits while a rotation runs is seen by
-it (the rotation refuses), and one that starts after waits for the rotation's commit and then
-finds, and denies, the access token it issued.
+Inside its write transaction a rotation holds the user's token-version lock shared (a PostgreSQL
+advisory lock, `lock_token_version`, that a bump holds exclusive) and then share-locks the family's
+row (SQLite's single write lock does both), in that order, the order a sign-out everywhere takes
+them in. So a bump or a family revocation that commits while a rotation runs is seen by it (the
+rotation refuses), and one that starts after waits for the rotation's commit and then finds, and
+denies, the access token it issued. The user's row itself is never locked: with one user behind
+many chains, share locks on it made every rotation write a new MultiXact into that one row.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from idp.security import REFRESH_TOKEN_PREFIX, digest, random_token
 from idp.tokens.access import IssuedAccessToken, revoke_access_token
 from idp.tokens.models import RefreshFamily, RefreshToken
 from idp.users.models import User
+from idp.users.service import lock_token_version
 
 
 # Families whose access tokens one query denies (bind parameters stay far below every backend's limit).
@@ -55,10 +58,12 @@ class Rotation:
     member: RefreshToken  # the new token's row
 
 
-def _new_token(family: RefreshFamily, now: datetime) -> tuple[str, RefreshToken]:
+def _new_token(family: RefreshFamily, now: datetime, access: IssuedAccessToken | None = None) -> tuple[str, RefreshToken]:
     value = random_token(32, prefix=REFRESH_TOKEN_PREFIX)
     idle = timedelta(seconds=current_app.config["REFRESH_TOKEN_IDLE_TTL"])
     member = RefreshToken(family_id=family.id, token_digest=digest(value), created_at=now, expires_at=min(now + idle, family.expires_at))
+    if access is not None:
+        member.access_jti, member.access_expires_at = access.jti, access.expires_at
     db.session.add(member)
     return value, member
 
@@ -108,24 +113,34 @@ def start_family(
 
 def lookup(value: str) -> tuple[RefreshToken, RefreshFamily] | None:
     """The presented token's row and its family (spent, expired or revoked alike), or None."""
+    found = lookup_with_user(value)
+    return found[:2] if found else None
+
+
+def lookup_with_user(value: str) -> tuple[RefreshToken, RefreshFamily, User | None] | None:
+    """As `lookup`, with the family's user (None for a family without one, or a deleted user), in one query."""
     if not value or len(value) > 256:
         return None
     found = db.session.execute(
-        select(RefreshToken, RefreshFamily).join(RefreshFamily, RefreshFamily.id == RefreshToken.family_id).where(RefreshToken.token_digest == digest(value))
+        select(RefreshToken, RefreshFamily, User)
+        .join(RefreshFamily, RefreshFamily.id == RefreshToken.family_id)
+        .outerjoin(User, User.id == RefreshFamily.user_id)
+        .where(RefreshToken.token_digest == digest(value))
     ).first()
-    return (found[0], found[1]) if found else None
+    return (found[0], found[1], found[2]) if found else None
 
 
 def rotate(
     value: str, *, client: Client, now: datetime | None = None,
-    found: tuple[RefreshToken, RefreshFamily] | None = None,
+    found: tuple[RefreshToken, RefreshFamily] | None = None, access: IssuedAccessToken | None = None,
 ) -> Rotation:
     """Spend `value` and return its successor; raise InvalidRefreshToken (keeping any revocation, `durable`).
 
-    `found` is `lookup(value)` when the caller already made it. The caller signs what it issues
-    (the access token) and pairs it with the rotation; the edge commits (idp/db.py): the user's
-    and the family's rows stay share-locked until then, so a token-version bump or a revocation
-    that starts meanwhile waits, and then denies what was issued.
+    `found` is `lookup(value)` when the caller already made it; `access` is the access token the
+    caller signed for this response, paired with the successor as it is stored (else the caller
+    pairs it later, `pair_access_token`). The edge commits (idp/db.py): the token-version lock and
+    the family's row lock are held until then, so a token-version bump or a revocation that starts
+    meanwhile waits, and then denies what was issued.
     """
     now = now or utcnow()
     if not value or len(value) > 256:
@@ -142,41 +157,56 @@ def rotate(
     if now >= family.expires_at or now >= token.expires_at:
         raise InvalidRefreshToken("expired")
 
+    # The successor is written first so that spending the token also links it (one UPDATE, the
+    # atomic step of the rotation); a rotation that loses the race rolls the successor back.
+    rotation = Rotation(family, *_new_token(family, now, access))
+    db.session.flush()
     spent = db.session.execute(
-        update(RefreshToken).where(RefreshToken.id == token.id, RefreshToken.rotated_at.is_(None)).values(rotated_at=now)
+        update(RefreshToken).where(RefreshToken.id == token.id, RefreshToken.rotated_at.is_(None))
+        .values(rotated_at=now, successor_id=rotation.member.id)
     )
     if spent.rowcount != 1:
         db.session.rollback()
         _redeem_in_grace(token.id, family.id, now)
-    # Checked inside the write transaction, under share locks (PostgreSQL; SQLite already holds its
-    # single write lock): a bump or revocation that committed while we waited is seen here. A
-    # refused rotation is rolled back, so an outdated token is revoked with its family, not spent.
-    if not _user_current(family):
+        rotation = Rotation(family, *_new_token(family, now, access))
+        db.session.flush()
+        db.session.execute(update(RefreshToken).where(RefreshToken.id == token.id).values(successor_id=rotation.member.id))
+    # Checked under the locks (PostgreSQL; SQLite already holds its single write lock): a bump or
+    # revocation that committed while we waited is seen here. A refused rotation is rolled back, so
+    # an outdated token is revoked with its family, not spent.
+    if family.user_id is not None:
+        lock_token_version(family.user_id, shared=True)
+    revoked_at, user_current = _locked_state(family)
+    if not user_current:
         db.session.rollback()
         _revoke_outdated(family.id)
         raise InvalidRefreshToken("outdated token version")
-    if _locked_revoked_at(family) is not None:
+    if revoked_at is not None:
         db.session.rollback()
         raise InvalidRefreshToken("family revoked")
-    rotation = Rotation(family, *_new_token(family, now))
-    db.session.flush()
-    db.session.execute(update(RefreshToken).where(RefreshToken.id == token.id).values(successor_id=rotation.member.id))
     return rotation
 
 
-def _user_current(family: RefreshFamily) -> bool:
-    """The family's user exists, is enabled and still has the family's token version (share-locked)."""
+def _locked_state(family: RefreshFamily) -> tuple[datetime | None, bool]:
+    """(the family's revocation time, whether its user exists, is enabled and still has the family's
+    token version), as committed now; the family's row stays share-locked until our commit.
+
+    Read in a statement of its own after the token-version lock was granted, so its snapshot has
+    every bump committed before; a bump cannot commit after it while the lock is held.
+    """
+    query = (
+        select(RefreshFamily.revoked_at, User.id, User.token_version, User.disabled_at)
+        .select_from(RefreshFamily)
+        .outerjoin(User, User.id == RefreshFamily.user_id)
+        .where(RefreshFamily.id == family.id)
+        .with_for_update(read=True, of=RefreshFamily)
+    )
+    row = db.session.execute(query).first()
+    if row is None:  # the family went with its user (ON DELETE CASCADE)
+        return None, False
     if family.user_id is None:
-        return True
-    query = select(User.token_version, User.disabled_at).where(User.id == family.user_id).with_for_update(read=True)
-    found = db.session.execute(query).first()
-    return found is not None and found.disabled_at is None and found.token_version == family.token_version
-
-
-def _locked_revoked_at(family: RefreshFamily) -> datetime | None:
-    """The family's revocation time as committed now, share-locking its row until our commit."""
-    query = select(RefreshFamily.revoked_at).where(RefreshFamily.id == family.id).with_for_update(read=True)
-    return db.session.execute(query).scalar()
+        return row.revoked_at, True
+    return row.revoked_at, row.id is not None and row.disabled_at is None and row.token_version == family.token_version
 
 
 def _revoke_outdated(family_id: int) -> None:
@@ -265,14 +295,13 @@ def find_family(value: str) -> RefreshFamily | None:
 def live_token(value: str, *, now: datetime | None = None) -> tuple[RefreshToken, RefreshFamily] | None:
     """The unspent, unexpired token and its live family, or None (for introspection)."""
     now = now or utcnow()
-    found = lookup(value)
+    found = lookup_with_user(value)
     if found is None:
         return None
-    token, family = found
+    token, family, user = found
     if token.rotated_at is not None or family.revoked_at is not None or now >= token.expires_at or now >= family.expires_at:
         return None
     if family.user_id is not None:
-        user = db.session.get(User, family.user_id)
         if user is None or user.is_disabled or user.token_version != family.token_version:
             return None
     return token, family

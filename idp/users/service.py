@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from idp.audit.actors import Actor
 from idp.audit.service import record
@@ -86,8 +86,30 @@ def authenticate(email: str, password: str) -> User | None:
     return user
 
 
+# The class of the transaction-level advisory locks on a user's token version (PostgreSQL's
+# two-key form, which never collides with the one-key job locks of idp/jobs/locks.py).
+TOKEN_VERSION_LOCK_CLASS = 0x746F6B76  # "tokv"
+
+
+def lock_token_version(user_id: int, *, shared: bool) -> None:
+    """Hold the user's token-version lock until the transaction ends (PostgreSQL; a no-op on SQLite).
+
+    A refresh rotation holds it shared while it checks and issues, a bump or a disabling holds it
+    exclusive from before its write to its commit: so a rotation either sees a committed bump or
+    commits before the bump goes on (and then revokes what it issued). Unlike a share lock on the
+    user's row, any number of rotations hold it at once without writing the row (no MultiXacts).
+    SQLite's single write lock already orders a rotation and a bump.
+    """
+    if db.session.get_bind().dialect.name != "postgresql":
+        return
+    take = func.pg_advisory_xact_lock_shared if shared else func.pg_advisory_xact_lock
+    with db.session.no_autoflush:  # taken before this transaction's pending writes to the user's row
+        db.session.execute(select(take(TOKEN_VERSION_LOCK_CLASS, user_id)))
+
+
 def bump_token_version(user: User, *, reason: str, actor: str) -> None:
     """Invalidate every token, refresh family and session of `user`."""
+    lock_token_version(user.id, shared=False)  # waits for rotations in flight (idp/tokens/refresh.py)
     # Computed by the database, so two concurrent bumps never collapse into one.
     user.token_version = User.token_version + 1
     db.session.flush()

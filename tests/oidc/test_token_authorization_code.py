@@ -79,6 +79,27 @@ def test_an_expired_code_is_invalid_grant(oidc, rp, user, app):
     assert oidc.redeem(rp, result).get_json()["error"] == "invalid_grant"
 
 
+def test_an_expired_or_stolen_presentation_neither_spends_the_code_nor_counts_as_reuse(oidc, rp, register, user, app):
+    result = oidc.sign_in_and_authorize(rp, user.email, scope="openid offline_access")
+    assert oidc.redeem(register(name="Thief"), result).get_json()["error"] == "invalid_grant"
+    with app.app_context():
+        row = db.session.scalar(select(AuthorizationCode))
+        assert row.used_at is None
+        kept_expiry = row.expires_at
+        db.session.execute(update(AuthorizationCode).values(expires_at=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+    assert oidc.redeem(rp, result).get_json()["error"] == "invalid_grant"
+    with app.app_context():
+        assert db.session.scalar(select(AuthorizationCode)).used_at is None
+        assert db.session.scalar(select(AuditEvent).where(AuditEvent.action == "authorization_code.reuse_detected")) is None
+        db.session.execute(update(AuthorizationCode).values(expires_at=kept_expiry))
+        db.session.commit()
+    first = oidc.redeem(rp, result)
+    assert first.status_code == 200 and "refresh_token" in first.get_json()
+    with app.app_context():
+        assert db.session.scalar(select(RefreshFamily)).revoked_at is None
+
+
 def test_codes_live_at_most_ten_minutes(oidc, rp, user, app):
     oidc.sign_in_and_authorize(rp, user.email)
     with app.app_context():

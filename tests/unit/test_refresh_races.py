@@ -106,3 +106,36 @@ def test_a_revocation_waiting_on_an_uncommitted_refresh_denies_the_access_token_
     against_uncommitted(app, hold=refresh, contender=revoke)
     with app.app_context():
         assert db.session.get(RevokedAccessToken, issued["jti"]) is not None
+
+
+def test_a_bump_waiting_on_an_uncommitted_refresh_outdates_what_it_issued(app, family_token):
+    user, client, token = family_token
+    issued = {}
+
+    def refresh():
+        issued["token"] = rotate(token, client=db.session.get(Client, client.id)).token
+
+    def bump():
+        bump_token_version(db.session.get(User, user.id), reason="race", actor="test")
+        db.session.commit()
+
+    against_uncommitted(app, hold=refresh, contender=bump)
+    with app.app_context():
+        with pytest.raises(InvalidRefreshToken) as refused:
+            rotate(issued["token"], client=db.session.get(Client, client.id))
+        assert refused.value.reason == "outdated token version"
+
+
+def test_a_refresh_in_flight_leaves_the_users_row_unlocked(app, family_token):
+    """Rotations of many chains of one user must not queue on (or write MultiXacts into) its row."""
+    user, client, token = family_token
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            pytest.skip("row locks are PostgreSQL's: SQLite orders writers with its one write lock")
+        rotate(token, client=db.session.get(Client, client.id))  # uncommitted: its locks are held
+        with db.engine.connect() as other:
+            other.exec_driver_sql("SET lock_timeout = '2s'")
+            locked = other.execute(select(User.id).where(User.id == user.id).with_for_update(nowait=True)).scalar()
+            assert locked == user.id
+            other.rollback()
+        db.session.rollback()
