@@ -439,7 +439,8 @@ def test_image_and_compose_healthchecks_probe_healthz_with_the_standard_library(
     assert compose["services"]["web"]["healthcheck"]["test"] == ["CMD", *image_probe]
 
 
-def test_healthcheck_command_passes_on_a_live_server_and_fails_without_one(live_server):
+def test_healthcheck_command_passes_on_a_live_server_and_fails_without_one(shared_server):
+    live_server = shared_server()
     (healthcheck,) = dockerfile("HEALTHCHECK")
     code = healthcheck_exec(healthcheck)[2]
     assert "http://127.0.0.1:8000/" in code
