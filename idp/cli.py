@@ -5,6 +5,8 @@ Errors are one line on stderr with exit status 2; nothing is written when input 
 
 from __future__ import annotations
 
+import atexit
+import gc
 import http.client
 import json
 import logging
@@ -365,6 +367,8 @@ def run_gunicorn(host: str | None, port: int | None, workers: int, threads: int)
     """Serve the app under gunicorn until it is stopped."""
     from gunicorn.app.base import BaseApplication
 
+    from idp.serving import hand_over_master_signals
+
     default_host, default_port = default_bind()
     app = create_app()  # fail fast on bad configuration, before gunicorn forks
     if app.config["METRICS"]:
@@ -377,6 +381,7 @@ def run_gunicorn(host: str | None, port: int | None, workers: int, threads: int)
             self.cfg.set("threads", threads)
             # gthread, but a thread only ever takes a complete request head: slow clients cannot starve it.
             self.cfg.set("worker_class", "idp.serving.HeadBufferingWorker")
+            self.cfg.set("post_fork", hand_over_master_signals)  # a stop during a worker's boot is not lost
             self.cfg.set("accesslog", "-")
             self.cfg.set("logger_class", "idp.logs.GunicornLogger")
             # Forwarded headers are believed only as IDP_TRUSTED_PROXIES says (idp/proxies.py).
@@ -388,6 +393,10 @@ def run_gunicorn(host: str | None, port: int | None, workers: int, threads: int)
         def load(self):
             return app
 
+    # The workers are forks of this process: what exists now (the imported code, the app) is
+    # frozen out of the collector, so a worker's collections never touch, and so never copy,
+    # the pages it shares with the master (the gc.freeze documentation's advice for pre-fork servers).
+    gc.freeze()
     Server().run()
 
 
@@ -524,4 +533,9 @@ for command in (keys, jobs, purge):
 
 def main() -> None:
     """Console-script entry point."""
+    # At exit, what is alive is frozen out of the collector: the interpreter's final collections
+    # then skip the app's ~140,000 objects instead of walking them, about 0.5 s of CPU per `idp`
+    # process (and per forked gunicorn worker). Exit handlers still all run; objects are still
+    # freed by reference count as the modules are cleared; only cyclic garbage is left to the OS.
+    atexit.register(gc.freeze)
     cli(prog_name="idp")

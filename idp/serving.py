@@ -10,7 +10,10 @@ buffer, never a thread, and is dropped after HEAD_TIMEOUT. Figures: bench/slow_c
 
 from __future__ import annotations
 
+import os
+import queue
 import selectors
+import signal
 import socket
 import time
 from functools import partial
@@ -32,13 +35,40 @@ def head_complete(buffer: bytearray) -> bool:
     return b"\r\n\r\n" in buffer or b"\n\n" in buffer
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+def hand_over_master_signals(arbiter, worker) -> None:
+    """gunicorn's post_fork hook: give the new worker the master's signal queue that its fork inherited."""
+    worker.inherited_signals = arbiter.SIG_QUEUE
+
+
 class HeadBufferingWorker(ThreadWorker):
     """A gthread worker whose threads only ever see complete request heads."""
+
+    inherited_signals: queue.SimpleQueue | None = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.reading_heads: dict = {}  # connection -> (buffer, deadline)
         self.refused: set = set()  # connections answered 431, drained until the client closes
+
+    def init_signals(self) -> None:
+        """gunicorn's worker handlers, then a stop signal that came since the fork acted on."""
+        super().init_signals()
+        # Until now this fork ran the master's handlers, which only queue a signal for the master's
+        # loop, never run here. A stop sent in that window (a SIGTERM to the process group, or the
+        # master's one SIGTERM to a worker still booting) was lost, and the master waited its
+        # graceful timeout (30 s) before killing this worker.
+        pending = []
+        while self.inherited_signals is not None:
+            try:
+                pending.append(self.inherited_signals.get_nowait())
+            except queue.Empty:
+                break
+        stop = next((sig for sig in pending if sig in STOP_SIGNALS), None)
+        if stop is not None:
+            os.kill(os.getpid(), stop)  # to the handler just installed
 
     def enqueue_req(self, conn) -> None:
         """Give the connection to a thread once its head is buffered; until then, read it here."""

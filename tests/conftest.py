@@ -317,32 +317,91 @@ def idp_module() -> str:
 
 @pytest.fixture
 def start_server(app, idp_env, idp_module, tmp_path) -> Iterator[Callable[..., str]]:
-    """Start real `idp serve` processes on free ports; returns each one's base URL (= its issuer)."""
+    """Start real `idp serve` processes on free ports; returns each one's base URL (= its issuer).
+
+    `start_server.replicas(count, issuer, **env)` starts several at once (one deployment: their
+    issuer is `issuer`, or the first one's URL) and waits for them together.
+    """
     started: list[Process] = []
 
-    def start(issuer: str | None = None, **env_overrides: str) -> str:
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        env = {**idp_env, "IDP_ISSUER": issuer or base, **env_overrides}
-        process = Process(["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"], env, tmp_path / f"serve-{port}.log", module=idp_module)
+    def launch(issuer: str | None = None, port: int | None = None, **env_overrides: str) -> tuple[Process, str]:
+        process, base = launch_server({**idp_env, **env_overrides}, tmp_path, idp_module, issuer, port)
         started.append(process)
+        return process, base
 
-        def up() -> bool:
-            if process.popen.poll() is not None:
-                pytest.fail(f"idp serve exited early:\n{process.log()}")
-            try:
-                return requests.get(base + "/healthz", timeout=1).status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        wait_until(up, timeout=120, what="idp serve to answer /healthz")  # generous: a loaded machine
+    def start(issuer: str | None = None, **env_overrides: str) -> str:
+        process, base = launch(issuer, **env_overrides)
+        wait_for_server(process, base)
         return base
 
+    def replicas(count: int, issuer: str | None = None, **env_overrides: str) -> list[str]:
+        ports = [free_port() for _ in range(count)]
+        issuer = issuer or f"http://127.0.0.1:{ports[0]}"
+        launched = [launch(issuer, port, **env_overrides) for port in ports]  # every import at once
+        for process, base in launched:
+            wait_for_server(process, base)
+        return [base for _, base in launched]
+
+    start.replicas = replicas  # type: ignore[attr-defined]
     yield start
-    for process in started:
-        process.terminate()  # every server shuts down at once
-    for process in started:
-        process.stop()
+    Process.stop_all(started)  # every server shuts down at once
+
+
+def launch_server(env: dict[str, str], log_dir: Path, idp_module: str, issuer: str | None = None, port: int | None = None) -> tuple[Process, str]:
+    """Start `idp serve` (two workers) on a free port without waiting; its process and base URL."""
+    port = port or free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = Process(["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"], {**env, "IDP_ISSUER": issuer or base},
+                      log_dir / f"serve-{port}.log", module=idp_module)
+    return process, base
+
+
+def wait_for_server(process: Process, base: str) -> None:
+    """Wait until a started `idp serve` answers /healthz; fail the test at once if it exits."""
+
+    def up() -> bool:
+        if process.popen.poll() is not None:
+            pytest.fail(f"idp serve exited early:\n{process.log()}")
+        try:
+            return requests.get(base + "/healthz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_until(up, timeout=120, interval=0.05, what="idp serve to answer /healthz")  # generous: a loaded machine
+
+
+@pytest.fixture(scope="session")
+def _shared_servers() -> Iterator[dict]:
+    """The servers `shared_server` started, by what they were started with; stopped when the session ends."""
+    servers: dict[tuple, tuple[Process, str]] = {}
+    yield servers
+    Process.stop_all([process for process, _ in servers.values()])
+
+
+@pytest.fixture
+def shared_server(app, idp_env, idp_module, tmp_path, tmp_path_factory, _shared_servers) -> Callable[..., str]:
+    """shared_server(issuer=None) -> the base URL of a real `idp serve` that later tests reuse.
+
+    A server start costs a second or more of CPU. Tests that leave nothing in a server's memory
+    share one per configuration: the database is emptied between tests as usual, and what the
+    server caches are rows (the signing keys are re-inserted unchanged, clients get fresh ids).
+    Any other setting, a changed `config` included, gets a server of its own. The test's own
+    folders (instance, keys) in the environment do not count: the first test's stay in use.
+    """
+
+    def start(issuer: str | None = None) -> str:
+        settings = sorted((name, value.replace(str(tmp_path), "")) for name, value in idp_env.items() if name.startswith("IDP_"))
+        key = (idp_module, issuer, *settings)
+        if key not in _shared_servers:
+            process, base = launch_server(idp_env, tmp_path_factory.mktemp("shared-serve"), idp_module, issuer)
+            _shared_servers[key] = (process, base)
+            wait_for_server(process, base)
+        process, base = _shared_servers[key]
+        if process.popen.poll() is not None:
+            pytest.fail(f"the shared idp serve has exited:\n{process.log()}")
+        return base
+
+    return start
 
 
 @pytest.fixture

@@ -439,7 +439,8 @@ def test_image_and_compose_healthchecks_probe_healthz_with_the_standard_library(
     assert compose["services"]["web"]["healthcheck"]["test"] == ["CMD", *image_probe]
 
 
-def test_healthcheck_command_passes_on_a_live_server_and_fails_without_one(live_server):
+def test_healthcheck_command_passes_on_a_live_server_and_fails_without_one(shared_server):
+    live_server = shared_server()
     (healthcheck,) = dockerfile("HEALTHCHECK")
     code = healthcheck_exec(healthcheck)[2]
     assert "http://127.0.0.1:8000/" in code
@@ -483,10 +484,9 @@ def test_wheel_from_the_dockerfile_context_installs_and_serves(tmp_path):
     context, dist, wheels = tmp_path / "context", tmp_path / "dist", tmp_path / "wheels"
     copied = build_context(context)
     assert "requirements.lock" in copied and "pyproject.toml" in copied and not any(path.startswith("tests/") for path in copied)
-    # The build stage's first step: the lock matches pyproject.toml.
-    subprocess.run([sys.executable, str(context / "tools" / "lockfile.py"), "check"], check=True, timeout=30)
-    # The Dockerfile's build stage: the locked wheels, hash-checked, then the project (sdist, and
-    # the wheel built from that sdist) with the locked build backend.
+    # The Dockerfile's build stage: the lock matches pyproject.toml (its first step); the locked
+    # wheels, hash-checked; the project (sdist, and the wheel built from that sdist) with the
+    # locked build backend. Independent steps, so they run at once here.
     # (Only the runtime part of the lock, to save time: the test extra's wheels stay in the image's
     # build stage anyway.)
     runtime = tmp_path / "runtime.lock"
@@ -494,8 +494,11 @@ def test_wheel_from_the_dockerfile_context_installs_and_serves(tmp_path):
                                             tomllib.loads((context / "pyproject.toml").read_text())["project"]["dependencies"]))
     assert "gunicorn==" in runtime.read_text() and "playwright==" not in runtime.read_text()
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    subprocess.run([*pip, "wheel", "--quiet", "--require-hashes", "--no-deps", "--wheel-dir", str(wheels), "-r", str(runtime)], check=True, timeout=300)
-    subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(context)], check=True, capture_output=True, timeout=300)
+    run_at_once(tmp_path, timeout=300, commands=[
+        [sys.executable, str(context / "tools" / "lockfile.py"), "check"],
+        [*pip, "wheel", "--quiet", "--require-hashes", "--no-deps", "--wheel-dir", str(wheels), "-r", str(runtime)],
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(context)],
+    ])
     (wheel,) = dist.glob("idp-*.whl")
     assert len(list(dist.glob("idp-*.tar.gz"))) == 1
     # The run stage: a fresh venv, not editable, from those wheels only.
@@ -526,6 +529,19 @@ def test_wheel_from_the_dockerfile_context_installs_and_serves(tmp_path):
         stop_process_group(server)
     site = next((fresh / "lib").glob("python3*/site-packages"))
     assert not list(site.glob("__editable__*")) and (site / "admin_ui" / "__init__.py").exists()
+
+
+def run_at_once(folder: Path, timeout: float, commands: list[list[str]]) -> None:
+    """Run independent commands in parallel; each must succeed (its output is shown when it does not)."""
+    running = []
+    for number, command in enumerate(commands):
+        output = open(folder / f"step-{number}.log", "w+")
+        running.append((command, output, subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)))
+    for command, output, process in running:
+        with output:
+            returncode = process.wait(timeout=timeout)
+            output.seek(0)
+            assert returncode == 0, f"{command} failed:\n{output.read()[-3000:]}"
 
 
 def _answers(url: str) -> bool:

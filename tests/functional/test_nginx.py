@@ -204,7 +204,7 @@ def test_browser_signs_in_through_nginx_tls_in_front_of_two_replicas(app, databa
     tls = make_tls_files(tmp_path)
     https_port = free_port()  # the issuer names nginx's port, so it is chosen first
     issuer = f"https://{HOST}:{https_port}"
-    replicas = [start_server(issuer, IDP_TRUSTED_PROXIES="1") for _ in range(2)]
+    replicas = start_server.replicas(2, issuer, IDP_TRUSTED_PROXIES="1")
     http_port = nginx([urlsplit(base).netloc for base in replicas], tls, https_port)
     user = make_user(email="alice@example.com")
     admin = make_user(email="admin@example.com", is_admin=True)

@@ -61,7 +61,7 @@ def split_words(command: str) -> list[str]:
 
 
 @pytest.fixture
-def readme_app(tmp_path: Path, monkeypatch, live_server, make_client):
+def readme_app(tmp_path: Path, monkeypatch, shared_server, make_client):
     """The README's Authlib example, run as written, on a free loopback port; yields (base URL, client, module)."""
     source = next(block for block in fenced("python") if "authlib.integrations.flask_client" in block)
     (tmp_path / "app.py").write_text(source)
@@ -70,7 +70,7 @@ def readme_app(tmp_path: Path, monkeypatch, live_server, make_client):
         port = free_port()
         base = f"http://localhost:{port}"
         client, secret = make_client(name="README app", redirect_uris=[base + "/callback"], **client_settings)
-        monkeypatch.setenv("OIDC_ISSUER", live_server)
+        monkeypatch.setenv("OIDC_ISSUER", issuer)
         monkeypatch.setenv("OIDC_CLIENT_ID", client.client_id)
         monkeypatch.setenv("OIDC_CLIENT_SECRET", secret)
         monkeypatch.setenv("APP_SECRET_KEY", "a test-only secret for the example app")
@@ -84,6 +84,7 @@ def readme_app(tmp_path: Path, monkeypatch, live_server, make_client):
         return base
 
     servers: list = []
+    issuer = shared_server()
     yield start
     for server in servers:
         server.shutdown()

@@ -37,8 +37,8 @@ def at_hash(access_token: str) -> str:
 
 
 @pytest.fixture
-def server(start_server) -> str:
-    return start_server()
+def server(shared_server) -> str:
+    return shared_server()
 
 
 @pytest.fixture

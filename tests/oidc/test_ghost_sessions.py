@@ -70,8 +70,7 @@ def test_every_old_credential_is_refused_at_its_next_use(app, client, oidc, rp, 
 
 @pytest.mark.slow
 def test_sign_out_everywhere_through_one_replica_is_in_force_on_the_other(start_server, make_user, make_client):
-    first = start_server()
-    second = start_server(issuer=first)  # two replicas of one deployment, one database
+    first, second = start_server.replicas(2)  # two replicas of one deployment, one database
     user = make_user(email="rep@example.com")
     rp, secret = make_client(redirect_uris=["http://127.0.0.1:8765/callback"])
     signed = sign_in(first, client_id=rp.client_id, client_secret=secret, redirect_uri="http://127.0.0.1:8765/callback", email=user.email, password=PASSWORD)

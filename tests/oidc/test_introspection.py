@@ -194,8 +194,8 @@ def test_introspection_writes_nothing(app, client, user, rp):
 
 
 @pytest.mark.slow
-def test_introspection_over_http_on_a_real_server(app, start_server, user, rp, other_rp):
-    base = start_server(issuer="http://localhost")
+def test_introspection_over_http_on_a_real_server(app, shared_server, user, rp, other_rp):
+    base = shared_server(issuer="http://localhost")
     access, refresh = access_token(app, user, rp[0]), refresh_token(app, user, rp[0])
     resource_server = (other_rp[0].client_id, other_rp[1])
     active = requests.post(base + "/introspect", data={"token": access}, auth=resource_server, timeout=10)

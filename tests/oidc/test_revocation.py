@@ -229,8 +229,8 @@ def test_oversized_body_is_413(client, rp):
 
 
 @pytest.mark.slow
-def test_revocation_over_http_on_a_real_server(app, start_server, user, rp, other_rp):
-    base = start_server(issuer="http://localhost")
+def test_revocation_over_http_on_a_real_server(app, shared_server, user, rp, other_rp):
+    base = shared_server(issuer="http://localhost")
     access, refresh = access_token(app, user, rp[0]), refresh_token(app, user, rp[0])
     auth = (rp[0].client_id, rp[1])
     assert requests.post(base + "/revoke", data={"token": access}, auth=(other_rp[0].client_id, other_rp[1]), timeout=10).status_code == 200

@@ -44,8 +44,8 @@ def assert_at_most_one_success(responses: list[requests.Response]) -> int:
 
 
 @pytest.fixture
-def server(start_server):
-    return start_server()
+def server(shared_server):
+    return shared_server()
 
 
 @pytest.fixture

@@ -159,9 +159,9 @@ def test_oversized_body_is_413_not_500(client):
 
 
 @pytest.mark.slow
-def test_userinfo_over_http_on_a_real_server(app, start_server, user, rp, recorder):
+def test_userinfo_over_http_on_a_real_server(app, shared_server, user, rp, recorder):
     """Through `idp serve`: a good token works, and hostile ones are refused with nothing fetched."""
-    base = start_server(issuer="http://localhost")
+    base = shared_server(issuer="http://localhost")
     good = access_token(app, user, rp[0], scope="openid email")
     response = requests.get(base + "/userinfo", headers=bearer(good), timeout=10)
     assert response.status_code == 200
