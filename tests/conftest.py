@@ -18,10 +18,11 @@ import redis
 import requests
 from flask import Flask
 from jinja2 import BytecodeCache
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, make_url, text
+from sqlalchemy.engine import Engine
 
 from idp import create_app
-from idp.config import SETTINGS, generate_key_encryption_key
+from idp.config import SETTINGS, generate_key_encryption_key, normalize_database_url
 from idp.db import db
 from idp.models import Base, SigningKey
 from tests.support import Process, commit_app_contexts, free_port, share_url_builders, wait_until
@@ -113,6 +114,47 @@ def sqlite_dir(tmp_path_factory) -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+# The test databases' engines, one per process and set of engine options: every app built on a
+# test database shares it (see build_app), so a test reuses the pooled connections of the tests
+# before it instead of opening its own (a PostgreSQL connection costs a backend start, 20-50 ms
+# on a loaded machine). Other URLs (an outage test's own cluster) get an engine per app as before.
+TEST_DATABASES: set[str] = set()
+SHARED_ENGINES: dict[str, Engine] = {}
+# The connect listeners each shared engine came with; those an app adds later go with the app.
+BORN_WITH: dict[Engine, list] = {}
+_make_engine = db._make_engine
+
+
+def _url_key(url) -> str:
+    return make_url(url).render_as_string(hide_password=False)
+
+
+def _shared_engine(bind_key, options: dict, app: Flask) -> Engine:
+    if _url_key(options["url"]) not in TEST_DATABASES:
+        return _make_engine(bind_key, options, app)
+    key = repr((bind_key, sorted((name, repr(value)) for name, value in options.items())))
+    if key not in SHARED_ENGINES:
+        engine = SHARED_ENGINES[key] = _make_engine(bind_key, options, app)
+        BORN_WITH[engine] = list(engine.pool.dispatch.connect.listeners)
+    return SHARED_ENGINES[key]
+
+
+db._make_engine = _shared_engine
+
+
+def release(app: Flask) -> None:
+    """End `app`'s session; close its engine's pool, or for a shared engine drop what `app` hung on it."""
+    with app.app_context():
+        db.session.remove()
+        engine = db.engine
+    if engine not in BORN_WITH:
+        engine.dispose()
+        return
+    for listener in list(engine.pool.dispatch.connect.listeners):
+        if listener not in BORN_WITH[engine]:
+            event.remove(engine, "connect", listener)
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def database_url(request, sqlite_dir, secrets_config) -> str:
     """A migrated database per backend; the schema comes from the migrations, not create_all."""
@@ -127,12 +169,13 @@ def database_url(request, sqlite_dir, secrets_config) -> str:
     upgrade(migrated)
     with migrated.app_context():
         db.engine.dispose()
+    TEST_DATABASES.add(_url_key(normalize_database_url(url)))
     return url
 
 
 @pytest.fixture(scope="session")
 def key_rows(database_url, secrets_config) -> list[dict]:
-    """An active and a next key per algorithm, generated once per backend and re-inserted per test."""
+    """An active and a next key per algorithm, generated once per backend; every test starts with them."""
     from idp.keyring.service import ensure_keys
 
     app = create_app({"DATABASE_URL": database_url, "TESTING": True, **secrets_config})
@@ -142,8 +185,10 @@ def key_rows(database_url, secrets_config) -> list[dict]:
             {column.name: getattr(key, column.key) for column in SigningKey.__table__.columns}
             for key in db.session.scalars(db.select(SigningKey))
         ]
+        db.session.commit()
     # Also drops the key.created audit events, so the first test of a session starts empty too.
-    clean_database(app)
+    clean_database(app, rows)
+    release(app)
     return rows
 
 
@@ -167,26 +212,45 @@ def config(database_url, secrets_config, tmp_path) -> dict:
 
 
 # Children first, so no foreign key is ever violated half-way.
-DELETE_EVERY_ROW = ";\n".join(f'DELETE FROM "{table.name}"' for table in reversed(Base.metadata.sorted_tables))
+TABLES = list(reversed(Base.metadata.sorted_tables))
+# The tables holding a row, in one statement: most tests write to a few tables only.
+TABLES_WITH_ROWS = "\nUNION ALL ".join(f"SELECT '{table.name}' WHERE EXISTS (SELECT 1 FROM \"{table.name}\")" for table in TABLES)
+KEYS = SigningKey.__table__
 
 
-def clean_database(app) -> None:
-    """Delete every row, children first, in one transaction and one round trip to the database.
+def _key_order(row) -> int:
+    return row["id"]
 
-    One statement per table costs a round trip each (about 18 of them, 0.4 s a test on a loaded
-    machine's PostgreSQL); sent as one script, the same deletes cost one.
+
+def clean_database(app: Flask, key_rows: list[dict]) -> None:
+    """Empty every table that holds a row, children first, in one transaction, and leave the
+    signing keys as `key_rows` (untouched when the test did not change them).
+
+    Whoever wrote them (this process, a server, a worker), the rows are found by asking the
+    database which tables hold any (one round trip); the deletes go as one script (one round trip
+    more), and most tests write to a few tables only. The engine's pool stays open (build_app).
     """
     with app.app_context():
         db.session.rollback()
         db.session.remove()
-        with db.engine.connect() as connection:
-            raw = connection.connection.dbapi_connection
-            if connection.dialect.name == "sqlite":
-                raw.executescript(f"BEGIN;\n{DELETE_EVERY_ROW};\nCOMMIT;")
-            else:
-                connection.exec_driver_sql(DELETE_EVERY_ROW)
-                connection.commit()
-        db.engine.dispose()
+        engine = db.engine
+    with engine.connect() as connection:
+        written = set(connection.exec_driver_sql(TABLES_WITH_ROWS).scalars())
+        keys_kept = False
+        if KEYS.name in written:
+            kept = sorted((dict(row._mapping) for row in connection.execute(KEYS.select())), key=_key_order)
+            keys_kept = kept == sorted(key_rows, key=_key_order)
+            if keys_kept:
+                written.discard(KEYS.name)
+        deletes = [f'DELETE FROM "{table.name}"' for table in TABLES if table.name in written]
+        if deletes and connection.dialect.name == "sqlite":
+            connection.commit()  # the script runs in a transaction of its own
+            connection.connection.dbapi_connection.executescript("BEGIN;\n" + ";\n".join(deletes) + ";\nCOMMIT;")
+        elif deletes:
+            connection.exec_driver_sql(";\n".join(deletes))
+        if not keys_kept:
+            connection.execute(KEYS.insert(), key_rows)
+        connection.commit()
 
 
 class SharedTemplateCode(BytecodeCache):
@@ -210,7 +274,7 @@ TEMPLATE_CODE = SharedTemplateCode()
 
 
 def build_app(config) -> Flask:
-    """create_app(config) with the process-wide compiled-template cache."""
+    """create_app(config) with the process-wide compiled-template cache, on the shared engine of its test database."""
     built = create_app(config)
     built.jinja_env.bytecode_cache = TEMPLATE_CODE
     commit_app_contexts(built)
@@ -221,16 +285,17 @@ def build_app(config) -> Flask:
 def app(config, key_rows):
     """A fresh app on a clean database holding the pre-generated signing keys."""
     app = build_app(config)
-    with app.app_context():
-        db.session.execute(SigningKey.__table__.insert(), key_rows)
-        db.session.commit()
     yield app
-    clean_database(app)
+    clean_database(app, key_rows)
+    release(app)
 
 
 @pytest.fixture
-def make_app(config, key_rows):
-    """Build extra apps from the test mapping plus overrides; their pools are closed afterwards."""
+def make_app(request, config, key_rows):
+    """Build extra apps from the test mapping plus overrides; released afterwards.
+
+    Without the `app` fixture to do it, what they wrote is deleted too.
+    """
     made = []
 
     def make(**overrides):
@@ -239,10 +304,11 @@ def make_app(config, key_rows):
         return extra
 
     yield make
+    on_test_database = [extra for extra in made if _url_key(extra.config["DATABASE_URL"]) in TEST_DATABASES]
+    if on_test_database and "app" not in request.fixturenames:
+        clean_database(on_test_database[0], key_rows)
     for extra in made:
-        with extra.app_context():
-            db.session.remove()
-            db.engine.dispose()
+        release(extra)
 
 
 @pytest.fixture
