@@ -491,7 +491,7 @@ def dev(port: int | None) -> None:
     port = port or default_bind()[1]
     require_free_port("127.0.0.1", port)
     init.callback()  # idempotent: secrets, schema, keys
-    issuer = create_app().config["ISSUER"]
+    issuer = load()["ISSUER"]  # init has built the app, so the settings are known to be good: no third build
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_: stop.set())

@@ -5,13 +5,17 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import uuid
+from pathlib import Path
 
+import pytest
 import requests
 from sqlalchemy import select
 
 from idp.db import db
 from idp.models import JobRun
-from tests.support import free_port, run_idp, wait_until
+from tests.support import free_port, invoke_idp, run_idp, wait_until
 
 
 def test_served_discovery_and_jwks_over_http(start_server):
@@ -54,37 +58,59 @@ def session_processes(sid: int) -> list[str]:
     return found.stdout.splitlines()
 
 
-def test_dev_runs_web_worker_and_beat_and_stops_cleanly_on_every_ctrl_c(tmp_path):
+@pytest.fixture(scope="module")
+def dev_instance(tmp_path_factory) -> tuple[int, dict[str, str], Path]:
+    """An already-initialised instance for the `idp dev` runs of this module (per xdist worker): port, env, folder.
+
+    The runs of one xdist worker take turns on it, as one developer's Ctrl-C and restart would, so
+    each run also proves the previous one left the port free.
+    """
+    root = tmp_path_factory.mktemp("dev")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
-    env.update(IDP_ISSUER=f"http://127.0.0.1:{port}", IDP_INSTANCE_DIR=str(tmp_path / "instance"), IDP_KEYS_DIR=str(tmp_path / "keys"), PYTHONUNBUFFERED="1")
-    assert run_idp(["init"], env).returncode == 0  # every run below starts an already-initialised instance
-    for run in range(10):
-        log_path = tmp_path / f"dev-{run}.log"
-        with open(log_path, "w") as log:
-            # A session of its own, like a terminal's foreground job: killpg below is the terminal's Ctrl-C.
-            dev = subprocess.Popen([sys.executable, "-m", "idp", "dev"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
-        try:
-            wait_until(lambda: "idp is running" in log_path.read_text() or dev.poll() is not None, timeout=90, what="idp dev to say it runs")
-            # Said only once the server answers, and never before.
-            assert requests.get(f"http://127.0.0.1:{port}/.well-known/openid-configuration", timeout=5).ok
-            output = log_path.read_text()
-            assert f"idp is running: http://127.0.0.1:{port}" in output and "idp users create" in output
-            wait_until(lambda: {"serve", "worker", "beat"} <= {word for line in session_processes(dev.pid) for word in line.split()},
-                       timeout=30, what="web, worker and beat to run")
-            os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the foreground group
-            assert dev.wait(timeout=90) == 0, log_path.read_text()
-            # The command returned: nothing it started is left, and the port is free for the next run.
-            assert session_processes(dev.pid) == [], log_path.read_text()
-            assert port_is_free(port)
-            output = log_path.read_text()
-            assert "Traceback" not in output, output[output.find("Traceback") - 300:][:3000]
-        finally:
-            if dev.poll() is None or session_processes(dev.pid):
-                os.killpg(dev.pid, signal.SIGKILL)
-            dev.wait()
+    env.update(IDP_ISSUER=f"http://127.0.0.1:{port}", IDP_INSTANCE_DIR=str(root / "instance"), IDP_KEYS_DIR=str(root / "keys"), PYTHONUNBUFFERED="1")
+    initialised = invoke_idp(["init"], env)  # in-process: the runs below start `idp dev` for real
+    assert initialised.returncode == 0, initialised.stderr
+    return port, env, root
 
-    # A taken port is one clear line and a non-zero exit, and nothing is started.
+
+# When Ctrl-C lands, counted from the moment web, worker and beat all run: mostly at once (the
+# worker and beat are then still starting up, where a signal is most likely to find a half-done
+# set-up), and a few later on, once they have settled. One `idp dev` each, so xdist spreads them.
+CTRL_C_AFTER = [0.0] * 5 + [0.25, 0.5, 1.0, 2.0, 4.0]
+
+
+@pytest.mark.parametrize("after", [pytest.param(after, id=f"run{run}-after-{after}s") for run, after in enumerate(CTRL_C_AFTER)])
+def test_dev_runs_web_worker_and_beat_and_stops_cleanly_on_every_ctrl_c(dev_instance, after):
+    port, env, root = dev_instance
+    log_path = root / f"dev-{uuid.uuid4().hex}.log"
+    with open(log_path, "w") as log:
+        # A session of its own, like a terminal's foreground job: killpg below is the terminal's Ctrl-C.
+        dev = subprocess.Popen([sys.executable, "-m", "idp", "dev"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True)
+    try:
+        wait_until(lambda: "idp is running" in log_path.read_text() or dev.poll() is not None, timeout=90, what="idp dev to say it runs")
+        # Said only once the server answers, and never before.
+        assert requests.get(f"http://127.0.0.1:{port}/.well-known/openid-configuration", timeout=5).ok
+        output = log_path.read_text()
+        assert f"idp is running: http://127.0.0.1:{port}" in output and "idp users create" in output
+        wait_until(lambda: {"serve", "worker", "beat"} <= {word for line in session_processes(dev.pid) for word in line.split()},
+                   timeout=30, what="web, worker and beat to run")
+        time.sleep(after)  # the moment under test, not a wait for anything
+        os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the foreground group
+        assert dev.wait(timeout=90) == 0, log_path.read_text()
+        # The command returned: nothing it started is left, and the port is free for the next run.
+        assert session_processes(dev.pid) == [], log_path.read_text()
+        assert port_is_free(port)
+        output = log_path.read_text()
+        assert "Traceback" not in output, output[output.find("Traceback") - 300:][:3000]
+    finally:
+        if dev.poll() is None or session_processes(dev.pid):
+            os.killpg(dev.pid, signal.SIGKILL)
+        dev.wait()
+
+
+def test_dev_on_a_taken_port_is_one_clear_line_and_starts_nothing(dev_instance):
+    port, env, _ = dev_instance
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen()

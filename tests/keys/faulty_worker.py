@@ -5,7 +5,9 @@ worker appends a line to FAULT_MARKER. When the number of that write equals the 
 FAULT_CONTROL (read as each task starts; 0 = never), or the write starts with the words given there
 instead (`DELETE`), the process writes `PAUSED <pid>` and stops there for good, so the test can
 SIGKILL it at exactly that point. It pauses once per marker file: a redelivered task runs through.
-With FAULT_TASK set, only tasks of that name are watched.
+With FAULT_TASK set, only tasks of that name are watched. The worker re-queues the message of a
+killed pool process after 0.1 s instead of the product's 1 s (worker_lost_wait): the tests kill on
+purpose, and a SIGKILLed process has no last word to wait for.
 
 Killing before write k covers every crash between write k-1 and write k, since reads in between
 leave nothing behind; so pausing before each write and commit in turn visits every crash point.
@@ -18,7 +20,7 @@ import os
 import time
 from pathlib import Path
 
-from celery.signals import task_postrun, task_prerun
+from celery.signals import celeryd_init, task_postrun, task_prerun
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -59,6 +61,11 @@ def _before_execute(connection, cursor, statement, parameters, context, executem
 def _before_commit(connection):
     if not _is_broker(connection):
         _point("commit", "")
+
+
+@celeryd_init.connect
+def _prompt_redelivery(conf=None, **_):
+    conf.worker_lost_wait = 0.1
 
 
 @task_prerun.connect
