@@ -1,7 +1,8 @@
 """The admin UI in a real headless Chromium against a real `idp serve`, with a screenshot of every page.
 
 Debian's /usr/bin/chromium, driven by Playwright for Python (never a downloaded browser). The
-screenshots land in tests/screenshots/ (git-ignored) for review.
+screenshots land in tests/screenshots/ (git-ignored) for review. The tests of a backend share one
+Chromium and one `idp serve` (tests/browser_support.py); each has a clean database and fresh contexts.
 """
 
 from __future__ import annotations
@@ -15,31 +16,14 @@ from playwright.sync_api import expect
 from idp.db import db
 from idp.models import Client, KeyState, SigningKey, User
 from tests.admin_ui.conftest import PASSWORD
-from tests.conftest import REQUIRE_SERVICES
+from tests.browser_support import CHROMIUM as BROWSER_BINARY, CHROMIUM_ARGS, chromium, open_pages, server_pool, shared_server  # noqa: F401  (fixtures)
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# Debian's Chromium as a Path (tests/functional/test_nginx.py imports these two).
+CHROMIUM = Path(BROWSER_BINARY)
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "screenshots"
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    """Debian's Chromium under Playwright; skipped on a machine without it, a failure in CI."""
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is not installed (apt-get install chromium)"
-        if REQUIRE_SERVICES:
-            pytest.fail(message + "; CI must run the browser tests")
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 class Screens:
@@ -54,26 +38,13 @@ class Screens:
 
 
 @pytest.fixture
-def new_page(chromium, request):
-    """Open pages in fresh browser contexts (separate cookie jars); fail on any CSP violation, script error or missing file."""
-    contexts, problems = [], []
+def new_page(chromium):
+    """Open pages in fresh browser contexts (separate cookie jars); fail on any CSP violation, script error or missing file.
 
-    def open_page():
-        context = chromium.new_context(viewport={"width": 1280, "height": 900})
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        # Refused forms answer 400 and refused sign-ins 401/403 on purpose; anything else logged as an error (a CSP
-        # violation, a script error, a missing file) is a problem.
-        page.on("console", lambda message: problems.append(message.text)
-                if message.type == "error" and not re.search(r"status of 40[013] ", message.text) else None)
-        page.on("pageerror", lambda error: problems.append(str(error)))
-        return page
-
-    yield open_page
-    for context in contexts:
-        context.close()
-    assert problems == [], problems
+    Refused forms answer 400 and refused sign-ins 401/403 on purpose; anything else logged as an error (a CSP
+    violation, a script error, a missing file) is a problem.
+    """
+    yield from open_pages(chromium, r"status of 40[013] ")
 
 
 def nav(page, label: str):
@@ -92,9 +63,9 @@ def sign_in(page, base: str, email: str, shot=None) -> None:
     page.wait_for_url(base + "/admin/")
 
 
-def test_admin_signs_in_manages_users_and_clients_and_reads_the_audit_log(app, start_server, new_page, admin, make_user, make_client):
+def test_admin_signs_in_manages_users_and_clients_and_reads_the_audit_log(app, shared_server, new_page, admin, make_user, make_client):
     make_client(name="Existing RP")
-    base = start_server()
+    base = shared_server.base
     shot = Screens("admin")
     page = new_page()
 
@@ -180,9 +151,9 @@ def test_admin_signs_in_manages_users_and_clients_and_reads_the_audit_log(app, s
     assert page.url.startswith(base + "/admin/login")
 
 
-def test_revoking_a_session_signs_that_browser_out(app, start_server, new_page, admin, make_user):
+def test_revoking_a_session_signs_that_browser_out(app, shared_server, new_page, admin, make_user):
     other = make_user(email="second-admin@example.com", password=PASSWORD, is_admin=True)
-    base = start_server()
+    base = shared_server.base
     shot = Screens("sessions")
     first, second = new_page(), new_page()
     sign_in(first, base, admin.email)
@@ -204,11 +175,11 @@ def test_revoking_a_session_signs_that_browser_out(app, start_server, new_page, 
     expect(first.get_by_role("heading", name="Dashboard")).to_be_visible()  # the revoking admin stays signed in
 
 
-def test_rotate_and_revoke_keys(app, start_server, new_page, admin):
+def test_rotate_and_revoke_keys(app, shared_server, new_page, admin):
     with app.app_context():
         old = {key.alg: key.kid for key in db.session.scalars(db.select(SigningKey).where(SigningKey.state == KeyState.ACTIVE))}
         upcoming = {key.alg: key.kid for key in db.session.scalars(db.select(SigningKey).where(SigningKey.state == KeyState.NEXT))}
-    base = start_server()
+    base = shared_server.base
     shot = Screens("keys")
     page = new_page()
     sign_in(page, base, admin.email)
@@ -241,8 +212,8 @@ def test_rotate_and_revoke_keys(app, start_server, new_page, admin):
         assert db.session.scalar(db.select(SigningKey).where(SigningKey.kid == old["ES256"])).state is KeyState.REVOKED
 
 
-def test_keyboard_users_reach_the_content_and_every_field(start_server, new_page, admin):
-    base = start_server()
+def test_keyboard_users_reach_the_content_and_every_field(shared_server, new_page, admin):
+    base = shared_server.base
     page = new_page()
     page.goto(base + "/admin/login")
     page.keyboard.type(admin.email)  # the email field has the focus from the start
@@ -271,13 +242,14 @@ Promise.allSettled([
 </script>"""
 
 
-def test_a_same_site_page_cannot_act_with_the_admin_cookie_by_head_get_or_post(app, start_server, new_page, admin, make_user, tmp_path):
+def test_a_same_site_page_cannot_act_with_the_admin_cookie_by_head_get_or_post(app, shared_server, new_page, admin, make_user):
     """The issue's attack: a page on another port of the same host fetches the admin actions blind, with credentials."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from threading import Thread
 
     victim = make_user(email="victim@example.com")
-    base = start_server()
+    base = shared_server.base
+    log_start = shared_server.log_size()  # the server is shared: only this test's share of its log counts
     page = new_page()
     sign_in(page, base, admin.email)
 
@@ -304,7 +276,7 @@ def test_a_same_site_page_cannot_act_with_the_admin_cookie_by_head_get_or_post(a
 
     # The admin cookie went along (SameSite=Strict does not stop a same-site page): the HEAD reached the
     # confirmation page as the admin (200, not a redirect to sign in), and only rendered it.
-    log = (tmp_path / f"serve-{base.rsplit(':', 1)[1]}.log").read_text()
+    log = shared_server.log_since(log_start)
     assert f'"message": "HEAD /admin/users/{victim.id}/delete 200"' in log, log  # the JSON access log (idp/logs.py)
     assert f'"message": "POST /admin/users/{victim.id}/delete 400"' in log, log  # no CSRF token
     with app.app_context():

@@ -1,16 +1,16 @@
-"""Fixtures of the page tests: one headless Chromium per module, and servers that can show a 500 page."""
+"""Fixtures of the page tests: a shared headless Chromium and `idp serve` (tests/browser_support.py),
+and servers that can show a 500 page."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from tests.conftest import require_service
-from tests.oidc.conftest import CHROMIUM, CHROMIUM_ARGS, PASSWORD, REDIRECT_URI, register, rp, user  # noqa: F401  (fixtures too)
+from tests.browser_support import chromium, open_pages, server_pool, shared_server  # noqa: F401  (fixtures)
+from tests.oidc.conftest import PASSWORD, REDIRECT_URI, register, rp, user  # noqa: F401  (fixtures too)
 from tests.admin_ui.conftest import admin  # noqa: F401  (a fixture)
 
 __all__ = ["PASSWORD", "REDIRECT_URI"]
+RP_PAGE = "<!doctype html><html lang='en'><title>RP</title><main><h1>Back at the app</h1></main></html>"
 
 
 @pytest.fixture
@@ -19,16 +19,8 @@ def idp_module() -> str:
     return "tests.browser.crashing_idp"
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    """Debian's Chromium under Playwright (never a downloaded browser)."""
-    require_service("chromium", os.path.exists(CHROMIUM), "apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
+def _answer_as_the_relying_party(context) -> None:
+    context.route(REDIRECT_URI.split("/callback")[0] + "/**", lambda route: route.fulfill(status=200, content_type="text/html", body=RP_PAGE))
 
 
 @pytest.fixture
@@ -36,23 +28,6 @@ def new_page(chromium):
     """A page in a fresh context (own cookie jar) that fails the test on any script error or CSP violation.
 
     The relying party's redirect URI answers with a small page of its own, so a finished sign-in lands somewhere.
+    Error pages answer 4xx/5xx on purpose (Chromium logs those as console errors); anything else is a problem.
     """
-    contexts, problems = [], []
-
-    def open_page():
-        context = chromium.new_context(viewport={"width": 1280, "height": 900})
-        contexts.append(context)
-        context.route(REDIRECT_URI.split("/callback")[0] + "/**", lambda route: route.fulfill(
-            status=200, content_type="text/html", body="<!doctype html><html lang='en'><title>RP</title><main><h1>Back at the app</h1></main></html>"))
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        page.on("pageerror", lambda error: problems.append(str(error)))
-        # Error pages answer 4xx/5xx on purpose (Chromium logs those as console errors); anything else is a problem.
-        page.on("console", lambda message: problems.append(message.text)
-                if message.type == "error" and "the server responded with a status of" not in message.text else None)
-        return page
-
-    yield open_page
-    for context in contexts:
-        context.close()
-    assert problems == [], problems
+    yield from open_pages(chromium, "the server responded with a status of", prepare=_answer_as_the_relying_party)

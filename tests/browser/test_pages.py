@@ -3,6 +3,10 @@
 Each page passes `assert_good_page` (tests/pages.py): no serious or critical axe-core violation and
 no sideways scroll, at 1280 and at 390 px, with a screenshot of both. Sign-in is done with the
 keyboard only. Two screenshots of this run are committed as docs/screenshots/*.png for the README.
+
+The tests of this module share one Chromium and one `idp serve` (tests/browser_support.py); each
+has a clean database and fresh browser contexts. The long walks through the pages are split into
+cases so pytest-xdist can spread them over its workers.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, SQLITE_ONLY]
 
+
 def authorization_url(base: str, client_id: str, scope: str = "openid profile email") -> str:
     _, challenge = pkce_pair()
     return base + "/authorize?" + urlencode({
@@ -43,8 +48,25 @@ def sign_in_with_the_keyboard(page, email: str) -> None:
     page.keyboard.press("Enter")
 
 
-def test_keyboard_only_sign_in_reaches_the_application(start_server, new_page, rp, user):
-    base = start_server()
+def sign_in(page, email: str) -> None:
+    """Fill and send the sign-in form the page shows."""
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+
+
+def allow(page) -> None:
+    """Press Allow on the consent page and wait for the browser to reach the application's callback."""
+    # The application's callback answers (no RP listens there), so no error navigation of the
+    # browser can race the next page.goto.
+    page.route(REDIRECT_URI + "*", lambda route: route.fulfill(status=200, content_type="text/plain", body="signed in"))
+    with page.expect_request(lambda request: request.url.startswith(REDIRECT_URI)):
+        page.get_by_role("button", name="Allow").click()
+    page.wait_for_url(REDIRECT_URI + "*")
+
+
+def test_keyboard_only_sign_in_reaches_the_application(shared_server, new_page, rp, user):
+    base = shared_server.base
     page = new_page()
     page.goto(authorization_url(base, rp.client_id))
     page.wait_for_url(re.compile(r"/login\?"))
@@ -61,8 +83,8 @@ def test_keyboard_only_sign_in_reaches_the_application(start_server, new_page, r
     assert "code=" in back.value.url and "state=s-1" in back.value.url
 
 
-def test_end_user_pages(start_server, new_page, rp, user):
-    base = start_server()
+def test_landing_sign_in_and_consent_pages(shared_server, new_page, rp, user):
+    base = shared_server.base
     page = new_page()
 
     page.goto(base + "/")
@@ -87,12 +109,16 @@ def test_end_user_pages(start_server, new_page, rp, user):
     page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page.get_by_text("See your email address and whether it is verified")).to_be_visible()
     assert_good_page(page, "consent")
-    # The application's callback answers (no RP listens there), so no error navigation of the
-    # browser can race the next page.goto.
-    page.route(REDIRECT_URI + "*", lambda route: route.fulfill(status=200, content_type="text/plain", body="signed in"))
-    with page.expect_request(lambda request: request.url.startswith(REDIRECT_URI)):
-        page.get_by_role("button", name="Allow").click()
-    page.wait_for_url(REDIRECT_URI + "*")
+    allow(page)
+
+
+def test_account_pages(shared_server, new_page, rp, user):
+    base = shared_server.base
+    page = new_page()
+    page.goto(authorization_url(base, rp.client_id))
+    sign_in(page, user.email)
+    expect(page.get_by_text("See your email address and whether it is verified")).to_be_visible()
+    allow(page)
 
     # The account page: devices in words, allowed scopes in words, sign-out-everywhere asks first.
     page.goto(base + "/account")
@@ -105,6 +131,14 @@ def test_end_user_pages(start_server, new_page, rp, user):
     expect(page.get_by_role("heading", name="Sign out everywhere?")).to_be_visible()
     assert_good_page(page, "account-sign-out-everywhere-confirm")
     page.get_by_role("link", name="Cancel, keep me signed in").click()
+    expect(page.get_by_role("heading", name="Your account")).to_be_visible()
+
+
+def test_security_sign_out_and_second_factor_pages(shared_server, new_page, user):
+    base = shared_server.base
+    page = new_page()
+    page.goto(base + "/account")
+    sign_in(page, user.email)
     expect(page.get_by_role("heading", name="Your account")).to_be_visible()
 
     # Security: authenticator app set-up, recovery codes.
@@ -129,44 +163,58 @@ def test_end_user_pages(start_server, new_page, rp, user):
 
     # Signing in again asks for the second factor.
     page.goto(base + "/account")
-    page.get_by_label("Email").fill(user.email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in", exact=True).click()
+    sign_in(page, user.email)
     expect(page.get_by_role("heading", name="Confirm it is you")).to_be_visible()
     assert_good_page(page, "second-factor")
 
 
-def test_error_pages(start_server, new_page):
-    base = start_server()
-    page = new_page()
+ERROR_PAGES = {
+    "error-404": ("/no-such-page", 404, "Page not found"),
+    "error-405": ("/account/password", 405, "That doesn't work here"),  # a form's POST-only address
+    "error-500": (FAILING_PATH, 500, "Something went wrong"),
+}
 
-    response = page.goto(authorization_url(base, "no-such-client"))
+
+def test_protocol_error_page(shared_server, new_page):
+    page = new_page()
+    response = page.goto(authorization_url(shared_server.base, "no-such-client"))
     assert response.status == 400
     expect(page.get_by_text("This application isn't registered here")).to_be_visible()
     expect(page.locator(".error-details")).to_contain_text("invalid_client")
     assert_good_page(page, "error-protocol")
 
-    response = page.goto(base + "/no-such-page")
-    assert response.status == 404
-    expect(page.get_by_role("heading", name="Page not found")).to_be_visible()
-    assert_good_page(page, "error-404")
 
-    response = page.goto(base + "/account/password")  # a form's POST-only address
-    assert response.status == 405
-    expect(page.get_by_role("heading", name="That doesn't work here")).to_be_visible()
-    assert_good_page(page, "error-405")
-
-    response = page.goto(base + FAILING_PATH)
-    assert response.status == 500
-    expect(page.get_by_role("heading", name="Something went wrong")).to_be_visible()
+@pytest.mark.parametrize("name", ERROR_PAGES)
+def test_error_pages(shared_server, new_page, name):
+    path, status, heading = ERROR_PAGES[name]
+    page = new_page()
+    response = page.goto(shared_server.base + path)
+    assert response.status == status
+    expect(page.get_by_role("heading", name=heading)).to_be_visible()
     assert "RuntimeError" not in page.content() and "Traceback" not in page.content()
-    assert_good_page(page, "error-500")
+    assert_good_page(page, name)
 
-    # A stale sign-in form: the session (and the CSRF token it signed) is gone when it is sent.
+
+CONDITIONAL_MEDIATION = """async () => !!(window.PublicKeyCredential && PublicKeyCredential.isConditionalMediationAvailable
+                                          && await PublicKeyCredential.isConditionalMediationAvailable())"""
+
+
+def test_a_stale_sign_in_form_explains_itself(shared_server, new_page):
+    """The session (and the CSRF token it signed) is gone when the sign-in form is sent."""
+    base = shared_server.base
+    page = new_page()
+    options = []
+    page.on("response", lambda answer: options.append(answer) if urlsplit(answer.url).path == "/login/passkey/options" else None)
     page.goto(base + "/login")
-    # The passkey script's options request must be answered first: a response still in flight
-    # would set the session cookie again after it is cleared.
-    page.wait_for_load_state("networkidle")
+    # Where the browser offers passkeys in the email field's autofill, the passkey script asks for
+    # options at once; that answer must arrive first, or it would set the session cookie again
+    # after it is cleared.
+    if page.evaluate(CONDITIONAL_MEDIATION):
+        for _ in range(150):
+            if options:
+                break
+            page.wait_for_timeout(100)  # lets Playwright deliver events, unlike a sleep
+        assert options, "the passkey script never asked for its options"
     page.context.clear_cookies()
     page.get_by_label("Email").fill("someone@example.com")
     page.get_by_label("Password").fill(PASSWORD)
@@ -187,53 +235,88 @@ def admin_sign_in(page, base: str, email: str) -> None:
     page.wait_for_url(base + "/admin/")
 
 
-def test_admin_pages(start_server, new_page, admin, make_user, make_client):
-    existing, _ = make_client(name="Existing RP")
-    person = make_user(email="a.person.with.a.rather.long.address@example.com")
-    base = start_server()
-    page = new_page()
-    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
-
-    page.goto(base + "/admin/login")
-    assert_good_page(page, "admin-login")
-    admin_sign_in(page, base, admin.email)
-    pages = [
+# Every admin page, in groups of a few: each group signs in once; xdist spreads the groups.
+ADMIN_PAGES = {
+    "dashboard-and-users": [
         ("/admin/", "admin-dashboard"),
         ("/admin/users", "admin-users"),
-        (f"/admin/users/{person.id}", "admin-user"),
+        ("/admin/users/{person}", "admin-user"),
         ("/admin/users/new", "admin-user-new"),
-        (f"/admin/users/{person.id}/edit", "admin-user-edit"),
-        (f"/admin/users/{person.id}/password", "admin-user-password"),
-        (f"/admin/users/{person.id}/sign-out", "admin-user-sign-out-confirm"),
+    ],
+    "user-forms": [
+        ("/admin/users/{person}/edit", "admin-user-edit"),
+        ("/admin/users/{person}/password", "admin-user-password"),
+        ("/admin/users/{person}/sign-out", "admin-user-sign-out-confirm"),
+        ("/admin/users/{person}/disable", "admin-user-disable-confirm"),
+    ],
+    "user-confirmations": [
+        ("/admin/users/{person}/delete", "admin-user-delete-confirm"),
+        ("/admin/users/{person}/grant-admin", "admin-user-grant-admin-confirm"),
+        ("/admin/users/{person}/mfa/require", "admin-user-mfa-require"),
+        ("/admin/reauth", "admin-reauth"),
+    ],
+    "clients": [
         ("/admin/clients", "admin-clients"),
         ("/admin/clients/new", "admin-client-new"),
-        (f"/admin/clients/{existing.client_id}/edit", "admin-client-edit"),
-        (f"/admin/clients/{existing.client_id}/rotate-secret", "admin-client-rotate-secret-confirm"),
-        (f"/admin/clients/{existing.client_id}/delete", "admin-client-delete-confirm"),
-        (f"/admin/clients/{existing.client_id}/mfa/require", "admin-client-mfa-require"),
-        (f"/admin/users/{person.id}/disable", "admin-user-disable-confirm"),
-        (f"/admin/users/{person.id}/delete", "admin-user-delete-confirm"),
-        (f"/admin/users/{person.id}/grant-admin", "admin-user-grant-admin-confirm"),
-        (f"/admin/users/{person.id}/mfa/require", "admin-user-mfa-require"),
-        ("/admin/reauth", "admin-reauth"),
+        ("/admin/clients/{client}/edit", "admin-client-edit"),
+        ("/admin/clients/{client}/rotate-secret", "admin-client-rotate-secret-confirm"),
+    ],
+    "client-confirmations": [
+        ("/admin/clients/{client}/delete", "admin-client-delete-confirm"),
+        ("/admin/clients/{client}/mfa/require", "admin-client-mfa-require"),
+        ("/admin/no-such-page", "admin-error-404"),
         ("/admin/sessions", "admin-sessions"),
+    ],
+    "operations": [
         ("/admin/throttles", "admin-throttles"),
         ("/admin/keys", "admin-keys"),
         ("/admin/keys/rotate", "admin-keys-rotate"),
         ("/admin/jobs", "admin-jobs"),
         ("/admin/audit", "admin-audit"),
-        ("/admin/no-such-page", "admin-error-404"),
-    ]
-    for path, name in pages:
-        page.goto(base + path)
+    ],
+}
+
+
+@pytest.fixture
+def admin_data(make_user, make_client) -> dict:
+    """The client and the user the admin pages show, as the page paths' placeholders."""
+    existing, _ = make_client(name="Existing RP")
+    person = make_user(email="a.person.with.a.rather.long.address@example.com")
+    return {"client": existing.client_id, "person": person.id}
+
+
+def test_admin_sign_in_page(shared_server, new_page):
+    page = new_page()
+    page.goto(shared_server.base + "/admin/login")
+    assert_good_page(page, "admin-login")
+
+
+@pytest.mark.parametrize("group", ADMIN_PAGES)
+def test_admin_pages(shared_server, new_page, admin, admin_data, group):
+    base = shared_server.base
+    page = new_page()
+    admin_sign_in(page, base, admin.email)
+    for path, name in ADMIN_PAGES[group]:
+        page.goto(base + path.format(**admin_data))
         assert_good_page(page, name)
 
+
+def test_the_sessions_page_fits_a_phone(shared_server, new_page, admin):
     # The sessions page names browsers in words (headless Chromium on Linux), and fits a phone (it was 953 px wide).
+    base = shared_server.base
+    page = new_page()
+    admin_sign_in(page, base, admin.email)
     page.goto(base + "/admin/sessions")
     expect(page.locator("td.ua").first).to_have_text("Chrome on Linux")
     page.set_viewport_size({"width": 390, "height": 844})
     assert document_width(page) <= 390
-    page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_a_new_clients_secret_and_connection_details_copy_whole(shared_server, new_page, admin):
+    base = shared_server.base
+    page = new_page()
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    admin_sign_in(page, base, admin.email)
 
     # A new confidential client: the secret page keeps every character and copies it.
     page.goto(base + "/admin/clients/new")

@@ -6,7 +6,6 @@ The user adds a passkey on the security page, signs out, then signs in with the 
 
 from __future__ import annotations
 
-import os
 from urllib.parse import urlencode
 
 import pytest
@@ -16,9 +15,8 @@ from sqlalchemy import select
 
 from idp.db import db
 from idp.models import AuditEvent, Passkey
-from tests.conftest import REQUIRE_SERVICES
-from tests.support import Process, free_port, wait_until
-from tests.oidc.conftest import CHROMIUM, CHROMIUM_ARGS, PASSWORD, claims_of, query_of
+from tests.browser_support import chromium, start_idp_serve  # noqa: F401  (chromium: a fixture, one Chromium for the module)
+from tests.oidc.conftest import PASSWORD, claims_of, query_of
 from tests.oidc.flow import pkce_pair
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -26,51 +24,30 @@ REDIRECT_URI = "http://127.0.0.1:9999/callback"
 
 
 @pytest.fixture
-def chromium_page():
+def chromium_page(chromium):
     """A page of Debian's headless Chromium with a virtual platform authenticator (resident keys, user verification)."""
-    if not os.path.exists(CHROMIUM):
-        if REQUIRE_SERVICES:
-            pytest.fail(f"{CHROMIUM} is not installed; CI must run the browser tests")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context()
-        page = context.new_page()
-        page.set_default_timeout(10_000)
-        problems: list[str] = []
-        page.on("pageerror", lambda error: problems.append(str(error)))
-        devtools = context.new_cdp_session(page)
-        devtools.send("WebAuthn.enable")
-        devtools.send("WebAuthn.addVirtualAuthenticator", {"options": {
-            "protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True,
-            "isUserVerified": True, "automaticPresenceSimulation": True,
-        }})
-        yield page
-        context.close()
-        browser.close()
-        assert problems == [], problems
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    devtools = context.new_cdp_session(page)
+    devtools.send("WebAuthn.enable")
+    devtools.send("WebAuthn.addVirtualAuthenticator", {"options": {
+        "protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True,
+        "isUserVerified": True, "automaticPresenceSimulation": True,
+    }})
+    yield page
+    context.close()
+    assert problems == [], problems
 
 
 @pytest.fixture
 def localhost_server(app, idp_env, tmp_path):
     """`idp serve` whose issuer is http://localhost:<port>: WebAuthn needs a secure context and a domain as RP id."""
-    port = free_port()
-    base = f"http://localhost:{port}"
-    process = Process(["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"], {**idp_env, "IDP_ISSUER": base}, tmp_path / "serve.log")
-
-    def up() -> bool:
-        if process.popen.poll() is not None:
-            pytest.fail(f"idp serve exited early:\n{process.log()}")
-        try:
-            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    wait_until(up, timeout=60, what="idp serve to answer /healthz")
-    yield base
-    process.stop()
+    served = start_idp_serve(idp_env, "idp", tmp_path, host_name="localhost")
+    yield served.base
+    served.process.stop()
 
 
 def _authorization_url(base: str, client_id: str, challenge: str) -> str:

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
+from tests.browser_support import chromium  # noqa: F401  (a fixture: one Chromium per module)
 from tests.oidc.flow import csrf_token, pkce_pair
 
 PASSWORD = "correct horse battery"
@@ -185,24 +186,9 @@ def public_rp(register) -> Registered:
     return register(name="Public RP", public=True)
 
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
 @pytest.fixture
-def browser_context():
-    """A fresh headless Chromium context (Debian's binary, never a downloaded one)."""
-    import os
-
-    from tests.conftest import require_service
-
-    require_service("chromium", os.path.exists(CHROMIUM))
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context()
-        yield context
-        context.close()
-        browser.close()
+def browser_context(chromium):
+    """A fresh context of the module's headless Chromium (Debian's binary, never a downloaded one)."""
+    context = chromium.new_context()
+    yield context
+    context.close()
