@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import Blueprint, redirect, render_template, request
+from sqlalchemy.exc import IntegrityError
 
 from idp.audit.actors import Actor
 from idp.audit.service import record
@@ -13,14 +14,14 @@ from idp.auth.forms import ConsentForm, LoginForm
 from idp.auth.service import attempt_sign_in
 from idp.auth.throttle import retry_after_header, wait_text
 from idp.clients.models import Client
-from idp.clients.service import get_client
+from idp.clients.service import deleted_elsewhere, get_client
 from idp.errors import render_error_page
 from idp.mfa import flow as mfa_flow
 from idp.oauth import pending
 from idp.oauth.consents import grant_consent
 from idp.oauth.grants import Principal
 from idp.scopes import describe
-from idp.oauth.views import AUTHORIZE_PATH, signed_in_principal
+from idp.oauth.views import AUTHORIZE_PATH, client_gone_page, signed_in_principal
 from idp.onboarding.service import must_verify_before_sign_in
 from idp.sessions.service import start_session
 from idp.web import headers
@@ -148,7 +149,15 @@ def consent():
         return asked.render(400)
     user, client, decision = asked.principal.user, asked.client, asked.form.decision.data
     if decision == "allow":
-        grant_consent(user, client, asked.scope)
+        client_id = client.client_id  # read now: a rollback below expires the row
+        try:
+            grant_consent(user, client, asked.scope)
+        except IntegrityError:
+            # The consent's row refers to a client another replica deleted (still cached here).
+            db.session.rollback()
+            if not deleted_elsewhere(client_id):
+                raise
+            return client_gone_page()
     else:
         record("consent.denied", actor=Actor.user(user.id), target=f"client:{client.client_id}", scope=asked.scope)
     pending.note(asked.form.rid.data, consent=decision, consent_sid=asked.principal.sid)

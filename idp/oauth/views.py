@@ -119,12 +119,25 @@ def authorize():
         # Authlib refuses to put some characters of hostile input into an error description.
         return _error_page("invalid_request", "The authorization request is malformed.")
 
+    client_id = grant.client.client_id  # read now: a rollback below expires the row
     try:
         return _answer(grant, principal, parameters, rid, entry, fresh)
     except OAuth2Error as error:
         error.redirect_uri = grant.redirect_uri
         error.state = grant.request.payload.state
         return _refuse(error, principal, parameters)
+    except IntegrityError:
+        # The code's row refers to a client another replica deleted (still cached here, see
+        # idp/clients/service.py): answered as for an unknown client, never redirected, nothing kept.
+        db.session.rollback()
+        if not deleted_elsewhere(client_id):
+            raise
+        return client_gone_page()
+
+
+def client_gone_page():
+    """The page for a request whose client was deleted meanwhile (RFC 6749 4.1.2.1: never redirect)."""
+    return _error_page("invalid_client", "The client does not exist on this server.")
 
 
 def _answer(grant, principal: Principal | None, parameters, rid: str, entry: dict, fresh: bool) -> Response:
@@ -154,7 +167,9 @@ def _answer(grant, principal: Principal | None, parameters, rid: str, entry: dic
         return redirect(url_for("auth.consent", rid=pending.remember(parameters)))
 
     pending.forget(rid)
-    return authorization_server().create_authorization_response(grant=grant, grant_user=principal)
+    response = authorization_server().create_authorization_response(grant=grant, grant_user=principal)
+    db.session.flush()  # a foreign key refusing the code's row fails here, not at the edge
+    return response
 
 
 def _needs_sign_in(principal: Principal, prompts: set[str], max_age: int | None, hinted_subject: str | None, fresh: bool) -> bool:

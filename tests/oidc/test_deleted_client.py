@@ -77,3 +77,25 @@ def test_the_next_request_knows_the_client_is_gone_without_a_failure(app, oidc, 
     assert_unknown_client(oidc.redeem(rp, authorization))
     # The stale entry went with the failure: client_credentials, which writes nothing, is refused too.
     assert_unknown_client(oidc.token(rp, grant_type="client_credentials"))
+
+
+def test_consenting_to_a_client_deleted_elsewhere_is_a_page_not_a_500(app, oidc, rp, user):
+    response = oidc.follow(oidc.authorize(rp)[0])
+    response = oidc.follow(oidc.login(response.request.full_path.rstrip("?"), user.email))
+    assert b">Allow</button>" in response.data
+    consent_at = response.request.full_path.rstrip("?")
+    delete_behind_the_cache(app, rp.client_id)
+    events = count(app, AuditEvent)
+    refused = oidc.decide(consent_at)
+    assert refused.status_code == 400 and "invalid_client" in refused.get_data(as_text=True)
+    assert count(app, AuditEvent) == events
+
+
+def test_authorizing_a_first_party_client_deleted_elsewhere_is_a_page_not_a_500(app, oidc, register, user):
+    first_party = register(skip_consent=True)
+    oidc.sign_in_and_authorize(first_party, user.email)  # signed in; the client is cached
+    delete_behind_the_cache(app, first_party.client_id)
+    response, _, _ = oidc.authorize(first_party)
+    assert response.status_code == 400 and "invalid_client" in response.get_data(as_text=True)
+    assert "Location" not in response.headers  # RFC 6749 4.1.2.1: never redirected
+    assert count(app, AuthorizationCode) == 0  # the first code went with the client; no new one
