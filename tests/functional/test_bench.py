@@ -21,8 +21,9 @@ def test_scenarios_are_registered():
     assert {"discovery", "jwks", "jwks_304"} <= set(SCENARIOS)
 
 
-def test_the_harness_against_one_real_server(live_server, idp_env, tmp_path):
+def test_the_harness_against_one_real_server(shared_server, idp_env, tmp_path):
     """One `idp serve` for every harness check (a server start costs seconds; the checks, milliseconds)."""
+    live_server = shared_server()
     run_load_is_bounded_by_request_count_and_records_each_request(live_server)
     unexpected_answers_are_counted_as_errors_not_latencies(live_server)
     jwks_304_scenario_revalidates_with_the_etag(live_server)
