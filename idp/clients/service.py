@@ -11,6 +11,8 @@ cached, so a client registered anywhere works at once.
 
 from __future__ import annotations
 
+import secrets
+
 import threading
 import time
 from typing import Callable
@@ -150,6 +152,15 @@ def validate_client_settings(
     )
 
 
+def new_client_id() -> str:
+    """A fresh client_id: 128 random bits as hex.
+
+    Hex, not base64url: an identifier that begins with "-" is read as an option by any command
+    line it is pasted into (`idp clients update -Bfm...`), and one in 32 base64url ids does.
+    """
+    return secrets.token_hex(16)
+
+
 def create_client(
     name: str,
     *,
@@ -182,7 +193,7 @@ def create_client(
         id_token_claims=id_token_claims,
     )
     secret = None if public else random_token(32, prefix=CLIENT_SECRET_PREFIX)
-    client = Client(client_id=random_token(16), secret_digest=digest(secret) if secret else None, **settings)
+    client = Client(client_id=new_client_id(), secret_digest=digest(secret) if secret else None, **settings)
     db.session.add(client)
     db.session.flush()
     record("client.created", actor=actor, target=f"client:{client.client_id}", public=public)

@@ -120,3 +120,10 @@ def test_backchannel_logout_uri_on_a_production_issuer_is_https_and_not_loopback
 def test_backchannel_logout_uri_may_be_loopback_http_for_a_loopback_issuer(app_ctx):
     client, _ = service.create_client("RP", redirect_uris=["https://rp.example.com/cb"], backchannel_logout_uri="http://127.0.0.1:9000/bc")
     assert client.backchannel_logout_uri == "http://127.0.0.1:9000/bc"
+
+
+def test_client_ids_are_hex_so_no_command_line_reads_one_as_an_option():
+    """One base64url id in 32 began with "-", and `idp clients update -Bfm...` took it for an option."""
+    ids = {service.new_client_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(len(value) == 32 and set(value) <= set("0123456789abcdef") for value in ids)
