@@ -38,6 +38,7 @@ from idp.metrics import use_multiprocess_storage
 from idp.migrate import upgrade
 from idp.onboarding.service import invite, send_verification
 from idp.signout import disable_user, set_password, sign_out_everywhere
+from idp.serving import hand_over_master_signals
 from idp.users.service import create_user, list_users, require_user
 
 EXIT_USAGE = 2
@@ -366,8 +367,6 @@ def serve(host: str | None, port: int | None, workers: int, threads: int) -> Non
 def run_gunicorn(host: str | None, port: int | None, workers: int, threads: int) -> None:
     """Serve the app under gunicorn until it is stopped."""
     from gunicorn.app.base import BaseApplication
-
-    from idp.serving import hand_over_master_signals
 
     default_host, default_port = default_bind()
     app = create_app()  # fail fast on bad configuration, before gunicorn forks
