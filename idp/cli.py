@@ -37,8 +37,8 @@ from idp.keyring.service import ensure_keys
 from idp.metrics import use_multiprocess_storage
 from idp.migrate import upgrade
 from idp.onboarding.service import invite, send_verification
-from idp.signout import disable_user, set_password, sign_out_everywhere
 from idp.serving import hand_over_master_signals
+from idp.signout import disable_user, set_password, sign_out_everywhere
 from idp.users.service import create_user, list_users, require_user
 
 EXIT_USAGE = 2
