@@ -13,7 +13,7 @@ from idp.config import KEYRING_CACHE_SECONDS
 from idp.keyring import service as keyring
 from idp.keyring.service import _KeyringCache
 from tests.keys.conftest import keys_by_state, served_after_cache_window, served_jwks, sign_token, verifies_with
-from tests.support import run_idp
+from tests.support import invoke_idp
 
 
 class FakeMonotonic:
@@ -72,13 +72,14 @@ def test_a_rotation_made_elsewhere_moves_signing_within_the_cache_window(app, ca
 
 @pytest.mark.slow
 def test_served_replicas_drop_a_revoked_key_without_a_restart(app, start_server, idp_env):
-    """Two `idp serve` processes (two gunicorn workers each); the CLI revokes in a third process."""
+    """Two `idp serve` processes (two gunicorn workers each); the CLI revokes outside them (in the test process:
+    the servers learn of it only through the database)."""
     bases = [start_server(), start_server()]
     with app.app_context():
         token = sign_token("RS256", issued_at=utcnow(), lifetime=300)
     for base in bases:
         assert verifies_with(token, served_jwks(base))
-    revoked = run_idp(["keys", "revoke", token["kid"], "--yes"], idp_env)
+    revoked = invoke_idp(["keys", "revoke", token["kid"], "--yes"], idp_env)
     assert revoked.returncode == 0, revoked.stderr
     served_after_cache_window(bases, lambda jwks: token["kid"] not in jwks, changed_at=time.monotonic())
     for base in bases:
