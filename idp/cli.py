@@ -31,9 +31,9 @@ from idp import create_app
 from idp.audit.actors import Actor
 from idp.clients.service import create_client, list_clients, require_client, update_client
 from idp.config import ConfigError, generate_key_encryption_key, load
-from idp.db import unit_of_work
+from idp.db import db as database, unit_of_work  # `db` is the command group below
 from idp.errors import IdpError
-from idp.keyring.service import ensure_keys
+from idp.keyring.service import ensure_keys, load_cache as load_keyring_cache
 from idp.metrics import use_multiprocess_storage
 from idp.migrate import upgrade
 from idp.onboarding.service import invite, send_verification
@@ -370,6 +370,12 @@ def run_gunicorn(host: str | None, port: int | None, workers: int, threads: int)
 
     default_host, default_port = default_bind()
     app = create_app()  # fail fast on bad configuration, before gunicorn forks
+    with app.app_context():
+        # Every worker inherits a keyring snapshot, so the JWKS and offline verification outlast
+        # an outage that begins before a worker's first request (idp/keyring/service.py).
+        load_keyring_cache()
+        database.session.remove()
+        database.engine.dispose()  # no connection is shared with the forks
     if app.config["METRICS"]:
         logging.getLogger("idp.serve").info("metrics of every worker are summed from %s", os.environ["PROMETHEUS_MULTIPROC_DIR"])
 

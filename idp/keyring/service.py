@@ -295,6 +295,17 @@ def _cache() -> _KeyringCache:
     return current_app.extensions["idp.keyring_cache"]
 
 
+def load_cache() -> bool:
+    """Load this process's keyring snapshot now; False (and a warning) when the database cannot be read."""
+    try:
+        _cache().snapshot()
+    except SQLAlchemyError as error:
+        db.session.rollback()
+        log.warning("keyring not loaded ahead of the first request: %s", describe(error))
+        return False
+    return True
+
+
 def invalidate_cache() -> None:
     """Drop this process's keyring view (after a change made in this process)."""
     _cache().invalidate()

@@ -363,3 +363,29 @@ def test_a_statement_waiting_on_a_lock_is_cancelled_by_the_statement_timeout(clu
         engine.dispose()
         with app.app_context():
             db.engine.dispose()
+
+
+def test_every_worker_serves_the_jwks_through_an_outage_that_began_before_its_first_request(cluster, tmp_path, secrets_config):
+    """`idp serve` loads the keyring before it forks: no worker is left without a snapshot to serve."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = environment(settings(cluster.url, base, tmp_path, secrets_config))
+    assert run_idp(["init"], env).returncode == 0
+    server = Process(["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"], env, tmp_path / "serve.log")
+    try:
+        def up() -> bool:
+            try:
+                return requests.get(base + "/healthz", timeout=5).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_until(up, timeout=60, what="idp serve to answer /healthz")  # /healthz reads no key
+        cluster.stop("fast")
+        # New connections each time, so both workers answer (gunicorn hands each to whichever accepts).
+        answers = [requests.get(base + "/.well-known/jwks.json", headers={"Connection": "close"}, timeout=SLOWEST + 5)
+                   for _ in range(30)]
+        assert [answer.status_code for answer in answers] == [200] * 30
+        assert len({answer.content for answer in answers}) == 1 and answers[0].json()["keys"]
+    finally:
+        server.stop()
+        cluster.start()
