@@ -6,7 +6,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from bench.harness import BenchError
-from bench.server import free_port
+from bench.server import free_port, stop_group
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 CLIENT_IDS = ("cc-rs256", "cc-es256", "rp", "rs")
@@ -104,11 +103,5 @@ def running_node(workers: int = 1) -> Iterator[NodeTarget]:
         _wait_ready(base_url, process, log)
         yield NodeTarget(base_url, process.pid, workers, client_secrets)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_group(process)
         shutil.rmtree(workdir, ignore_errors=True)

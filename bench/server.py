@@ -56,6 +56,17 @@ def _wait_healthy(base_url: str, process: subprocess.Popen, log: Path, timeout: 
     raise BenchError(f"idp serve did not answer /healthz within {timeout:.0f}s")
 
 
+def stop_group(process: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM the process group a server leads, SIGKILL what is left after `grace` seconds."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 @contextmanager
 def running_server(database_url: str, workers: int, threads: int) -> Iterator[Target]:
     """A migrated database with fresh keys and an `idp serve` on a free loopback port; stopped after."""
@@ -93,11 +104,5 @@ def running_server(database_url: str, workers: int, threads: int) -> Iterator[Ta
         target.pid = process.pid
         yield target
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_group(process)
         shutil.rmtree(workdir, ignore_errors=True)
