@@ -52,13 +52,18 @@ def serving(args: list[str], *, name: str, ready_url: str, log: Path, env: dict[
         _wait_ready(name, ready_url, process, log, timeout)
         yield process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM the process group a server leads, SIGKILL what is left after `grace` seconds."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def _wait_ready(name: str, url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:

@@ -97,6 +97,11 @@ def database_lost() -> bool:
     return g.get("idp_database_lost", False)
 
 
+def session_opened() -> bool:
+    """Whether this app context has a database session yet (asking `db.session` would open one)."""
+    return db.session.registry.has()
+
+
 def discard_session() -> None:
     """Drop the request's database session without letting a dead connection raise."""
     try:
@@ -151,10 +156,12 @@ class IdpFlask(Flask):
         # session's own row (its CSRF token, last-seen time) is still kept; then one commit
         # holds the view's changes and the session's. It runs before the response leaves: a
         # commit that fails becomes the error answer (a lost database: 503), never a false success.
-        if not database_lost() and not response_keeps_changes(response.status_code):
+        # A request that never opened a database session (JWKS, discovery, a cached client's
+        # token) has nothing to roll back or commit: asking would open a session just to close it.
+        if not database_lost() and not response_keeps_changes(response.status_code) and session_opened():
             db.session.rollback()
         response = super().process_response(response)
-        if not database_lost() and has_writes():
+        if not database_lost() and session_opened() and has_writes():
             db.session.commit()  # the request's edge; a request that only read ends at the teardown
         return response
 

@@ -37,12 +37,20 @@ def _start_timer() -> None:
     g.metrics_started = time.perf_counter()
 
 
+# (endpoint, method, status) -> the two labelled children: `labels()` validates and locks on every
+# call, a dict lookup does not. Filled while serving, so after `idp serve` has forked its workers.
+_children: dict[tuple[str, str, int], tuple] = {}
+
+
 def _count_request(response: Response) -> Response:
     # The endpoint's name, never the path: label values must come from a fixed set.
-    endpoint = request.endpoint or "unmatched"
-    HTTP_REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+    key = (request.endpoint or "unmatched", request.method, response.status_code)
+    children = _children.get(key)
+    if children is None:
+        children = _children[key] = (HTTP_REQUESTS.labels(key[0], key[1], str(key[2])), HTTP_LATENCY.labels(key[0]))
+    children[0].inc()
     if "metrics_started" in g:
-        HTTP_LATENCY.labels(endpoint).observe(time.perf_counter() - g.metrics_started)
+        children[1].observe(time.perf_counter() - g.metrics_started)
     return response
 
 
