@@ -140,8 +140,8 @@ def start_idp_serve(env: dict[str, str], module: str, log_dir: Path, host_name: 
         if process.popen.poll() is not None:
             pytest.fail(f"idp serve exited early:\n{process.log()}")
         try:
-            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
+            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or too loaded to answer in time
             return False
 
     wait_until(up, timeout=120, what="idp serve to answer /healthz")  # generous: a loaded machine

@@ -77,6 +77,13 @@ def _passkey_flow(page, base: str, client, secret: str, callbacks: list[str], *,
             break
         page.wait_for_timeout(200)  # lets Playwright deliver events, unlike a sleep
     assert len(callbacks) == seen + 1, "the browser never came back to the client"
+    # Nothing listens there: wait until the browser has left the IdP for the callback's error page,
+    # or that navigation would interrupt the test's next one.
+    for _ in range(150):
+        if not page.url.startswith(base):
+            break
+        page.wait_for_timeout(100)
+    assert not page.url.startswith(base), page.url
     query = query_of(callbacks[-1])
     token = requests.post(base.replace("localhost", "127.0.0.1") + "/token", data={
         "grant_type": "authorization_code", "code": query["code"], "redirect_uri": REDIRECT_URI, "code_verifier": verifier,
@@ -101,6 +108,8 @@ def test_add_a_passkey_sign_out_and_sign_in_with_it_alone(app, localhost_server,
     page.fill("#password", PASSWORD)
     page.click("button[type=submit]")
     expect(page.get_by_role("heading", name="Sign-in security")).to_be_visible()
+    # The heading shows before webauthn.js has run; a click on its button before then does nothing.
+    page.wait_for_load_state("load")
     page.fill("#passkey-name", "Virtual key")
     page.get_by_role("button", name="Add a passkey").click()
     expect(page.locator(".flash")).to_contain_text("Virtual key")

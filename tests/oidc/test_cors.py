@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 import pytest
 
 from idp.cors import origin_of
+from tests.browser_support import server_pool, shared_server  # noqa: F401 (fixtures of the browser test)
 from tests.oidc.conftest import basic
 from tests.oidc.flow import pkce_pair
 
@@ -134,7 +135,7 @@ STEAL = """async ([tokenEndpoint, form]) => {
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_a_single_page_application_signs_in_with_fetch_from_its_own_origin(app, start_server, make_client, user, browser_context):
+def test_a_single_page_application_signs_in_with_fetch_from_its_own_origin(app, shared_server, make_client, user, browser_context):
     """The SPA (on `localhost`) redeems its code and calls userinfo on the IdP (on `127.0.0.1`, another
     origin) with fetch(); a page on a third origin cannot read the token endpoint's answer."""
     from idp.db import db
@@ -142,7 +143,7 @@ def test_a_single_page_application_signs_in_with_fetch_from_its_own_origin(app, 
     from idp.sessions.service import new_row
     from tests.oidc.resource_support import RecordingServer
 
-    base = start_server()
+    base = shared_server.base  # its readiness check survives a loaded machine (tests/browser_support.py)
     with RecordingServer() as spa_site, RecordingServer() as other_site:
         spa_origin, other_origin = f"http://localhost:{spa_site.port}", f"http://localhost:{other_site.port}"
         redirect_uri = spa_origin + "/callback"

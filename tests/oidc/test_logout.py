@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 
 from idp.clock import utcnow
+from tests.browser_support import server_pool, shared_server  # noqa: F401 (fixtures of the browser test)
 from tests.oidc.resource_support import (  # noqa: F401 (fixtures)
     POST_LOGOUT_URI,
     access_token,
@@ -292,7 +293,7 @@ def test_unknown_methods_are_405(client, method):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_logout_in_a_real_browser_from_a_cross_site_relying_party(app, start_server, make_client, user, browser_context):
+def test_logout_in_a_real_browser_from_a_cross_site_relying_party(app, shared_server, make_client, user, browser_context):
     """The RP (on `localhost`) posts its logout form to the IdP (on `127.0.0.1`, another site): the
     SameSite=Lax cookie stays off that POST, and the 303 to a GET (without the ID token) brings it
     back to the confirmation page, so the session really ends. Then a hint-less logout likewise."""
@@ -301,7 +302,7 @@ def test_logout_in_a_real_browser_from_a_cross_site_relying_party(app, start_ser
     from idp.sessions.service import new_row
     from tests.oidc.resource_support import RecordingServer
 
-    base = start_server()
+    base = shared_server.base  # its readiness check survives a loaded machine (tests/browser_support.py)
     with RecordingServer() as rp_site:
         rp_origin = f"http://localhost:{rp_site.port}"
         signed_out = rp_origin + "/signed-out"
