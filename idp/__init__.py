@@ -88,7 +88,7 @@ def configure_secrets(app: Flask, *, required: bool) -> None:
         settings.load({"KEY_ENCRYPTION_KEYS": app.config["KEY_ENCRYPTION_KEYS"]}, environ={})
     if required and not (app.config["SECRET_KEY"] and app.config["KEY_ENCRYPTION_KEYS"]):
         raise ConfigError(
-            f"no secret key or key-encryption keys: run `idp init`, or set IDP_SECRET_KEY and IDP_KEY_ENCRYPTION_KEYS"
+            "no secret key or key-encryption keys: run `idp init`, or set IDP_SECRET_KEY and IDP_KEY_ENCRYPTION_KEYS"
         )
     app.extensions["idp.key_encryptor"] = KeyEncryptor(app.config["KEY_ENCRYPTION_KEYS"]) if app.config["KEY_ENCRYPTION_KEYS"] else None
 

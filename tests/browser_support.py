@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-import requests
 
-from tests.conftest import require_service
-from tests.support import Process, free_port, wait_until
+from tests.conftest import require_service, wait_for_server
+from tests.support import Process, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -136,15 +135,7 @@ def start_idp_serve(env: dict[str, str], module: str, log_dir: Path, host_name: 
     process = Process(["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
                       {**env, "IDP_ISSUER": base}, log_path, module=module)
 
-    def up() -> bool:
-        if process.popen.poll() is not None:
-            pytest.fail(f"idp serve exited early:\n{process.log()}")
-        try:
-            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
-        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or too loaded to answer in time
-            return False
-
-    wait_until(up, timeout=120, what="idp serve to answer /healthz")  # generous: a loaded machine
+    wait_for_server(process, f"http://127.0.0.1:{port}")
     return Served(base, process, log_path)
 
 

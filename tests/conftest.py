@@ -430,7 +430,7 @@ def wait_for_server(process: Process, base: str) -> None:
             pytest.fail(f"idp serve exited early:\n{process.log()}")
         try:
             return requests.get(base + "/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or too loaded to answer in time
             return False
 
     wait_until(up, timeout=120, interval=0.05, what="idp serve to answer /healthz")  # generous: a loaded machine

@@ -283,4 +283,3 @@ def _presented_client_id() -> str | None:
     except ValueError:  # undecodable credentials: authenticated as nobody
         return None
     return basic_id or request.form.get("client_id")
-    return response
