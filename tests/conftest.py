@@ -155,6 +155,10 @@ def release(app: Flask) -> None:
             event.remove(engine, "connect", listener)
 
 
+# For a test of PostgreSQL's own behaviour (row locks, MultiXacts): it runs on that backend alone.
+POSTGRESQL_ONLY = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def database_url(request, sqlite_dir, secrets_config) -> str:
     """A migrated database per backend; the schema comes from the migrations, not create_all."""
@@ -163,6 +167,7 @@ def database_url(request, sqlite_dir, secrets_config) -> str:
     if request.param == "sqlite":
         url = f"sqlite:///{sqlite_dir / 'idp.sqlite3'}"
     else:
+        require_service("database", bool(POSTGRES_URL))  # a test may ask for PostgreSQL alone (POSTGRESQL_ONLY)
         url = _per_worker_postgres(POSTGRES_URL)
         _reset_postgres(url)
     migrated = create_app({"DATABASE_URL": url, "TESTING": True, **secrets_config})

@@ -14,6 +14,8 @@ from idp.tokens.access import issue_access_token
 from idp.tokens.refresh import InvalidRefreshToken, pair_access_token, revoke_family, rotate, start_family
 from idp.users.service import bump_token_version
 
+from tests.conftest import POSTGRESQL_ONLY
+
 
 @pytest.fixture
 def family_token(app, make_user, make_client):
@@ -126,12 +128,12 @@ def test_a_bump_waiting_on_an_uncommitted_refresh_outdates_what_it_issued(app, f
         assert refused.value.reason == "outdated token version"
 
 
+@POSTGRESQL_ONLY  # row locks are PostgreSQL's: SQLite orders writers with its one write lock
 def test_a_refresh_in_flight_leaves_the_users_row_unlocked(app, family_token):
     """Rotations of many chains of one user must not queue on (or write MultiXacts into) its row."""
     user, client, token = family_token
     with app.app_context():
-        if db.engine.dialect.name != "postgresql":
-            pytest.skip("row locks are PostgreSQL's: SQLite orders writers with its one write lock")
+        assert db.engine.dialect.name == "postgresql"
         rotate(token, client=db.session.get(Client, client.id))  # uncommitted: its locks are held
         with db.engine.connect() as other:
             other.exec_driver_sql("SET lock_timeout = '2s'")
