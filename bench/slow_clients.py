@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from bench.server import _wait_healthy, free_port
+from bench.server import free_port, serving
 
 CONFIGURATIONS = {
     "gthread 2x4": ["--worker-class", "gthread", "--threads", "4"],
@@ -40,18 +40,11 @@ def gunicorn(options: list[str]) -> Iterator[int]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("IDP_")}
     env.update(IDP_ISSUER=f"http://127.0.0.1:{port}", IDP_INSTANCE_DIR=str(workdir / "instance"), IDP_KEYS_DIR=str(workdir / "keys"), IDP_LOG_LEVEL="WARNING")
     subprocess.run([sys.executable, "-m", "idp", "init"], env=env, check=True, capture_output=True)
-    log = workdir / "gunicorn.log"
-    with open(log, "w") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", *options, "idp:create_app()"],
-            env=env, stdout=output, stderr=subprocess.STDOUT,
-        )
+    args = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", *options, "idp:create_app()"]
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}", process, log)
-        yield port
+        with serving(args, name="gunicorn", ready_url=f"http://127.0.0.1:{port}/healthz", log=workdir / "gunicorn.log", env=env):
+            yield port
     finally:
-        process.terminate()
-        process.wait(timeout=60)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
