@@ -12,7 +12,6 @@ cached, so a client registered anywhere works at once.
 from __future__ import annotations
 
 import secrets
-
 import threading
 import time
 from typing import Callable
