@@ -161,7 +161,8 @@ def run_wrk(base_url: str, spec: WrkSpec, concurrency: int, duration: int, token
         process = subprocess.Popen([WRK, "-t", str(threads), "-c", str(concurrency), "-d", f"{duration}s",
                                     "--timeout", "10s", "-s", str(script), base_url],
                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        output = process.stdout.read().decode(errors="replace")
+        with process.stdout:
+            output = process.stdout.read().decode(errors="replace")
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         server_after, database_after = process_tree_cpu(server_pids()), process_tree_cpu(database_pids())

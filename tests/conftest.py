@@ -157,6 +157,8 @@ def release(app: Flask) -> None:
 
 # For a test of PostgreSQL's own behaviour (row locks, MultiXacts): it runs on that backend alone.
 POSTGRESQL_ONLY = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+# For a test whose subject does not depend on the database (a page's rendering, a load script).
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
