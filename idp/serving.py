@@ -35,7 +35,8 @@ def head_complete(buffer: bytearray) -> bool:
     return b"\r\n\r\n" in buffer or b"\n\n" in buffer
 
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+# What a worker stops on: the master's SIGTERM (graceful) or SIGQUIT (quick). Not SIGINT: see init_signals.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGQUIT)
 
 
 def hand_over_master_signals(arbiter, worker) -> None:
@@ -56,6 +57,12 @@ class HeadBufferingWorker(ThreadWorker):
     def init_signals(self) -> None:
         """gunicorn's worker handlers, then a stop signal that came since the fork acted on."""
         super().init_signals()
+        # Ctrl-C in a terminal sends SIGINT to the whole foreground group: the master, which answers
+        # with one SIGQUIT per worker, and every worker too. gthread's quick exit (sys.exit from the
+        # handler) run twice in a worker deadlocks in ThreadPoolExecutor.shutdown (cpython#121649),
+        # and `idp serve` then took the master's graceful timeout, 30 s, to stop. The master's
+        # SIGQUIT alone stops a worker in about a second.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         # Until now this fork ran the master's handlers, which only queue a signal for the master's
         # loop, never run here. A stop sent in that window (a SIGTERM to the process group, or the
         # master's one SIGTERM to a worker still booting) was lost, and the master waited its

@@ -183,6 +183,12 @@ class Process:
             self.popen.wait()
 
 
+def worker_pids(master: int) -> set[int]:
+    """The pids of a gunicorn master's workers (its child processes) right now."""
+    found = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True)
+    return {int(pid) for pid in found.stdout.split()}
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 30, interval: float = 0.1, what: str = "condition") -> None:
     """Poll `predicate` until it is true; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
