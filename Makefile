@@ -39,8 +39,11 @@ run: check-lock $(STAMP)
 # server and worker tests do not leave the other cores idle at the end.
 TEST_JOBS ?= 3
 
+# Bytecode caches stay on even where the environment turns them off (PYTHONDONTWRITEBYTECODE, as
+# container images often set): otherwise every `idp` process a test starts compiles the package
+# again, and every run rewrites the assertions of every test module.
 test: check-lock $(STAMP) chromium axe
-	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist worksteal $(PYTEST_ARGS)
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -n $(TEST_JOBS) --dist worksteal $(PYTEST_ARGS)
 
 # Browser tests drive Debian's Chromium (never a downloaded browser). As root it is installed
 # here; otherwise install it yourself (`apt-get install chromium`) or those tests are skipped
