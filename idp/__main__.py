@@ -1,5 +1,5 @@
 """`python -m idp` is the `idp` command."""
 
-from idp.cli import main
+from idp.commands import main
 
 main()

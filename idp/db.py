@@ -8,7 +8,7 @@ One transaction per request, task or CLI command, committed at the edge and nowh
   (`response_keeps_changes`), so a request that fails after a service changed something leaves
   no half-written row, while the session's own row is still saved;
 - a Celery task: the task class in idp/tasks/__init__.py wraps its run in `unit_of_work()`;
-- a CLI command: idp/cli.py, idp/keyring/cli.py and idp/jobs/cli.py wrap theirs in `unit_of_work()`.
+- a CLI command: idp/cli.py, idp/manage.py, idp/keyring/cli.py and idp/jobs/cli.py wrap theirs in `unit_of_work()`.
 
 Services never commit. The few records a failing request must keep (a failed sign-in and its
 throttle count, refresh-token or code reuse revoking what was issued, the audit of a refused

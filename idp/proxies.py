@@ -5,7 +5,7 @@ from the N-th value from the right, the one the proxy nearest to us appended; va
 were written by the client and are never believed. With 0 (the default) the headers are ignored.
 A forwarded value that is not an IP address, a scheme or a host name is dropped, and the
 connection's own value kept: a malformed header is ignored, never a 500 or a bogus row.
-gunicorn trusts no forwarded header itself (idp/cli.py), so this is the only place that does.
+gunicorn trusts no forwarded header itself (idp/processes.py), so this is the only place that does.
 """
 
 from __future__ import annotations

@@ -128,6 +128,7 @@ def _closing_apps_built() -> Iterator[None]:
     import idp.cli
     import idp.jobs.cli
     import idp.keyring.cli
+    import idp.manage
     from idp.db import db
 
     real, built = idp.create_app, []
@@ -136,11 +137,11 @@ def _closing_apps_built() -> Iterator[None]:
         built.append(real(*args, **kwargs))
         return built[-1]
 
-    idp.create_app = idp.cli.create_app = idp.jobs.cli.create_app = idp.keyring.cli.create_app = create_app
+    idp.create_app = idp.cli.create_app = idp.manage.create_app = idp.jobs.cli.create_app = idp.keyring.cli.create_app = create_app
     try:
         yield
     finally:
-        idp.create_app = idp.cli.create_app = idp.jobs.cli.create_app = idp.keyring.cli.create_app = real
+        idp.create_app = idp.cli.create_app = idp.manage.create_app = idp.jobs.cli.create_app = idp.keyring.cli.create_app = real
         for app in built:
             with app.app_context():
                 db.session.remove()

@@ -6,10 +6,11 @@ the CLI builds, so a real `idp serve` renders its real 500 page. Nothing here is
 
 from __future__ import annotations
 
-import idp.cli
+import idp.commands
+import idp.processes
 
 FAILING_PATH = "/test-only/server-error"
-_create_app = idp.cli.create_app
+_create_app = idp.processes.create_app
 
 
 def create_app(*args, **kwargs):
@@ -23,7 +24,7 @@ def create_app(*args, **kwargs):
     return app
 
 
-idp.cli.create_app = create_app
+idp.processes.create_app = create_app  # `serve` builds its app there
 
 if __name__ == "__main__":
-    idp.cli.main()
+    idp.commands.main()

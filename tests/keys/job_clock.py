@@ -27,7 +27,7 @@ def enable_job_clock_override() -> None:
 
 def main() -> None:
     """Run the `idp` command with the override on."""
-    from idp.cli import main as idp_main
+    from idp.commands import main as idp_main
 
     enable_job_clock_override()
     sys.argv[0] = "idp"

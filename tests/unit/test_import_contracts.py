@@ -11,7 +11,7 @@ import grimp
 
 ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
-ENTRY_POINTS = {"idp.cli", "idp.celery_app", "idp.jobs.cli", "idp.keyring.cli"}
+ENTRY_POINTS = {"idp.cli", "idp.manage", "idp.processes", "idp.celery_app", "idp.jobs.cli", "idp.keyring.cli"}
 
 
 def lint_imports(cwd: Path) -> subprocess.CompletedProcess:

@@ -146,8 +146,9 @@ def test_a_cli_command_that_fails_mid_way_writes_nothing(app, idp_env, make_user
 
 
 def test_a_with_app_command_runs_in_one_transaction(app, idp_env):
-    """The `with_app` wrapper of idp/cli.py: a command that raises after writing leaves nothing."""
-    from idp.cli import cli, with_app
+    """The `with_app` wrapper of idp/manage.py: a command that raises after writing leaves nothing."""
+    from idp.commands import cli
+    from idp.manage import with_app
 
     @cli.command("txn-test-fails")
     @with_app()
