@@ -74,27 +74,62 @@ def dev_instance(tmp_path_factory) -> tuple[int, dict[str, str], Path]:
     return port, env, root
 
 
-# When Ctrl-C lands, counted from the moment web, worker and beat all run: mostly at once (the
-# worker and beat are then still starting up, where a signal is most likely to find a half-done
-# set-up), and a few later on, once they have settled. One `idp dev` each, so xdist spreads them.
-CTRL_C_AFTER = [0.0] * 5 + [0.25, 0.5, 1.0, 2.0, 4.0]
+def children_seen(dev: subprocess.Popen) -> dict[str, int]:
+    """How many processes of each child (serve, worker, beat) run in `idp dev`'s session right now."""
+    seen = {"serve": 0, "worker": 0, "beat": 0}
+    for line in session_processes(dev.pid):
+        for name in seen.keys() & set(line.split()):
+            seen[name] += 1
+    return seen
 
 
-@pytest.mark.parametrize("after", [pytest.param(after, id=f"run{run}-after-{after}s") for run, after in enumerate(CTRL_C_AFTER)])
-def test_dev_runs_web_worker_and_beat_and_stops_cleanly_on_every_ctrl_c(dev_instance, after):
+def ready(dev: subprocess.Popen, log_path: Path) -> bool:
+    """`idp dev` said it runs (only once the server answers) and web, worker and beat all run."""
+    return "idp is running" in log_path.read_text() and all(children_seen(dev).values())
+
+
+def worker_pool_up(dev: subprocess.Popen, log_path: Path) -> bool:
+    """Ready, and the worker's pool processes (--concurrency, 2) run beside its main process."""
+    return ready(dev, log_path) and children_seen(dev)["worker"] >= 3
+
+
+# The moment Ctrl-C lands, each named by what was just seen in `idp dev`'s session or output;
+# conditions, not timings, so each case lands in its own phase however loaded the machine is (the
+# ten cases this replaced sent it 0-4 s after "ready", five of them at 0 s, to sample the worker's
+# and beat's start-up by chance). One `idp dev` each, so xdist spreads them.
+MOMENTS = {
+    # The three children exist and are still importing: none has its own handlers yet.
+    "children-starting": lambda dev, log_path: all(children_seen(dev).values()),
+    # gunicorn listens and boots its workers (a stop there was once lost for 30 s).
+    "web-listening": lambda dev, log_path: "Listening at:" in log_path.read_text(),
+    # The worker printed its banner: it installs its handlers and starts its pool.
+    "worker-starting": lambda dev, log_path: "-------------- celery@" in log_path.read_text(),
+    # Beat printed its banner: it installs its handlers and sets up its schedule (once a traceback).
+    "beat-starting": lambda dev, log_path: "celery beat v" in log_path.read_text(),
+    # Web answers and said so; the worker's pool runs and its consumer connects.
+    "all-ready": worker_pool_up,
+}
+# (moment, then this many seconds): the last is the settled state, beat's at-start ticks sent and taken.
+CTRL_C_AT = [("children-starting", 0), ("web-listening", 0), ("worker-starting", 0), ("beat-starting", 0), ("all-ready", 0), ("all-ready", 2)]
+
+
+@pytest.mark.parametrize(("moment", "after"), [
+    pytest.param(moment, after, id=f"run{run}-{moment}" + (f"-then-{after}s" if after else "")) for run, (moment, after) in enumerate(CTRL_C_AT)
+])
+def test_dev_runs_web_worker_and_beat_and_stops_cleanly_on_every_ctrl_c(dev_instance, moment, after):
     port, env, root = dev_instance
     log_path = root / f"dev-{uuid.uuid4().hex}.log"
     with open(log_path, "w") as log:
         # A session of its own, like a terminal's foreground job: killpg below is the terminal's Ctrl-C.
         dev = subprocess.Popen([sys.executable, "-m", "idp", "dev"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True)
     try:
-        wait_until(lambda: "idp is running" in log_path.read_text() or dev.poll() is not None, timeout=90, what="idp dev to say it runs")
-        # Said only once the server answers, and never before.
-        assert requests.get(f"http://127.0.0.1:{port}/.well-known/openid-configuration", timeout=5).ok
-        output = log_path.read_text()
-        assert f"idp is running: http://127.0.0.1:{port}" in output and "idp users create" in output
-        wait_until(lambda: {"serve", "worker", "beat"} <= {word for line in session_processes(dev.pid) for word in line.split()},
-                   timeout=30, what="web, worker and beat to run")
+        wait_until(lambda: MOMENTS[moment](dev, log_path) or dev.poll() is not None, timeout=120, what=f"idp dev to reach {moment}")
+        assert dev.poll() is None, log_path.read_text()
+        if moment == "all-ready":
+            # Said only once the server answers, and never before.
+            assert requests.get(f"http://127.0.0.1:{port}/.well-known/openid-configuration", timeout=5).ok
+            output = log_path.read_text()
+            assert f"idp is running: http://127.0.0.1:{port}" in output and "idp users create" in output
         time.sleep(after)  # the moment under test, not a wait for anything
         os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the foreground group
         assert dev.wait(timeout=90) == 0, log_path.read_text()
