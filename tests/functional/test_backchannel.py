@@ -12,8 +12,20 @@ from idp.models import AuditEvent, Client, User, UserSession
 from idp.oidc.backchannel import LOGOUT_EVENT
 from idp.sessions.service import end_session, new_row
 from idp.signout import sign_out_everywhere
+from idp.tasks import outbox
 from idp.tokens.refresh import start_family
 from tests.support import Receiver, free_port, wait_until
+
+
+@pytest.fixture(autouse=True)
+def no_broker_outage_remembered():
+    """Start with this process's outbox unaware of any broker outage.
+
+    A test that met a dead broker (test_broker_down_does_not_break_sign_out, the outbox tests) leaves
+    the process skipping nudges for OUTAGE_PROBE_SECONDS; a delivery test run within those seconds
+    would then wait for a relay no worker test runs, and time out.
+    """
+    outbox._outage.update(down=False, probe_at=0.0)
 
 
 @pytest.fixture
@@ -96,3 +108,4 @@ def test_broker_down_does_not_break_sign_out(make_app, make_user, make_client, r
         sign_out_everywhere(db.session.get(User, user.id), actor="test")
         assert db.session.scalar(select(UserSession).where(UserSession.sid == sid)) is None
         assert db.session.get(User, user.id).token_version == 2
+    wait_until(lambda: outbox._outage["down"], timeout=10, what="the nudge to find the broker down")
