@@ -17,9 +17,11 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 import venv
 from pathlib import Path
+from typing import Iterator
 
 import click
 import jsonschema
@@ -28,6 +30,7 @@ import requests
 import yaml
 
 from idp.cli import cli
+from tests.conftest import SHM
 from tests.support import free_port, invoke_idp, stop_process_group, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -478,8 +481,24 @@ def test_dockerignore_matching():
     assert not dockerignored("idp/oauth/views.py", patterns) and not dockerignored("admin_ui/tests.txt", patterns)
 
 
+@pytest.fixture
+def state_folder(tmp_path) -> Iterator[Path]:
+    """The image's state folder (/var/lib/idp) for the wheel's `idp`: on tmpfs when the machine has one.
+
+    Its SQLite database syncs the disk on every commit, and `idp init` migrates and makes keys: tens
+    of commits, a second or more on a loaded machine's disk.
+    """
+    if not SHM.is_dir():
+        (tmp_path / "run").mkdir()
+        yield tmp_path / "run"
+        return
+    path = Path(tempfile.mkdtemp(prefix="idp-wheel-state-", dir=SHM))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_wheel_from_the_dockerfile_context_installs_and_serves(tmp_path):
+def test_wheel_from_the_dockerfile_context_installs_and_serves(tmp_path, state_folder):
     """What the image runs: the wheel of exactly the copied files, from the locked wheels, no source tree."""
     context, dist, wheels = tmp_path / "context", tmp_path / "dist", tmp_path / "wheels"
     copied = build_context(context)
@@ -506,8 +525,7 @@ def test_wheel_from_the_dockerfile_context_installs_and_serves(tmp_path):
     venv.create(fresh, with_pip=False)  # this pip installs into it (--python): no ensurepip, no bytecode, faster
     subprocess.run([*pip, "--python", str(fresh / "bin" / "python"), "install", "--quiet", "--no-compile", "--no-index",
                     "--find-links", str(wheels), str(wheel)], check=True, timeout=300)
-    port, workdir = free_port(), tmp_path / "run"
-    workdir.mkdir()
+    port, workdir = free_port(), state_folder
     env = {"PATH": f"{fresh / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "IDP_ISSUER": f"http://127.0.0.1:{port}", "IDP_LOG_LEVEL": "WARNING",
            "IDP_INSTANCE_DIR": str(workdir / "instance"), "IDP_KEYS_DIR": str(workdir / "keys"), "XDG_RUNTIME_DIR": str(tmp_path)}
     init = subprocess.run(["idp", "init"], cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
