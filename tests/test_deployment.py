@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 import venv
 from pathlib import Path
+from typing import Iterator
 
 import click
 import jsonschema
@@ -28,6 +32,7 @@ import requests
 import yaml
 
 from idp.cli import cli
+from tests.conftest import SHM
 from tests.support import free_port, invoke_idp, stop_process_group, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -478,8 +483,24 @@ def test_dockerignore_matching():
     assert not dockerignored("idp/oauth/views.py", patterns) and not dockerignored("admin_ui/tests.txt", patterns)
 
 
+@pytest.fixture
+def state_folder(tmp_path) -> Iterator[Path]:
+    """The image's state folder (/var/lib/idp) for the wheel's `idp`: on tmpfs when the machine has one.
+
+    Its SQLite database syncs the disk on every commit, and `idp init` migrates and makes keys: tens
+    of commits, a second or more on a loaded machine's disk.
+    """
+    if not SHM.is_dir():
+        (tmp_path / "run").mkdir()
+        yield tmp_path / "run"
+        return
+    path = Path(tempfile.mkdtemp(prefix="idp-wheel-state-", dir=SHM))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_wheel_from_the_dockerfile_context_installs_and_serves(tmp_path):
+def test_wheel_from_the_dockerfile_context_installs_and_serves(tmp_path, state_folder):
     """What the image runs: the wheel of exactly the copied files, from the locked wheels, no source tree."""
     context, dist, wheels = tmp_path / "context", tmp_path / "dist", tmp_path / "wheels"
     copied = build_context(context)
@@ -488,17 +509,19 @@ def test_wheel_from_the_dockerfile_context_installs_and_serves(tmp_path):
     # wheels, hash-checked; the project (sdist, and the wheel built from that sdist) with the
     # locked build backend. Independent steps, so they run at once here.
     # (Only the runtime part of the lock, to save time: the test extra's wheels stay in the image's
-    # build stage anyway.)
+    # build stage anyway. After the first run, from the locked wheels that run kept, hash-checked again.)
     runtime = tmp_path / "runtime.lock"
     runtime.write_text(runtime_part_of_lock((context / "requirements.lock").read_text(),
                                             tomllib.loads((context / "pyproject.toml").read_text())["project"]["dependencies"]))
     assert "gunicorn==" in runtime.read_text() and "playwright==" not in runtime.read_text()
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    sources, kept = locked_wheel_sources(runtime)
     run_at_once(tmp_path, timeout=300, commands=[
         [sys.executable, str(context / "tools" / "lockfile.py"), "check"],
-        [*pip, "wheel", "--quiet", "--require-hashes", "--no-deps", "--wheel-dir", str(wheels), "-r", str(runtime)],
+        [*pip, "wheel", "--quiet", "--require-hashes", "--no-deps", *sources, "--wheel-dir", str(wheels), "-r", str(runtime)],
         [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(context)],
     ])
+    keep_locked_wheels(wheels, kept, runtime.read_text())
     (wheel,) = dist.glob("idp-*.whl")
     assert len(list(dist.glob("idp-*.tar.gz"))) == 1
     # The run stage: a fresh venv, not editable, from those wheels only.
@@ -506,8 +529,7 @@ def test_wheel_from_the_dockerfile_context_installs_and_serves(tmp_path):
     venv.create(fresh, with_pip=False)  # this pip installs into it (--python): no ensurepip, no bytecode, faster
     subprocess.run([*pip, "--python", str(fresh / "bin" / "python"), "install", "--quiet", "--no-compile", "--no-index",
                     "--find-links", str(wheels), str(wheel)], check=True, timeout=300)
-    port, workdir = free_port(), tmp_path / "run"
-    workdir.mkdir()
+    port, workdir = free_port(), state_folder
     env = {"PATH": f"{fresh / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "IDP_ISSUER": f"http://127.0.0.1:{port}", "IDP_LOG_LEVEL": "WARNING",
            "IDP_INSTANCE_DIR": str(workdir / "instance"), "IDP_KEYS_DIR": str(workdir / "keys"), "XDG_RUNTIME_DIR": str(tmp_path)}
     init = subprocess.run(["idp", "init"], cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
@@ -529,6 +551,38 @@ def test_wheel_from_the_dockerfile_context_installs_and_serves(tmp_path):
         stop_process_group(server)
     site = next((fresh / "lib").glob("python3*/site-packages"))
     assert not list(site.glob("__editable__*")) and (site / "admin_ui" / "__init__.py").exists()
+
+
+# The runtime lock's wheels as an earlier run fetched them, in a folder named by the lock's digest.
+# pip checks each against the lock's hashes again, but takes it from there instead of resolving
+# every pin on the index (about 3 s of CPU, most of it weighing every release's links).
+LOCKED_WHEELS_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "idp-tests" / "locked-wheels"
+
+
+def locked_wheel_sources(runtime: Path) -> tuple[list[str], Path]:
+    """The pip options that fetch the wheels of `runtime` (the kept ones when there are), and where they are kept."""
+    kept = LOCKED_WHEELS_CACHE / hashlib.sha256(runtime.read_bytes()).hexdigest()
+    return (["--no-index", "--find-links", str(kept)] if kept.is_dir() else []), kept
+
+
+def keep_locked_wheels(wheels: Path, kept: Path, lock: str) -> None:
+    """Keep the fetched wheels for the next run, if each is a locked file (none was built from an sdist).
+
+    Into place in one rename, since another run may keep the same wheels at the same time.
+    """
+    fetched = sorted(wheels.glob("*.whl"))
+    if kept.is_dir() or not all(hashlib.sha256(wheel.read_bytes()).hexdigest() in lock for wheel in fetched):
+        return
+    staging = None
+    try:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=kept.parent))
+        for wheel in fetched:
+            shutil.copy2(wheel, staging)
+        staging.rename(kept)
+    except OSError:  # kept by another run meanwhile, or no writable cache: the next run fetches them again
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def run_at_once(folder: Path, timeout: float, commands: list[list[str]]) -> None:

@@ -34,12 +34,16 @@ from idp.clients.service import create_client
 from idp.tokens.access import issue_access_token
 from idp.users.service import create_user
 from tests.outage.cluster import PostgresCluster
-from tests.support import Process, free_port, run_idp, wait_until
+from tests.support import Process, free_port, invoke_idp, wait_until
 
 CONNECT_TIMEOUT, STATEMENT_TIMEOUT = 2, 3
 # The longest any request may take: a connection attempt plus one statement.
 SLOWEST = CONNECT_TIMEOUT + STATEMENT_TIMEOUT
 RECOVERY = 5  # seconds after the database accepts connections again
+# The server's keyring cache under load (the default is KEYRING_CACHE_SECONDS): the first outage must
+# outlast it, so a shorter one makes that outage shorter and still proves the JWKS is served from the
+# last good snapshot.
+LOAD_KEYRING_CACHE_SECONDS = 1
 STATIC_TABLES = ("users", "clients", "signing_keys")  # the load never writes these
 
 
@@ -170,12 +174,12 @@ def worker_pids(master: int) -> set[int]:
 def test_database_stopped_and_killed_under_load(cluster, tmp_path, secrets_config):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    values = settings(cluster.url, base, tmp_path, secrets_config)
+    values = {**settings(cluster.url, base, tmp_path, secrets_config), "KEYRING_CACHE_SECONDS": LOAD_KEYRING_CACHE_SECONDS}
     env = environment(values)
-    assert run_idp(["init"], env).returncode == 0
-    credentials, access_token = provision(values)
-    bearer = {"Authorization": "Bearer " + access_token}
+    assert invoke_idp(["init"], env).returncode == 0  # in-process; tests/functional/test_cli.py runs `idp init` for real
     server = Process(["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"], env, tmp_path / "serve.log")
+    credentials, access_token = provision(values)  # while the server boots
+    bearer = {"Authorization": "Bearer " + access_token}
 
     def readyz() -> requests.Response:
         try:
@@ -216,7 +220,7 @@ def test_database_stopped_and_killed_under_load(cluster, tmp_path, secrets_confi
                 assert down.json() == {"status": "unavailable", "database": "unreachable", "broker": "ok"} and down.headers["Retry-After"]
                 outage_answers = len(load.answers)
                 # The first outage outlasts the keyring cache: the JWKS must come from the last good snapshot.
-                lasts = KEYRING_CACHE_SECONDS + 1 if outage == "stop" else 0
+                lasts = LOAD_KEYRING_CACHE_SECONDS + 1 if outage == "stop" else 0
                 wait_until(
                     lambda: sum(a.status == 503 for a in load.answers[outage_answers:]) >= 20 and time.monotonic() - went_down > lasts,
                     timeout=30, what="the load to meet the outage",
@@ -262,21 +266,45 @@ def test_a_database_that_never_answers_holds_a_request_no_longer_than_the_connec
     silent.listen(64)  # accepts into the backlog, never reads or answers: a blackholed database
     try:
         values = settings(f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/postgres", "http://localhost", tmp_path, secrets_config)
-        client = create_app({**values, "TESTING": True}).test_client()
+        app = create_app({**values, "TESTING": True})
+        client = app.test_client()
         # A first request that needs no database pays the app's one-time set-up outside the timed
         # ones below, which then measure the database wait (under load that set-up took seconds).
         assert client.get("/healthz").status_code == 200
-        for ask in (lambda: client.post("/token", data={"grant_type": "client_credentials"}, auth=("machine", "secret")), lambda: client.get("/readyz")):
-            started = time.monotonic()
-            response = ask()
-            assert CONNECT_TIMEOUT - 0.5 <= time.monotonic() - started < SLOWEST
+        asks = {
+            "token": lambda test_client: test_client.post("/token", data={"grant_type": "client_credentials"}, auth=("machine", "secret")),
+            "readyz": lambda test_client: test_client.get("/readyz"),
+            "jwks": lambda test_client: test_client.get("/.well-known/jwks.json"),
+        }
+        # Each waits on its own connection attempt: asked at once, they cost one connect timeout, not three.
+        answered = timed_at_once(app, asks)
+        for name in ("token", "readyz"):
+            response, seconds = answered[name]
+            assert CONNECT_TIMEOUT - 0.5 <= seconds < SLOWEST, (name, seconds)
             assert response.status_code == 503 and response.headers["Retry-After"]
-        assert response.get_json()["database"] == "unreachable"
+        assert answered["readyz"][0].get_json()["database"] == "unreachable"
         # No keyring was ever loaded: the JWKS has nothing to serve from memory.
-        assert client.get("/.well-known/jwks.json").get_json()["error"] == "temporarily_unavailable"
+        assert answered["jwks"][0].get_json()["error"] == "temporarily_unavailable"
     finally:
         silent.close()
 
+
+def timed_at_once(app, asks: dict) -> dict:
+    """Run each `ask(test_client)` on a thread of its own, all at once; each one's response and seconds taken."""
+    answered: dict = {}
+
+    def run(name, ask) -> None:
+        started = time.monotonic()
+        response = ask(app.test_client())
+        answered[name] = (response, time.monotonic() - started)
+
+    threads = [threading.Thread(target=run, args=item) for item in asks.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=SLOWEST + 30)
+    assert set(answered) == set(asks), f"no answer to {set(asks) - set(answered)}"
+    return answered
 
 
 class Clock:
@@ -371,7 +399,7 @@ def test_every_worker_serves_the_jwks_through_an_outage_that_began_before_its_fi
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = environment(settings(cluster.url, base, tmp_path, secrets_config))
-    assert run_idp(["init"], env).returncode == 0
+    assert invoke_idp(["init"], env).returncode == 0
     server = Process(["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"], env, tmp_path / "serve.log")
     try:
         def up() -> bool:
