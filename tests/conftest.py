@@ -25,6 +25,7 @@ from idp import create_app
 from idp.config import SETTINGS, generate_key_encryption_key, normalize_database_url
 from idp.db import db
 from idp.models import Base, SigningKey
+from idp.tasks import outbox
 from tests.support import Process, commit_app_contexts, free_port, share_url_builders, wait_until
 
 # Under pytest-xdist each worker ("gw0", "gw1", ...) gets its own PostgreSQL database and Redis
@@ -291,6 +292,9 @@ def build_app(config) -> Flask:
 @pytest.fixture
 def app(config, key_rows):
     """A fresh app on a clean database holding the pre-generated signing keys."""
+    # A test that met a dead broker leaves this process's outbox skipping its after-commit nudges
+    # for OUTAGE_PROBE_SECONDS; a later delivery test would then wait for a relay and time out.
+    outbox._outage.update(down=False, probe_at=0.0)
     app = build_app(config)
     yield app
     clean_database(app, key_rows)

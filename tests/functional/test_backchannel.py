@@ -4,7 +4,6 @@ import json
 from typing import Callable
 
 import pytest
-import requests
 from jwcrypto import jwk, jwt
 from sqlalchemy import select
 
@@ -16,17 +15,6 @@ from idp.signout import sign_out_everywhere
 from idp.tasks import outbox
 from idp.tokens.refresh import start_family
 from tests.support import Receiver, free_port, wait_until
-
-
-@pytest.fixture(autouse=True)
-def no_broker_outage_remembered():
-    """Start with this process's outbox unaware of any broker outage.
-
-    A test that met a dead broker (test_broker_down_does_not_break_sign_out, the outbox tests) leaves
-    the process skipping nudges for OUTAGE_PROBE_SECONDS; a delivery test run within those seconds
-    would then wait for a relay no worker test runs, and time out.
-    """
-    outbox._outage.update(down=False, probe_at=0.0)
 
 
 @pytest.fixture
