@@ -273,6 +273,15 @@ ANSWER_CHECKS: dict[str, Callable[[Any], bool]] = {
 }
 
 
+def idle_window(duration: int) -> float:
+    """How long each look of the idle check after a run lasts: a tenth of `-d`, 0.1 to 0.25 s.
+
+    Work still queued (sign-ins hashing) keeps a core busy, which a 0.1 s look (10 clock ticks)
+    sees as well as a 0.25 s one: `-d 3` and more keep 0.25 s (warm-ups too), a 1 s smoke run
+    (tests/functional/test_bench.py: 22 runs) waits less."""
+    return min(0.25, max(0.1, duration / 10))
+
+
 class Runner:
     """Runs one scenario on every side: warm-up, then the measured runs in turn; medians per side."""
 
@@ -297,7 +306,7 @@ class Runner:
     def one_run(self, side, name: str, spec: WrkSpec, concurrency: int, duration: int) -> WrkRun:
         tokens = self.tokens_for(side, name, spec, concurrency, duration)
         run = run_wrk(side.base_url, spec, concurrency, duration, tokens, side.server_pids, side.database_pids)
-        wait_idle(lambda: side.server_pids() + side.database_pids())
+        wait_idle(lambda: side.server_pids() + side.database_pids(), window=idle_window(self.duration))
         self._rate[(side.name, name)] = max(run.rps, 1.0)
         return run
 

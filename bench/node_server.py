@@ -8,6 +8,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import threading
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from bench.server import free_port, serving
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 CLIENT_IDS = ("cc-rs256", "cc-es256", "rp", "rs")
+_INSTALLING = threading.Lock()  # the node servers start side by side (all_running): one `npm ci` at a time
 
 
 @dataclass
@@ -51,6 +53,11 @@ def node_version() -> str | None:
 
 def ensure_installed() -> None:
     """`npm ci` from the committed lock file when node_modules is missing (or older than the lock)."""
+    with _INSTALLING:
+        _ensure_installed()
+
+
+def _ensure_installed() -> None:
     installed = NODE_DIR / "node_modules" / ".package-lock.json"
     lock = NODE_DIR / "package-lock.json"
     if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:

@@ -12,9 +12,10 @@ import sys
 import tempfile
 import time
 import urllib.request
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from bench.harness import BenchError, Target
 
@@ -79,6 +80,22 @@ def _wait_ready(name: str, url: str, process: subprocess.Popen, log: Path, timeo
             pass
         time.sleep(0.2)
     raise BenchError(f"{name} did not answer {url} within {timeout:.0f}s")
+
+
+@contextmanager
+def all_running(*servers: AbstractContextManager) -> Iterator[list[Any]]:
+    """Enter every server's context at once and exit them all at once: a start or a stop is seconds
+    of waiting on a process (imports, migrations, key generation, a graceful shutdown), which the
+    servers can spend side by side. What entered is exited even when another failed to start."""
+    with ThreadPoolExecutor(len(servers)) as pool:
+        entering = [pool.submit(server.__enter__) for server in servers]
+        try:
+            yield [future.result() for future in entering]
+        finally:
+            wait(entering)  # also after a failed start or a ^C: every server that did start is stopped
+            started = [server for server, future in zip(servers, entering) if future.exception() is None]
+            for stopping in [pool.submit(server.__exit__, None, None, None) for server in started]:
+                stopping.result()
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from bench.compare import NAMES, IdpSide, NodeSide, Runner, compare_table, scale
 from bench.harness import BenchError
 from bench.loadgen import WRK
 from bench.node_server import node_version, running_node
-from bench.server import running_server
+from bench.server import all_running, running_server
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -65,14 +65,14 @@ def main(args: argparse.Namespace) -> int:
     sides_names = ["idp"]
     try:
         with ExitStack() as stack:
-            target = stack.enter_context(running_server(args.database_url, args.workers, args.threads))
+            servers = [running_server(args.database_url, args.workers, args.threads)]
+            if args.compare:
+                servers += [running_node(1), running_node(2)]
+                sides_names = ["idp", "node1", "node2"]
+            target, *nodes = stack.enter_context(all_running(*servers))
             idp = IdpSide(target, args.database_url)
             stack.callback(idp.close)
-            sides = [idp]
-            if args.compare:
-                sides.append(NodeSide(stack.enter_context(running_node(1)), "node1"))
-                sides.append(NodeSide(stack.enter_context(running_node(2)), "node2"))
-                sides_names = ["idp", "node1", "node2"]
+            sides = [idp] + [NodeSide(node, f"node{node.workers}") for node in nodes]
             results = {}
             for name in names:
                 results[name] = runner.scenario(sides, name)

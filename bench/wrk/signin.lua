@@ -15,9 +15,9 @@ request = function()
   return wrk.format("POST", path, {["Content-Type"] = "application/x-www-form-urlencoded", ["Cookie"] = form.cookie}, post)
 end
 response = function(status, response_headers, text)
-  -- The form page ("Sign in · brand") answers the GET; the "Signed in" notice or a redirect, the POST.
-  -- Anything else (a form shown again, an error) is a failure, never a sign-in.
-  if status == 200 and string.find(text, "<title>Sign in[ <]") then
+  -- The form page answers the GET, the "Signed in" notice or a redirect the POST; any other answer
+  -- is a failure (the layout suffixes every title with " · brand", so only the start is matched).
+  if status == 200 and string.find(text, "<title>Sign in ", 1, true) then
     local cookie = response_headers["Set-Cookie"] or response_headers["set-cookie"] or ""
     local csrf = string.match(text, 'name="csrf_token" type="hidden" value="([^"]+)"')
     if csrf and cookie ~= "" then
@@ -25,7 +25,7 @@ response = function(status, response_headers, text)
     else
       fail(status, "no form: " .. text)
     end
-  elseif (status == 200 and string.find(text, "<title>Signed in[ <]")) or status == 302 or status == 303 then
+  elseif (status == 200 and string.find(text, "<title>Signed in ", 1, true)) or status == 302 or status == 303 then
     completed = completed + 1
   else
     fail(status, text)
