@@ -9,6 +9,7 @@ git-ignored) as NAME-desktop.png and NAME-phone.png.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -23,12 +24,18 @@ PHONE = {"width": 390, "height": 844}
 FAILING_IMPACTS = ("serious", "critical")
 
 
+@functools.cache
+def _axe_source() -> str:
+    """axe.min.js (half a megabyte), read once per test process rather than once per page."""
+    require_service("axe-core", AXE.exists(), f"run `npm ci` in {AXE.parents[2]}, or `make axe`")
+    return AXE.read_text() + "\n;undefined"
+
+
 def _load_axe(page) -> None:
     # Through DevTools, not a <script> tag: the pages' CSP (script-src 'self') rightly refuses inline
     # script, and the test must not loosen the CSP it also checks.
-    require_service("axe-core", AXE.exists(), f"run `npm ci` in {AXE.parents[2]}, or `make axe`")
     if not page.evaluate("typeof window.axe !== 'undefined'"):
-        page.evaluate(AXE.read_text() + "\n;undefined")
+        page.evaluate(_axe_source())
 
 
 def axe_violations(page) -> list[dict]:
@@ -69,9 +76,13 @@ def assert_good_page(page, name: str) -> None:
     before = page.viewport_size
     problems = []
     try:
-        for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
-            page.set_viewport_size(size)
-            page.wait_for_timeout(50)  # one layout pass at the new width
+        # The phone first: a page opened at the desktop size (every opener's default) then ends
+        # where it was, without a third resize.
+        for label, size in (("phone", PHONE), ("desktop", DESKTOP)):
+            if page.viewport_size != size:
+                page.set_viewport_size(size)
+                # Measured once the page's window has the new width (reading the layout lays it out anew).
+                page.wait_for_function("(width) => window.innerWidth === width", arg=size["width"])
             width = document_width(page)
             if width > size["width"]:
                 problems.append(f"{label}: the document is {width} px wide in a {size['width']} px viewport; "
@@ -81,6 +92,6 @@ def assert_good_page(page, name: str) -> None:
                 problems.append(f"{label}: axe-core: {json.dumps(violations, indent=1)}")
             page.screenshot(path=str(SCREENSHOTS / f"{_file_name(name)}-{label}.png"), full_page=True)
     finally:
-        if before:
+        if before and page.viewport_size != before:
             page.set_viewport_size(before)
     assert not problems, f"{name} ({page.url}):\n" + "\n".join(problems)
