@@ -16,13 +16,11 @@ from playwright.sync_api import expect
 from idp.db import db
 from idp.models import Client, KeyState, SigningKey, User
 from tests.admin_ui.conftest import PASSWORD
-from tests.browser_support import CHROMIUM as BROWSER_BINARY, CHROMIUM_ARGS, chromium, open_pages, server_pool, shared_server  # noqa: F401  (fixtures)
+from tests.browser_support import chromium, open_pages, server_pool, shared_server  # noqa: F401  (fixtures)
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-# Debian's Chromium as a Path (tests/functional/test_nginx.py imports these two).
-CHROMIUM = Path(BROWSER_BINARY)
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "screenshots"
 
 
