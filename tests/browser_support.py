@@ -6,12 +6,14 @@ import chromium, shared_server  # noqa: F401`.
 
 Why the process, and why kept here rather than in a session fixture: a Chromium launch and a server
 start each cost a second or more of CPU, and a pytest-xdist worker runs browser tests of several
-modules. Playwright's sync API runs one instance per thread (while it runs, `sync_playwright()`
-anywhere else in the thread fails), so every browser test of the process must use this one
-(tests/functional/test_nginx.py does). A fixture imported into several modules or conftests is a
-separate fixture in each, and each would start its own; `_KEPT` holds the one of this process, and
-pytest's config cleanup stops it when the process's tests are done. Isolation between tests comes
-from fresh browser contexts (own cookie jars and storage) and a clean database per test.
+modules. Playwright's sync API runs one instance per thread, on an asyncio loop that counts as
+running in that thread: while it runs, `sync_playwright()` (and `asyncio.run()`) anywhere else in
+the main thread fails, so every browser test of the process uses this one (tests/functional/test_nginx.py
+does), and a test that needs asyncio runs its loop in a thread of its own (as aiosmtpd does).
+A fixture imported into several modules or conftests is a separate fixture in each, and each would
+start its own; `_KEPT` holds the one of this process, and pytest's config cleanup stops it when the
+process's tests are done. Isolation between tests comes from fresh browser contexts (own cookie
+jars and storage) and a clean database per test.
 """
 
 from __future__ import annotations
