@@ -214,8 +214,12 @@ def test_keyboard_users_reach_the_content_and_every_field(shared_server, new_pag
     base = shared_server.base
     page = new_page()
     page.goto(base + "/admin/login")
-    page.keyboard.type(admin.email)  # the email field has the focus from the start
+    # The email field has the focus from the start (autofocus, applied when the page is first
+    # rendered: on a loaded machine that can come after the load event, so wait for it, not type into nothing).
+    expect(page.get_by_label("Email")).to_be_focused()
+    page.keyboard.type(admin.email)
     page.keyboard.press("Tab")
+    expect(page.get_by_label("Password")).to_be_focused()
     page.keyboard.type(PASSWORD)
     page.keyboard.press("Enter")
     page.wait_for_url(base + "/admin/")
