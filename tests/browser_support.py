@@ -1,15 +1,19 @@
-"""What every headless-Chromium test shares: one browser per test module, a fresh context per page,
-and one `idp serve` shared by the tests of a module.
+"""What every headless-Chromium test shares: one browser per test process, a fresh context per page,
+and one `idp serve` per configuration, kept for the tests of every module that asks for it.
 
 Import the fixtures into a directory's conftest.py (or a test module): `from tests.browser_support
 import chromium, shared_server  # noqa: F401`.
 
-Why a module and not the session: Playwright's sync API runs one instance per thread, and while one
-is running `sync_playwright()` anywhere else in the process fails ("using Playwright Sync API inside
-the asyncio loop"). tests/functional/test_nginx.py starts its own, so a browser kept for the whole
-session would break it whenever it ran after a browser test on the same pytest-xdist worker. pytest
-runs a module's tests one after another and tears the module's fixtures down before the next
-module's first test, so a module-scoped browser never overlaps another module's Playwright.
+Why the process, and why kept here rather than in a session fixture: a Chromium launch and a server
+start each cost a second or more of CPU, and a pytest-xdist worker runs browser tests of several
+modules. Playwright's sync API runs one instance per thread, on an asyncio loop that counts as
+running in that thread: while it runs, `sync_playwright()` (and `asyncio.run()`) anywhere else in
+the main thread fails, so every browser test of the process uses this one (tests/functional/test_nginx.py
+does), and a test that needs asyncio runs its loop in a thread of its own (as aiosmtpd does).
+A fixture imported into several modules or conftests is a separate fixture in each, and each would
+start its own; `_KEPT` holds the one of this process, and pytest's config cleanup stops it when the
+process's tests are done. Isolation between tests comes from fresh browser contexts (own cookie
+jars and storage) and a clean database per test.
 """
 
 from __future__ import annotations
@@ -21,28 +25,59 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import require_service, wait_for_server
 from tests.support import Process, free_port
 
 CHROMIUM = "/usr/bin/chromium"
+# A host name of the tests' own (RFC 6761 reserves .test), resolved to loopback by the browser:
+# the nginx test serves TLS for it. No other test names it.
+TEST_HOST = "idp.test"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--host-resolver-rules=MAP {TEST_HOST} 127.0.0.1"]
+
+# This process's Playwright, Chromium and servers, made on first use (see the module's docstring).
+_KEPT: dict[str, object] = {}
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    """Debian's Chromium under Playwright (never a downloaded browser), one per test module."""
+def _stop_kept() -> None:
+    """Close the browser, stop Playwright and the kept servers (pytest's config cleanup)."""
+    if "chromium" in _KEPT:
+        _KEPT["chromium"].close()
+    if "playwright" in _KEPT:
+        _KEPT["playwright"].stop()
+    if "servers" in _KEPT:
+        _KEPT["servers"].stop()
+    _KEPT.clear()
+
+
+def _kept(config) -> dict[str, object]:
+    """The process's shared things; the first call registers their cleanup with pytest."""
+    if not _KEPT:
+        config.add_cleanup(_stop_kept)
+        _KEPT["cleanup"] = _stop_kept
+    return _KEPT
+
+
+@pytest.fixture
+def chromium(pytestconfig):
+    """Debian's Chromium under Playwright (never a downloaded browser), one per test process.
+
+    Looked up for each test (a dictionary look-up), so a browser that crashed is launched again.
+    """
     require_service("chromium", os.path.exists(CHROMIUM), "apt-get install chromium")
-    from playwright.sync_api import expect, sync_playwright
-
-    # A web-first assertion waits up to 5 s by default: too little for a page on a machine loaded
-    # four times over. Waiting longer only changes how long a failing test takes to fail.
-    expect.set_options(timeout=15_000)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
+    kept = _kept(pytestconfig)
+    browser = kept.get("chromium")
+    if browser is None or not browser.is_connected():  # a crashed browser is not every later test's failure
+        if "playwright" not in kept:
+            # A web-first assertion waits up to 5 s by default: too little for a page on a machine loaded
+            # four times over. Waiting longer only changes how long a failing test takes to fail.
+            expect.set_options(timeout=15_000)
+            kept["playwright"] = sync_playwright().start()
+        browser = kept["chromium"] = kept["playwright"].chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    return browser
 
 
 @dataclass
@@ -83,7 +118,7 @@ def open_pages(browser, tolerated_console: str, prepare: Callable | None = None)
     opener.close()
 
 
-# --- one `idp serve` for a module's tests ----------------------------------------------------------
+# --- one `idp serve` per configuration -------------------------------------------------------------
 
 # What differs between two tests of a backend without changing the server: the per-test folders of
 # the test mapping (a shared server keeps the first test's; the database, the broker and the keys
@@ -108,7 +143,7 @@ class Served:
 
 
 class ServerPool:
-    """Servers kept for a module, one per environment (so per database backend); stopped with the module."""
+    """Servers kept for the test process, one per environment (so per database backend) and module (idp or a wrapper)."""
 
     def __init__(self) -> None:
         self.servers: dict[tuple, Served] = {}
@@ -139,17 +174,15 @@ def start_idp_serve(env: dict[str, str], module: str, log_dir: Path, host_name: 
     return Served(base, process, log_path)
 
 
-@pytest.fixture(scope="module")
-def server_pool() -> Iterator[ServerPool]:
-    """The servers the tests of this module share; stopped once its last test is done."""
-    pool = ServerPool()
-    yield pool
-    pool.stop()
+@pytest.fixture
+def server_pool(pytestconfig) -> ServerPool:
+    """The servers the browser tests of this process share; stopped once its last test is done."""
+    return _kept(pytestconfig).setdefault("servers", ServerPool())
 
 
 @pytest.fixture
 def shared_server(app, idp_env, idp_module, tmp_path, server_pool) -> Served:
-    """A real `idp serve` shared with the module's other tests on the same backend.
+    """A real `idp serve` shared with the process's other tests on the same backend and settings.
 
     Each test still gets a clean database (the `app` fixture) with the same signing keys, and
     a fresh browser context: all the server keeps between tests is its processes.

@@ -1,8 +1,8 @@
 """The admin UI in a real headless Chromium against a real `idp serve`, with a screenshot of every page.
 
 Debian's /usr/bin/chromium, driven by Playwright for Python (never a downloaded browser). The
-screenshots land in tests/screenshots/ (git-ignored) for review. The tests of a backend share one
-Chromium and one `idp serve` (tests/browser_support.py); each has a clean database and fresh contexts.
+screenshots land in tests/screenshots/ (git-ignored) for review. The tests of a backend share the
+process's Chromium and one `idp serve` (tests/browser_support.py); each has a clean database and fresh contexts.
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ from playwright.sync_api import expect
 from idp.db import db
 from idp.models import Client, KeyState, SigningKey, User
 from tests.admin_ui.conftest import PASSWORD
-from tests.browser_support import CHROMIUM as BROWSER_BINARY, CHROMIUM_ARGS, chromium, open_pages, server_pool, shared_server  # noqa: F401  (fixtures)
+from tests.browser_support import chromium, open_pages, server_pool, shared_server  # noqa: F401  (fixtures)
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-# Debian's Chromium as a Path (tests/functional/test_nginx.py imports these two).
-CHROMIUM = Path(BROWSER_BINARY)
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "screenshots"
 
 
@@ -216,8 +214,12 @@ def test_keyboard_users_reach_the_content_and_every_field(shared_server, new_pag
     base = shared_server.base
     page = new_page()
     page.goto(base + "/admin/login")
-    page.keyboard.type(admin.email)  # the email field has the focus from the start
+    # The email field has the focus from the start (autofocus, applied when the page is first
+    # rendered: on a loaded machine that can come after the load event, so wait for it, not type into nothing).
+    expect(page.get_by_label("Email")).to_be_focused()
+    page.keyboard.type(admin.email)
     page.keyboard.press("Tab")
+    expect(page.get_by_label("Password")).to_be_focused()
     page.keyboard.type(PASSWORD)
     page.keyboard.press("Enter")
     page.wait_for_url(base + "/admin/")

@@ -4,7 +4,7 @@ Each page passes `assert_good_page` (tests/pages.py): no serious or critical axe
 no sideways scroll, at 1280 and at 390 px, with a screenshot of both. Sign-in is done with the
 keyboard only. Two screenshots of this run are committed as docs/screenshots/*.png for the README.
 
-The tests of this module share one Chromium and one `idp serve` (tests/browser_support.py); each
+The tests share the test process's Chromium and one `idp serve` (tests/browser_support.py); each
 has a clean database and fresh browser contexts. The long walks through the pages are split into
 cases so pytest-xdist can spread them over its workers.
 """

@@ -26,12 +26,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 from sqlalchemy import select
 
 from idp.db import db
 from idp.models import AuditEvent, UserSession
-from tests.admin_ui.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.browser_support import TEST_HOST, chromium  # noqa: F401  (chromium: a fixture, the process's one browser)
 from tests.conftest import POSTGRES_URL, require_service
 from tests.oidc.conftest import PASSWORD
 from tests.oidc.flow import csrf_token, pkce_pair
@@ -41,7 +41,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "nginx" / "idp.conf.template"
-HOST = "idp.test"
+HOST = TEST_HOST  # the shared Chromium resolves it to loopback (tests/browser_support.py)
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
@@ -198,9 +198,8 @@ def https_session(ca: Path, source: str = "127.0.0.1") -> requests.Session:
 
 
 @pytest.mark.parametrize("database_url", ["postgresql" if POSTGRES_URL else "sqlite"], indirect=True)
-def test_browser_signs_in_through_nginx_tls_in_front_of_two_replicas(app, database_url, start_server, nginx, resolve_test_host, relying_party, make_user, make_client, tmp_path):
+def test_browser_signs_in_through_nginx_tls_in_front_of_two_replicas(app, database_url, start_server, nginx, resolve_test_host, relying_party, make_user, make_client, tmp_path, chromium):
     require_service("database", database_url.startswith("postgresql"))  # one PostgreSQL behind every replica
-    require_service("chromium", CHROMIUM.exists(), hint="apt-get install chromium")
     tls = make_tls_files(tmp_path)
     https_port = free_port()  # the issuer names nginx's port, so it is chosen first
     issuer = f"https://{HOST}:{https_port}"
@@ -217,61 +216,62 @@ def test_browser_signs_in_through_nginx_tls_in_front_of_two_replicas(app, databa
     with pytest.raises(requests.exceptions.SSLError):
         rp.get(f"https://localhost:{https_port}/healthz", timeout=10)
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                             args=[*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {HOST} 127.0.0.1"])
-        try:
-            context = browser.new_context(ignore_https_errors=True)
-            page = context.new_page()
-            page.set_default_timeout(30_000)
+    contexts = []
+    try:
+        context = chromium.new_context(ignore_https_errors=True)
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(30_000)
 
-            # Authorize -> login -> consent -> back to the relying party with a code.
-            verifier, challenge = pkce_pair()
-            page.goto(f"{issuer}/authorize?" + urlencode({
-                "client_id": registered.client_id, "response_type": "code", "scope": "openid profile email",
-                "redirect_uri": f"{relying_party}/callback", "state": "s1", "nonce": "n1",
-                "code_challenge": challenge, "code_challenge_method": "S256"}))
-            page.get_by_label("Email").fill(user.email)
-            page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Sign in", exact=True).click()
-            expect(page.get_by_role("heading", name="Allow Proxy RP?")).to_be_visible()
-            page.get_by_role("button", name="Allow").click()
-            page.wait_for_url(f"{relying_party}/callback?**")
-            callback = {key: values[0] for key, values in parse_qs(urlsplit(page.url).query).items()}
-            assert callback["state"] == "s1" and callback["iss"] == issuer
+        # Authorize -> login -> consent -> back to the relying party with a code.
+        verifier, challenge = pkce_pair()
+        page.goto(f"{issuer}/authorize?" + urlencode({
+            "client_id": registered.client_id, "response_type": "code", "scope": "openid profile email",
+            "redirect_uri": f"{relying_party}/callback", "state": "s1", "nonce": "n1",
+            "code_challenge": challenge, "code_challenge_method": "S256"}))
+        page.get_by_label("Email").fill(user.email)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in", exact=True).click()
+        expect(page.get_by_role("heading", name="Allow Proxy RP?")).to_be_visible()
+        page.get_by_role("button", name="Allow").click()
+        page.wait_for_url(f"{relying_party}/callback?**")
+        callback = {key: values[0] for key, values in parse_qs(urlsplit(page.url).query).items()}
+        assert callback["state"] == "s1" and callback["iss"] == issuer
 
-            # The relying party's back channel: token and userinfo through the same proxy.
-            tokens = rp.post(f"{issuer}/token", auth=(registered.client_id, secret), timeout=30, data={
-                "grant_type": "authorization_code", "code": callback["code"], "redirect_uri": f"{relying_party}/callback", "code_verifier": verifier})
-            assert tokens.status_code == 200, tokens.text
-            info = rp.get(f"{issuer}/userinfo", headers={"Authorization": f"Bearer {tokens.json()['access_token']}"}, timeout=30)
-            assert info.status_code == 200 and info.json()["email"] == user.email
-            assert rp.get(f"{issuer}/.well-known/openid-configuration", timeout=30).json()["issuer"] == issuer
+        # The relying party's back channel: token and userinfo through the same proxy.
+        tokens = rp.post(f"{issuer}/token", auth=(registered.client_id, secret), timeout=30, data={
+            "grant_type": "authorization_code", "code": callback["code"], "redirect_uri": f"{relying_party}/callback", "code_verifier": verifier})
+        assert tokens.status_code == 200, tokens.text
+        info = rp.get(f"{issuer}/userinfo", headers={"Authorization": f"Bearer {tokens.json()['access_token']}"}, timeout=30)
+        assert info.status_code == 200 and info.json()["email"] == user.email
+        assert rp.get(f"{issuer}/.well-known/openid-configuration", timeout=30).json()["issuer"] == issuer
 
-            # The account page: this browser's session (from 127.0.0.1), and a form that works.
-            page.goto(f"{issuer}/account")
-            expect(page.get_by_role("row").filter(has_text="(this browser)")).to_contain_text("127.0.0.1")
-            page.get_by_role("button", name="Revoke access").click()
-            expect(page.get_by_text("You have not allowed any application yet.")).to_be_visible()
+        # The account page: this browser's session (from 127.0.0.1), and a form that works.
+        page.goto(f"{issuer}/account")
+        expect(page.get_by_role("row").filter(has_text="(this browser)")).to_contain_text("127.0.0.1")
+        page.get_by_role("button", name="Revoke access").click()
+        expect(page.get_by_text("You have not allowed any application yet.")).to_be_visible()
 
-            # RP-initiated logout with the ID token as hint, back to the relying party.
-            page.goto(f"{issuer}/logout?" + urlencode({"id_token_hint": tokens.json()["id_token"],
-                                                       "post_logout_redirect_uri": f"{relying_party}/signed-out", "state": "bye"}))
-            page.wait_for_url(f"{relying_party}/signed-out?state=bye")
-            page.goto(f"{issuer}/account")
-            assert urlsplit(page.url).path == "/login"
+        # RP-initiated logout with the ID token as hint, back to the relying party.
+        page.goto(f"{issuer}/logout?" + urlencode({"id_token_hint": tokens.json()["id_token"],
+                                                   "post_logout_redirect_uri": f"{relying_party}/signed-out", "state": "bye"}))
+        page.wait_for_url(f"{relying_party}/signed-out?state=bye")
+        page.goto(f"{issuer}/account")
+        assert urlsplit(page.url).path == "/login"
 
-            # The admin UI, in a browser of its own.
-            admin_page = browser.new_context(ignore_https_errors=True).new_page()
-            admin_page.goto(f"{issuer}/admin/")
-            admin_page.get_by_label("Email").fill(admin.email)
-            admin_page.get_by_label("Password").fill(PASSWORD)
-            admin_page.get_by_role("button", name="Sign in").click()
-            expect(admin_page.get_by_role("heading", name="Dashboard")).to_be_visible()
-            admin_page.get_by_role("navigation", name="Main").get_by_role("link", name="Sessions", exact=True).click()
-            expect(admin_page.get_by_role("cell", name=admin.email).first).to_be_visible()
-        finally:
-            browser.close()
+        # The admin UI, in a browser context of its own (its own cookie jar).
+        contexts.append(chromium.new_context(ignore_https_errors=True))
+        admin_page = contexts[-1].new_page()
+        admin_page.goto(f"{issuer}/admin/")
+        admin_page.get_by_label("Email").fill(admin.email)
+        admin_page.get_by_label("Password").fill(PASSWORD)
+        admin_page.get_by_role("button", name="Sign in").click()
+        expect(admin_page.get_by_role("heading", name="Dashboard")).to_be_visible()
+        admin_page.get_by_role("navigation", name="Main").get_by_role("link", name="Sessions", exact=True).click()
+        expect(admin_page.get_by_role("cell", name=admin.email).first).to_be_visible()
+    finally:
+        for context in contexts:
+            context.close()
 
     # A user on another machine (127.0.0.3) who also claims to be 198.51.100.66: nginx appends the
     # address it sees, and the one trusted hop makes that the address of the session and the audit.

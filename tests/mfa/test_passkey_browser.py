@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from idp.db import db
 from idp.models import AuditEvent, Passkey
-from tests.browser_support import chromium, start_idp_serve  # noqa: F401  (chromium: a fixture, one Chromium for the module)
+from tests.browser_support import chromium, start_idp_serve  # noqa: F401  (chromium: a fixture, the process's one Chromium)
 from tests.oidc.conftest import PASSWORD, claims_of, query_of
 from tests.oidc.flow import pkce_pair
 
