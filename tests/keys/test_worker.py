@@ -16,6 +16,8 @@ import re
 import signal
 import time
 from datetime import timedelta
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 import requests
@@ -31,10 +33,14 @@ from idp.tokens.models import RevokedAccessToken
 from tests.keys.conftest import (
     CACHE, GRACE, LEAD, PERIOD, keys_by_state, published_kids, served_after_cache_window, served_jwks, sign_token, verifies_with,
 )
-from tests.conftest import empty_broker
+from tests.conftest import REDIS_URL, empty_broker, launch_server, wait_for_server
 from tests.support import Process, free_port, wait_until
 
 pytestmark = pytest.mark.slow
+
+# How often the fault tests read the faulty worker's marker file: reading it costs next to nothing,
+# and a pause comes some 50 ms after the task is sent.
+MARKER_POLL = 0.02
 
 
 def send(app, job: str, now) -> None:
@@ -83,7 +89,20 @@ def test_worker_rotates_and_purges_on_schedule(app, celery_worker, t0):
         assert not keys_by_state()["retired"]
 
 
-def test_tokens_signed_before_a_rotation_verify_through_the_jwks_until_they_expire_never_after_the_purge(app, celery_worker, live_server, t0):
+@pytest.fixture
+def worker_and_server(request, app, idp_env, idp_module, tmp_path) -> Iterator[str]:
+    """A real `idp worker` and a real `idp serve` booting side by side; the server's base URL."""
+    process, base = launch_server(idp_env, tmp_path, idp_module)  # it boots while the worker does
+    try:
+        request.getfixturevalue("celery_worker")
+        wait_for_server(process, base)
+        yield base
+    finally:
+        process.stop()
+
+
+def test_tokens_signed_before_a_rotation_verify_through_the_jwks_until_they_expire_never_after_the_purge(app, worker_and_server, t0):
+    live_server = worker_and_server
     with app.app_context():
         # An ID token kept for logout (the longest-lived token), signed just before the rotation.
         token = sign_token("RS256", issued_at=t0 + PERIOD - timedelta(minutes=1), lifetime=7200)
@@ -175,44 +194,109 @@ class Scenario:
             assert retired == {self.before[alg]["active"][0] for alg in keyring.ALGORITHMS}  # the stale ones purged
 
 
-@pytest.fixture
-def faulty_worker(app, idp_env, tmp_path):
-    """A real worker that pauses before the Nth write of its next task (see faulty_worker.py)."""
-    marker, control = tmp_path / "fault-marker", tmp_path / "fault-control"
-    env = {**idp_env, "FAULT_MARKER": str(marker), "FAULT_CONTROL": str(control), "PYTHONPATH": os.getcwd()}
-    started: list[Process] = []
+@pytest.fixture(scope="module")
+def broker_url(database_url, tmp_path_factory) -> str:
+    """The broker of this module's tests, on each backend: a worker that serves several tests hears each one's tasks."""
+    return REDIS_URL or f"sqla+sqlite:///{tmp_path_factory.mktemp('broker')}/broker.sqlite3"
 
-    def start() -> Process:
-        process = Process(["worker", "--loglevel", "INFO", "--concurrency", "1"], env, tmp_path / f"faulty-worker-{len(started)}.log", module="tests.keys.faulty_worker")
-        started.append(process)
+
+@pytest.fixture
+def config(config, broker_url):
+    """The test mapping with the module's broker (the embedded one is per test otherwise)."""
+    return {**config, "CELERY_BROKER_URL": broker_url}
+
+
+class FaultyWorker:
+    """A real worker that pauses before the Nth write of its next task (see faulty_worker.py).
+
+    One serves every test of a backend (a boot and a graceful stop cost seconds): the tests kill its
+    pool processes, which it replaces. Calling it returns the running worker, starting one if there
+    is none yet or the last one was killed whole; `env` is the environment to start it with.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.marker, self.control = folder / "fault-marker", folder / "fault-control"
+        self.env: dict[str, str] = {}
+        self.started: list[Process] = []
+
+    def __call__(self) -> Process:
+        if self.started and self.started[-1].popen.poll() is None:
+            return self.started[-1]
+        env = {**self.env, "FAULT_MARKER": str(self.marker), "FAULT_CONTROL": str(self.control), "PYTHONPATH": os.getcwd()}
+        process = Process(["worker", "--loglevel", "INFO", "--concurrency", "1"], env, self.folder / f"faulty-worker-{len(self.started)}.log", module="tests.keys.faulty_worker")
+        self.started.append(process)
         wait_until(lambda: "ready" in process.log() or process.popen.poll() is not None, timeout=60, what="the faulty worker to be ready")
         assert process.popen.poll() is None, process.log()
         return process
 
-    def arm(pause_at: int) -> None:
-        marker.write_text("")
-        control.write_text(str(pause_at))
+    def arm(self, pause_at: int) -> None:
+        self.marker.write_text("")
+        self.control.write_text(str(pause_at))
 
-    def paused_pid() -> int | None:
-        found = re.search(r"^PAUSED (\d+)$", marker.read_text(), re.M)
+    def paused_pid(self) -> int | None:
+        found = re.search(r"^PAUSED (\d+)$", self.marker.read_text(), re.M) if self.marker.exists() else None
         return int(found.group(1)) if found else None
 
-    start.arm, start.paused_pid, start.marker = arm, paused_pid, marker
+    def kill_if_stuck(self) -> None:
+        """Kill the worker whole if a pool process is still paused (a test failed before killing it), so the next test gets a fresh one."""
+        pid = self.paused_pid()
+        if pid is not None and self.started and os.path.exists(f"/proc/{pid}"):
+            self.started[-1].kill()
+
+    def kill(self) -> None:
+        """Kill every worker started: nothing is left to finish (each test empties the broker), and a graceful stop costs 1-2 s."""
+        for process in self.started:
+            process.kill()
+            process.stop()  # only closes its log now
+
+
+@pytest.fixture(scope="module")
+def faulty_workers(database_url, tmp_path_factory) -> Iterator[FaultyWorker]:
+    """The faulty worker of one backend, killed when its tests are done."""
+    worker = FaultyWorker(tmp_path_factory.mktemp("faulty-worker"))
+    yield worker
+    worker.kill()
+
+
+@pytest.fixture
+def faulty_worker(app, idp_env, faulty_workers) -> Iterator[FaultyWorker]:
+    """The backend's faulty worker, on a broker holding this test's tasks only."""
+    faulty_workers.env = idp_env
     empty_broker(app)
-    yield start
-    for process in started:
-        process.stop()
+    yield faulty_workers
+    faulty_workers.kill_if_stuck()
     empty_broker(app)
 
 
-def crash_points(scenario: Scenario, faulty_worker) -> list[str]:
-    """Run the rotation once without pausing; the writes and commits it makes, in order."""
+# The writes and commits of the undisturbed rotation, by database URL: every case's scenario is the
+# same (the same keys, restored by reset()), so its rotation makes the same writes.
+CRASH_POINTS: dict[str, list[str]] = {}
+
+
+def crash_points(scenario: Scenario, faulty_worker: FaultyWorker) -> list[str]:
+    """The writes and commits the rotation makes, in order (a dry run the first time on each backend)."""
+    url = scenario.app.config["DATABASE_URL"]
+    if url not in CRASH_POINTS:
+        CRASH_POINTS[url] = dry_run(scenario, faulty_worker)
+    return CRASH_POINTS[url]
+
+
+def dry_run(scenario: Scenario, faulty_worker: FaultyWorker) -> list[str]:
+    """Run the rotation once without pausing, check what it did and the writes it made; those writes."""
     scenario.reset()
     faulty_worker.arm(0)
     send(scenario.app, "rotate_keys", scenario.now)
-    wait_until(lambda: "DONE" in faulty_worker.marker.read_text(), timeout=60, what="a dry run of the rotation")
+    wait_until(lambda: "DONE" in faulty_worker.marker.read_text(), timeout=60, interval=MARKER_POLL, what="a dry run of the rotation")
     scenario.check_completed()
-    return [line.split(" ", 1)[1] for line in faulty_worker.marker.read_text().splitlines() if line[:1].isdigit()]
+    points = [line.split(" ", 1)[1] for line in faulty_worker.marker.read_text().splitlines() if line[:1].isdigit()]
+    # Per algorithm a promotion (retire, activate, publish a new next) and a purge, between the
+    # job's own bookkeeping (and, on PostgreSQL, its advisory lock).
+    writes = " | ".join(points)
+    assert (writes.count("UPDATE signing_keys"), writes.count("INSERT INTO signing_keys"), writes.count("DELETE FROM signing_keys")) == (4, 2, 2), points
+    # Enough edges that every middle part of the kill-at-every-step test has crash points of its own.
+    assert len(transaction_edges(points)) >= 2 + MIDDLE_PARTS, points
+    return points
 
 
 def rotation_succeeded(scenario: Scenario) -> bool:
@@ -267,20 +351,14 @@ def test_killing_the_task_process_at_every_step_of_a_rotation_keeps_the_invarian
     scenario = Scenario(app, t0)
     faulty_worker()
     points = crash_points(scenario, faulty_worker)
-    # Per algorithm a promotion (retire, activate, publish a new next) and a purge, between the
-    # job's own bookkeeping (and, on PostgreSQL, its advisory lock).
-    writes = " | ".join(points)
-    assert (writes.count("UPDATE signing_keys"), writes.count("INSERT INTO signing_keys"), writes.count("DELETE FROM signing_keys")) == (4, 2, 2), points
     edges = transaction_edges(points)
-    # Enough edges that every middle part has crash points of its own.
-    assert len(edges) >= 2 + MIDDLE_PARTS, points
     seen = set()
     for n in edges_of_part(edges, part):
         point = points[n - 1]
         scenario.reset()
         faulty_worker.arm(n)
         send(app, "rotate_keys", scenario.now)
-        wait_until(lambda: faulty_worker.paused_pid() is not None, timeout=60, what=f"the rotation to pause before {point}")
+        wait_until(lambda: faulty_worker.paused_pid() is not None, timeout=60, interval=MARKER_POLL, what=f"the rotation to pause before {point}")
         os.kill(faulty_worker.paused_pid(), signal.SIGKILL)
         seen.update(scenario.check_invariants().values())
         # Redelivered to a fresh pool process, the rotation completes; the dead run is closed.
@@ -304,7 +382,7 @@ def test_killing_the_whole_worker_mid_rotation_keeps_the_invariants(app, t0, fau
     scenario.reset()
     faulty_worker.arm(n)
     send(app, "rotate_keys", scenario.now)
-    wait_until(lambda: faulty_worker.paused_pid() is not None, timeout=60, what=f"the rotation to pause before {points[n - 1]}")
+    wait_until(lambda: faulty_worker.paused_pid() is not None, timeout=60, interval=MARKER_POLL, what=f"the rotation to pause before {points[n - 1]}")
     worker.kill()
     scenario.check_invariants()
     with app.app_context():
