@@ -117,11 +117,7 @@ def served_after_cache_window(bases: list[str], predicate, changed_at: float) ->
     of every server satisfies `predicate`; fails if any still does not a few seconds later."""
     from idp.config import KEYRING_CACHE_SECONDS
 
-    # The window first, polled finely (no request is made before it ends), then the servers.
-    window_over = changed_at + KEYRING_CACHE_SECONDS
-    wait_until(lambda: time.monotonic() >= window_over, timeout=KEYRING_CACHE_SECONDS + 10, interval=0.02, what="the keyring cache window to pass")
-
     def settled() -> bool:
-        return all(every_worker_serves(base, predicate) for base in bases)
+        return time.monotonic() >= changed_at + KEYRING_CACHE_SECONDS and all(every_worker_serves(base, predicate) for base in bases)
 
     wait_until(settled, timeout=KEYRING_CACHE_SECONDS + 10, interval=0.5, what="every server to serve the changed keyring")

@@ -33,14 +33,10 @@ from idp.tokens.models import RevokedAccessToken
 from tests.keys.conftest import (
     CACHE, GRACE, LEAD, PERIOD, keys_by_state, published_kids, served_after_cache_window, served_jwks, sign_token, verifies_with,
 )
-from tests.conftest import REDIS_URL, empty_broker, launch_server, wait_for_server
+from tests.conftest import REDIS_URL, empty_broker
 from tests.support import Process, free_port, wait_until
 
 pytestmark = pytest.mark.slow
-
-# How often the fault tests read the faulty worker's marker file: reading it costs next to nothing,
-# and a pause comes some 50 ms after the task is sent.
-MARKER_POLL = 0.02
 
 
 def send(app, job: str, now) -> None:
@@ -89,20 +85,7 @@ def test_worker_rotates_and_purges_on_schedule(app, celery_worker, t0):
         assert not keys_by_state()["retired"]
 
 
-@pytest.fixture
-def worker_and_server(request, app, idp_env, idp_module, tmp_path) -> Iterator[str]:
-    """A real `idp worker` and a real `idp serve` booting side by side; the server's base URL."""
-    process, base = launch_server(idp_env, tmp_path, idp_module)  # it boots while the worker does
-    try:
-        request.getfixturevalue("celery_worker")
-        wait_for_server(process, base)
-        yield base
-    finally:
-        process.stop()
-
-
-def test_tokens_signed_before_a_rotation_verify_through_the_jwks_until_they_expire_never_after_the_purge(app, worker_and_server, t0):
-    live_server = worker_and_server
+def test_tokens_signed_before_a_rotation_verify_through_the_jwks_until_they_expire_never_after_the_purge(app, celery_worker, live_server, t0):
     with app.app_context():
         # An ID token kept for logout (the longest-lived token), signed just before the rotation.
         token = sign_token("RS256", issued_at=t0 + PERIOD - timedelta(minutes=1), lifetime=7200)
@@ -244,18 +227,17 @@ class FaultyWorker:
         if pid is not None and self.started and os.path.exists(f"/proc/{pid}"):
             self.started[-1].kill()
 
-    def kill(self) -> None:
-        """Kill every worker started: nothing is left to finish (each test empties the broker), and a graceful stop costs 1-2 s."""
+    def stop(self) -> None:
         for process in self.started:
-            process.kill()
+            process.stop()
 
 
 @pytest.fixture(scope="module")
 def faulty_workers(database_url, tmp_path_factory) -> Iterator[FaultyWorker]:
-    """The faulty worker of one backend, killed when its tests are done."""
+    """The faulty worker of one backend, stopped when its tests are done."""
     worker = FaultyWorker(tmp_path_factory.mktemp("faulty-worker"))
     yield worker
-    worker.kill()
+    worker.stop()
 
 
 @pytest.fixture
@@ -286,7 +268,7 @@ def dry_run(scenario: Scenario, faulty_worker: FaultyWorker) -> list[str]:
     scenario.reset()
     faulty_worker.arm(0)
     send(scenario.app, "rotate_keys", scenario.now)
-    wait_until(lambda: "DONE" in faulty_worker.marker.read_text(), timeout=60, interval=MARKER_POLL, what="a dry run of the rotation")
+    wait_until(lambda: "DONE" in faulty_worker.marker.read_text(), timeout=60, what="a dry run of the rotation")
     scenario.check_completed()
     points = [line.split(" ", 1)[1] for line in faulty_worker.marker.read_text().splitlines() if line[:1].isdigit()]
     # Per algorithm a promotion (retire, activate, publish a new next) and a purge, between the
@@ -357,7 +339,7 @@ def test_killing_the_task_process_at_every_step_of_a_rotation_keeps_the_invarian
         scenario.reset()
         faulty_worker.arm(n)
         send(app, "rotate_keys", scenario.now)
-        wait_until(lambda: faulty_worker.paused_pid() is not None, timeout=60, interval=MARKER_POLL, what=f"the rotation to pause before {point}")
+        wait_until(lambda: faulty_worker.paused_pid() is not None, timeout=60, what=f"the rotation to pause before {point}")
         os.kill(faulty_worker.paused_pid(), signal.SIGKILL)
         seen.update(scenario.check_invariants().values())
         # Redelivered to a fresh pool process, the rotation completes; the dead run is closed.
@@ -381,7 +363,7 @@ def test_killing_the_whole_worker_mid_rotation_keeps_the_invariants(app, t0, fau
     scenario.reset()
     faulty_worker.arm(n)
     send(app, "rotate_keys", scenario.now)
-    wait_until(lambda: faulty_worker.paused_pid() is not None, timeout=60, interval=MARKER_POLL, what=f"the rotation to pause before {points[n - 1]}")
+    wait_until(lambda: faulty_worker.paused_pid() is not None, timeout=60, what=f"the rotation to pause before {points[n - 1]}")
     worker.kill()
     scenario.check_invariants()
     with app.app_context():
