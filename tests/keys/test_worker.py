@@ -16,8 +16,6 @@ import re
 import signal
 import time
 from datetime import timedelta
-from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
@@ -33,7 +31,7 @@ from idp.tokens.models import RevokedAccessToken
 from tests.keys.conftest import (
     CACHE, GRACE, LEAD, PERIOD, keys_by_state, published_kids, served_after_cache_window, served_jwks, sign_token, verifies_with,
 )
-from tests.conftest import REDIS_URL, empty_broker
+from tests.conftest import empty_broker
 from tests.support import Process, free_port, wait_until
 
 pytestmark = pytest.mark.slow
@@ -177,107 +175,44 @@ class Scenario:
             assert retired == {self.before[alg]["active"][0] for alg in keyring.ALGORITHMS}  # the stale ones purged
 
 
-@pytest.fixture(scope="module")
-def broker_url(database_url, tmp_path_factory) -> str:
-    """The broker of this module's tests, on each backend: a worker that serves several tests hears each one's tasks."""
-    return REDIS_URL or f"sqla+sqlite:///{tmp_path_factory.mktemp('broker')}/broker.sqlite3"
-
-
 @pytest.fixture
-def config(config, broker_url):
-    """The test mapping with the module's broker (the embedded one is per test otherwise)."""
-    return {**config, "CELERY_BROKER_URL": broker_url}
+def faulty_worker(app, idp_env, tmp_path):
+    """A real worker that pauses before the Nth write of its next task (see faulty_worker.py)."""
+    marker, control = tmp_path / "fault-marker", tmp_path / "fault-control"
+    env = {**idp_env, "FAULT_MARKER": str(marker), "FAULT_CONTROL": str(control), "PYTHONPATH": os.getcwd()}
+    started: list[Process] = []
 
-
-class FaultyWorker:
-    """A real worker that pauses before the Nth write of its next task (see faulty_worker.py).
-
-    One serves every test of a backend (a boot and a graceful stop cost seconds): the tests kill its
-    pool processes, which it replaces. Calling it returns the running worker, starting one if there
-    is none yet or the last one was killed whole; `env` is the environment to start it with.
-    """
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.marker, self.control = folder / "fault-marker", folder / "fault-control"
-        self.env: dict[str, str] = {}
-        self.started: list[Process] = []
-
-    def __call__(self) -> Process:
-        if self.started and self.started[-1].popen.poll() is None:
-            return self.started[-1]
-        env = {**self.env, "FAULT_MARKER": str(self.marker), "FAULT_CONTROL": str(self.control), "PYTHONPATH": os.getcwd()}
-        process = Process(["worker", "--loglevel", "INFO", "--concurrency", "1"], env, self.folder / f"faulty-worker-{len(self.started)}.log", module="tests.keys.faulty_worker")
-        self.started.append(process)
+    def start() -> Process:
+        process = Process(["worker", "--loglevel", "INFO", "--concurrency", "1"], env, tmp_path / f"faulty-worker-{len(started)}.log", module="tests.keys.faulty_worker")
+        started.append(process)
         wait_until(lambda: "ready" in process.log() or process.popen.poll() is not None, timeout=60, what="the faulty worker to be ready")
         assert process.popen.poll() is None, process.log()
         return process
 
-    def arm(self, pause_at: int) -> None:
-        self.marker.write_text("")
-        self.control.write_text(str(pause_at))
+    def arm(pause_at: int) -> None:
+        marker.write_text("")
+        control.write_text(str(pause_at))
 
-    def paused_pid(self) -> int | None:
-        found = re.search(r"^PAUSED (\d+)$", self.marker.read_text(), re.M) if self.marker.exists() else None
+    def paused_pid() -> int | None:
+        found = re.search(r"^PAUSED (\d+)$", marker.read_text(), re.M)
         return int(found.group(1)) if found else None
 
-    def kill_if_stuck(self) -> None:
-        """Kill the worker whole if a pool process is still paused (a test failed before killing it), so the next test gets a fresh one."""
-        pid = self.paused_pid()
-        if pid is not None and self.started and os.path.exists(f"/proc/{pid}"):
-            self.started[-1].kill()
-
-    def stop(self) -> None:
-        for process in self.started:
-            process.stop()
-
-
-@pytest.fixture(scope="module")
-def faulty_workers(database_url, tmp_path_factory) -> Iterator[FaultyWorker]:
-    """The faulty worker of one backend, stopped when its tests are done."""
-    worker = FaultyWorker(tmp_path_factory.mktemp("faulty-worker"))
-    yield worker
-    worker.stop()
-
-
-@pytest.fixture
-def faulty_worker(app, idp_env, faulty_workers) -> Iterator[FaultyWorker]:
-    """The backend's faulty worker, on a broker holding this test's tasks only."""
-    faulty_workers.env = idp_env
+    start.arm, start.paused_pid, start.marker = arm, paused_pid, marker
     empty_broker(app)
-    yield faulty_workers
-    faulty_workers.kill_if_stuck()
+    yield start
+    for process in started:
+        process.stop()
     empty_broker(app)
 
 
-# The writes and commits of the undisturbed rotation, by database URL: every case's scenario is the
-# same (the same keys, restored by reset()), so its rotation makes the same writes.
-CRASH_POINTS: dict[str, list[str]] = {}
-
-
-def crash_points(scenario: Scenario, faulty_worker: FaultyWorker) -> list[str]:
-    """The writes and commits the rotation makes, in order (a dry run the first time on each backend)."""
-    url = scenario.app.config["DATABASE_URL"]
-    if url not in CRASH_POINTS:
-        CRASH_POINTS[url] = dry_run(scenario, faulty_worker)
-    return CRASH_POINTS[url]
-
-
-def dry_run(scenario: Scenario, faulty_worker: FaultyWorker) -> list[str]:
-    """Run the rotation once without pausing, check what it did and the writes it made; those writes."""
+def crash_points(scenario: Scenario, faulty_worker) -> list[str]:
+    """Run the rotation once without pausing; the writes and commits it makes, in order."""
     scenario.reset()
     faulty_worker.arm(0)
     send(scenario.app, "rotate_keys", scenario.now)
     wait_until(lambda: "DONE" in faulty_worker.marker.read_text(), timeout=60, what="a dry run of the rotation")
     scenario.check_completed()
-    points = [line.split(" ", 1)[1] for line in faulty_worker.marker.read_text().splitlines() if line[:1].isdigit()]
-    # Per algorithm a promotion (retire, activate, publish a new next) and a purge, between the
-    # job's own bookkeeping (and, on PostgreSQL, its advisory lock).
-    writes = " | ".join(points)
-    assert (writes.count("UPDATE signing_keys"), writes.count("INSERT INTO signing_keys"), writes.count("DELETE FROM signing_keys")) == (4, 2, 2), points
-    # Enough edges that every middle part of the kill-at-every-step test has crash points of its own.
-    assert len(transaction_edges(points)) >= 2 + MIDDLE_PARTS, points
-    return points
+    return [line.split(" ", 1)[1] for line in faulty_worker.marker.read_text().splitlines() if line[:1].isdigit()]
 
 
 def rotation_succeeded(scenario: Scenario) -> bool:
@@ -332,7 +267,13 @@ def test_killing_the_task_process_at_every_step_of_a_rotation_keeps_the_invarian
     scenario = Scenario(app, t0)
     faulty_worker()
     points = crash_points(scenario, faulty_worker)
+    # Per algorithm a promotion (retire, activate, publish a new next) and a purge, between the
+    # job's own bookkeeping (and, on PostgreSQL, its advisory lock).
+    writes = " | ".join(points)
+    assert (writes.count("UPDATE signing_keys"), writes.count("INSERT INTO signing_keys"), writes.count("DELETE FROM signing_keys")) == (4, 2, 2), points
     edges = transaction_edges(points)
+    # Enough edges that every middle part has crash points of its own.
+    assert len(edges) >= 2 + MIDDLE_PARTS, points
     seen = set()
     for n in edges_of_part(edges, part):
         point = points[n - 1]
