@@ -34,11 +34,12 @@ lock:
 run: check-lock $(STAMP)
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/idp dev
 
-# Tests spend much of their time waiting on real servers and workers: three pytest-xdist workers
-# keep two cores busy. Each worker has its own PostgreSQL and Redis database (tests/conftest.py).
+# Tests spend much of their time waiting on real servers and workers: four pytest-xdist workers
+# keep two cores busiest (idle 2-core machine, the whole suite: -n 3 232 s, -n 4 214 s, -n 5 222 s
+# with more CPU). Each worker has its own PostgreSQL and Redis database (tests/conftest.py).
 # worksteal: a worker that runs out of tests takes half of a busy one's queue, so the few long
 # server and worker tests do not leave the other cores idle at the end.
-TEST_JOBS ?= 3
+TEST_JOBS ?= 4
 
 # Bytecode caches stay on even where the environment turns them off (PYTHONDONTWRITEBYTECODE, as
 # container images and this project's development machines set): otherwise every `idp` process a
