@@ -44,7 +44,7 @@ def reset_schema(database_url: str) -> None:
 
 @contextmanager
 def serving(args: list[str], *, name: str, ready_url: str, log: Path, env: dict[str, str], cwd: Path | None = None,
-            timeout: float = 60) -> Iterator[subprocess.Popen]:
+            timeout: float = 120) -> Iterator[subprocess.Popen]:
     """Start `args` in a process group of its own (output to `log`) and wait until `ready_url` answers
     200; SIGTERM the group after (SIGKILL after 30 s). `name` says which server in errors."""
     with open(log, "w") as output:
@@ -69,17 +69,21 @@ def stop_group(process: subprocess.Popen, grace: float = 30) -> None:
 
 def _wait_ready(name: str, url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
+    last_error = "no attempt"
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise BenchError(f"{name} exited with {process.returncode}:\n{log.read_text()[-2000:]}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
+            with urllib.request.urlopen(url, timeout=5) as answer:
                 if answer.status == 200:
                     return
-        except OSError:
-            pass
+                last_error = f"HTTP {answer.status}"
+        except OSError as error:
+            last_error = repr(error)
         time.sleep(0.2)
-    raise BenchError(f"{name} did not answer {url} within {timeout:.0f}s")
+    # What the server printed and the last answer are all there is to go on once the run has ended.
+    raise BenchError(f"{name} did not answer {url} within {timeout:.0f}s (last attempt: {last_error}); "
+                     f"its output:\n{log.read_text()[-2000:]}")
 
 
 @contextmanager
