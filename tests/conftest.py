@@ -293,7 +293,10 @@ def build_app(config) -> Flask:
 def app(config, key_rows):
     """A fresh app on a clean database holding the pre-generated signing keys."""
     # A test that met a dead broker leaves this process's outbox skipping its after-commit nudges
-    # for OUTAGE_PROBE_SECONDS; a later delivery test would then wait for a relay and time out.
+    # for OUTAGE_PROBE_SECONDS; a later delivery test would then wait for a relay and time out. Its
+    # nudge may also still be meeting that broker (seconds, under load), and would mark the outage
+    # after the reset: it is waited for first.
+    outbox.settle_nudges()
     outbox._outage.update(down=False, probe_at=0.0)
     app = build_app(config)
     yield app

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
@@ -55,6 +55,7 @@ COUNTDOWN_MAX_SECONDS = 300
 
 _PENDING = "idp.outbox_pending"
 _publisher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="idp-outbox")
+_in_flight: set[Future] = set()
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,14 @@ def connect() -> None:
 def _nudge_after_commit(session: Session) -> None:
     ids = session.info.pop(_PENDING, [])
     if ids:
-        _publisher.submit(_nudge, current_app.extensions["celery"], ids)
+        nudging = _publisher.submit(_nudge, current_app.extensions["celery"], ids)
+        _in_flight.add(nudging)
+        nudging.add_done_callback(_in_flight.discard)
+
+
+def settle_nudges(timeout: float = 30) -> None:
+    """Wait for the after-commit nudges submitted so far (a nudge meeting a dead broker takes seconds)."""
+    wait(list(_in_flight), timeout)
 
 
 def _discard(session: Session, previous_transaction) -> None:
