@@ -20,13 +20,17 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from functools import wraps
+from typing import Any, Callable, Iterator, Mapping
 
+import select
 import sqlite3
 
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InvalidatePoolError
+from sqlalchemy.pool import Pool
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.orm import DeclarativeBase, Session, registry
 
@@ -115,12 +119,58 @@ def _flushed(session, flush_context) -> None:
     session.info[_WROTE] = True
 
 
+# Set by `reads_only` for the request: its statements run on an autocommit connection.
+_READS_ONLY = "idp.reads_only"
+
+
+class WriteInReadOnlyView(RuntimeError):
+    """A view marked `reads_only` tried to write: a programming error, never a user's."""
+
+
+def reads_only(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a view that only reads: no BEGIN and no ROLLBACK around its SELECTs, and no write at all.
+
+    A transaction buys nothing for a lone read, and its two extra round trips are most of the
+    database cost of a resource server's userinfo or introspection call. Each SELECT then stands
+    alone (no common snapshot, no row locks), so mark only views whose reads need neither.
+    """
+
+    @wraps(view)
+    def without_transaction(*args: Any, **kwargs: Any) -> Any:
+        session = db.session()
+        if session.in_transaction():
+            return view(*args, **kwargs)  # something before the view opened one: its reads join it
+        session.info[_READS_ONLY] = True
+        try:
+            return view(*args, **kwargs)
+        finally:
+            # Give the autocommit connection back now (no round trip: nothing is open on it), so
+            # whatever runs after the view in this session (a hook, a test) starts a real transaction.
+            del session.info[_READS_ONLY]
+            if session.in_transaction():
+                session.rollback()
+
+    return without_transaction
+
+
 @event.listens_for(Session, "do_orm_execute")
 def _executed(state) -> None:
     statement = state.statement
     reads = state.is_select or (isinstance(statement, TextClause) and statement.text.lstrip().upper().startswith("SELECT"))
+    session = state.session
+    if session.info.get(_READS_ONLY):
+        if not reads:
+            raise WriteInReadOnlyView(f"a reads_only view executed {statement}")
+        if not session.in_transaction():
+            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     if not reads:
-        state.session.info[_WROTE] = True
+        session.info[_WROTE] = True
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_a_flush_in_a_read_only_view(session, flush_context, instances) -> None:
+    if session.info.get(_READS_ONLY):
+        raise WriteInReadOnlyView(f"a reads_only view flushed {list(session.new) + list(session.dirty) + list(session.deleted)}")
 
 
 @event.listens_for(Session, "after_transaction_end")
@@ -144,6 +194,26 @@ def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
         cursor.close()
 
 
+@event.listens_for(Pool, "checkout")
+def _refuse_a_closed_connection(dbapi_connection, connection_record, connection_proxy) -> None:
+    """A pooled PostgreSQL connection the server has closed is replaced before use, without a round trip.
+
+    An idle connection has nothing to read: the server speaks only when asked, and we LISTEN to
+    nothing. So a readable socket means the server hung up (a restart or a killed backend sends
+    its FATAL error and closes), and the pool swaps in a new connection, and then every other one
+    made before (InvalidatePoolError), instead of a request failing on it. SQLAlchemy's pre-ping
+    learns the same with a `;` round trip on every checkout: a quarter of a userinfo request.
+    """
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        return  # a file, not a socket (and pre-pinged: engine_options); the other backend is psycopg
+    if dbapi_connection.closed or dbapi_connection.broken:
+        raise InvalidatePoolError("the pooled connection is closed")
+    waiting = select.poll()
+    waiting.register(dbapi_connection.fileno(), select.POLLIN | select.POLLPRI)
+    if waiting.poll(0):
+        raise InvalidatePoolError("the server closed the pooled connection")
+
+
 def engine_options(config: Mapping[str, Any]) -> dict[str, Any]:
     """Engine options: a pooled connection is checked before use; PostgreSQL waits are bounded.
 
@@ -152,13 +222,15 @@ def engine_options(config: Mapping[str, Any]) -> dict[str, Any]:
     whose packets are dropped (instead of refused) fails then, rather than after the kernel's
     retransmissions, minutes later. (A slow statement is not affected: its data is acknowledged.)
     """
-    options: dict[str, Any] = {"pool_pre_ping": True}
-    if config["DATABASE_URL"].startswith("postgresql"):
-        connect, statement = config["DATABASE_CONNECT_TIMEOUT"], config["DATABASE_STATEMENT_TIMEOUT"]
-        options["pool_timeout"] = connect
-        options["connect_args"] = {
+    if not config["DATABASE_URL"].startswith("postgresql"):
+        return {"pool_pre_ping": True}
+    # No pre-ping: _refuse_a_closed_connection checks every checkout without a round trip.
+    connect, statement = config["DATABASE_CONNECT_TIMEOUT"], config["DATABASE_STATEMENT_TIMEOUT"]
+    return {
+        "pool_timeout": connect,
+        "connect_args": {
             "connect_timeout": connect,
             "options": f"-c statement_timeout={statement * 1000}",
             "tcp_user_timeout": connect * 1000,
-        }
-    return options
+        },
+    }

@@ -24,6 +24,7 @@ from flask import Blueprint
 
 from idp.audit.actors import Actor
 from idp.cors import client_origins
+from idp.db import reads_only
 from idp.extensions import csrf
 from idp.oauth.presented import PresentedAccessToken, find_presented_token
 from idp.oauth.server import authorization_server
@@ -105,6 +106,7 @@ def revoke():
 
 
 @bp.post(INTROSPECTION_PATH)
+@reads_only
 def introspect():
     """RFC 7662 token introspection."""
     return endpoint_response(IntrospectionEndpoint.ENDPOINT_NAME)

@@ -16,12 +16,13 @@ from flask import Blueprint, current_app, request
 
 from idp.extensions import csrf
 from idp.cors import any_origin
+from idp.db import reads_only
 from idp.oauth.endpoints import endpoint_response
 from idp.oauth.presented import PresentedAccessToken
 from idp.oidc.claims import claims_for
 from idp.routing import spec_defined_methods
 from idp.tokens.access import InvalidTokenError as TokenRefused
-from idp.tokens.access import check_access_token_state, verify_access_token
+from idp.tokens.access import live_user, verify_access_token
 from idp.web.errors import json_errors
 
 USERINFO_PATH = "/userinfo"
@@ -68,7 +69,7 @@ class AccessTokenValidator(BearerTokenValidator):
         try:
             claims = verify_access_token(token_string, check_state=False)
             # The state check loads the user in the same round trip: userinfo needs it anyway.
-            return PresentedAccessToken(claims, revoked=False, user=check_access_token_state(claims))
+            return PresentedAccessToken(claims, revoked=False, user=live_user(claims))
         except TokenRefused:
             return None
 
@@ -118,6 +119,7 @@ class UserInfoEndpoint(_UserInfoEndpoint):
 @bp.route(USERINFO_PATH, methods=["GET", "POST"])
 @spec_defined_methods("OIDC Core 5.3.1: GET and POST; it only reads")
 @any_origin  # a bearer token, never a cookie
+@reads_only
 def userinfo():
     """OpenID Connect Core 5.3 UserInfo."""
     return endpoint_response(UserInfoEndpoint.ENDPOINT_NAME)

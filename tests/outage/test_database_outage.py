@@ -371,6 +371,26 @@ def test_a_connection_that_dies_after_the_last_query_cannot_fail_the_response(cl
             db.engine.dispose()
 
 
+def test_a_pooled_connection_the_server_closed_is_replaced_before_a_request_uses_it(cluster, tmp_path, secrets_config):
+    app = create_app({**settings(cluster.url, "http://localhost", tmp_path, secrets_config), "TESTING": True})
+    killer = create_engine(normalize_database_url(cluster.url), poolclass=NullPool)
+    app.add_url_rule("/test-backend", view_func=lambda: str(db.session.scalar(text("SELECT pg_backend_pid()"))))
+    try:
+        first = app.test_client().get("/test-backend")
+        assert first.status_code == 200
+        # Its backend ends while the connection idles in the pool, as in a restart or a killed backend.
+        with killer.connect() as connection:
+            assert connection.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": int(first.text)})
+            still = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+            wait_until(lambda: connection.scalar(still, {"pid": int(first.text)}) == 0, timeout=10, what="the backend to exit")
+        second = app.test_client().get("/test-backend")
+        assert second.status_code == 200 and second.text != first.text
+    finally:
+        killer.dispose()
+        with app.app_context():
+            db.engine.dispose()
+
+
 def test_a_statement_waiting_on_a_lock_is_cancelled_by_the_statement_timeout(cluster, tmp_path, secrets_config):
     app = create_app({**settings(cluster.url, "http://localhost", tmp_path, secrets_config), "TESTING": True, "DATABASE_STATEMENT_TIMEOUT": 1})
     upgrade(app)
