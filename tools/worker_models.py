@@ -41,7 +41,9 @@ def candidates(workers: int, threads: int, baseline: str | None = None) -> dict[
              "--threads", str(threads)]
     return {
         "idp serve (gthread + head buffering)": None,
-        **({f"idp serve of {baseline}": ["env", f"PYTHONPATH={baseline}", *serve]} if baseline else {}),
+        # -P: without it the working directory (this tree) comes first on sys.path, and the
+        # "baseline" would run this tree's code.
+        **({f"idp serve of {baseline}": ["env", f"PYTHONPATH={baseline}", sys.executable, "-P", *serve[1:]]} if baseline else {}),
         "gunicorn gthread": [*gunicorn, "--worker-class", "gthread", "--threads", str(threads), "idp:create_app()"],
         "gunicorn sync": [*gunicorn, "--worker-class", "sync", "idp:create_app()"],
         "gunicorn sync, 2x workers": [*gunicorn[:-1], str(workers * 2), "--worker-class", "sync", "idp:create_app()"],
