@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -22,6 +23,12 @@ REFRESH_TOKEN_PREFIX = "idp_rt_"
 def random_token(nbytes: int = 32, prefix: str = "") -> str:
     """A URL-safe random string carrying `nbytes` bytes (default 256 bits) of entropy."""
     return prefix + secrets.token_urlsafe(nbytes)
+
+
+def derived_token(key: str, context: str, prefix: str = "") -> str:
+    """A token only the holder of `key` can compute from `context` (HMAC-SHA256), shaped like random_token's."""
+    mac = hmac.new(key.encode(), context.encode(), hashlib.sha256).digest()
+    return prefix + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
 def digest(value: str) -> str:

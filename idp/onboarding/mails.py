@@ -19,7 +19,7 @@ from idp.mail.messages import compose
 from idp.mail.transport import MailError, deliver
 from idp.onboarding.models import OneTimeLink
 from idp.onboarding.service import MAIL_KIND, TTL_SETTINGS, is_open, reset_link_for
-from idp.security import digest, random_token
+from idp.security import derived_token, digest
 from idp.tasks import outbox
 from idp.users.models import User
 
@@ -40,8 +40,15 @@ def duration_text(seconds: int) -> str:
 
 
 def _link_context(link: OneTimeLink) -> dict:
-    """Mint the link's token (its digest committed before the mail leaves) and what the templates show of it."""
-    token = random_token(32, prefix=LINK_TOKEN_PREFIX)
+    """The link's token (its digest committed before the mail leaves) and what the templates show of it.
+
+    The token is derived from the link's identity under the secret key rather than drawn at random,
+    so every attempt at this mail carries the same token: a redelivered mail (an attempt that
+    outlived its claim, a worker killed after the server took the mail) leaves the first mail's
+    link working, and still no stored value reveals the token (cf. Django's password-reset tokens).
+    """
+    context = f"idp one-time link {link.id} {link.kind} {link.user_id} {link.email} {link.created_at.isoformat()}"
+    token = derived_token(current_app.config["SECRET_KEY"], context, prefix=LINK_TOKEN_PREFIX)
     link.digest = digest(token)
     commit_now("step: the link's digest is stored before the mail carrying its token leaves")
     issuer = current_app.config["ISSUER"]

@@ -15,6 +15,7 @@ from idp.security import digest
 from idp.users.models import User
 from tests.mail.conftest import SMTP_PASSWORD, SMTP_USER, Inbox, bodies, check_login, deliver_outbox, link_in, self_signed
 from tests.oidc.flow import csrf_token
+from tests.support import committing
 
 
 def ask_for_reset(client, email: str):
@@ -55,6 +56,29 @@ def test_a_reset_mail_is_written_with_the_change_and_sent_branded_in_text_and_ht
         assert db.session.get(OneTimeLink, link.id).digest == digest(token)
         assert db.session.scalar(select(AuditEvent.action).where(AuditEvent.action == "mail.sent")) == "mail.sent"
     assert token not in every_value(app)
+
+
+def test_a_mail_delivered_twice_carries_the_same_working_link(app, client, make_user, inbox):
+    from idp.onboarding.mails import send_queued_mail
+
+    with app.app_context():
+        user = db.session.merge(make_user(email="twice@example.com"))
+        issue_link(user, "verify", user.email)
+        db.session.commit()
+    assert deliver_outbox(app) == ["delivered"]
+    with app.app_context():
+        # A second attempt at the same message, as when the first outlived its claim or its worker
+        # was killed after the server took the mail: the relay hands the same payload over again.
+        payload = db.session.scalar(select(OutboxMessage.payload))
+        assert committing(send_queued_mail)(payload, attempt=2, final=False) is True
+    first, second = inbox.to("twice@example.com")
+    assert link_in(first) == link_in(second)
+    token = link_in(first).partition("token=")[2]
+    with app.app_context():
+        assert db.session.scalar(select(OneTimeLink.digest)) == digest(token)
+    assert token not in every_value(app)
+    assert client.get(link_in(first).removeprefix("http://localhost")).status_code == 303  # the token moves into the session
+    assert "Confirm my address" in client.get("/email/verify").get_data(as_text=True)
 
 
 def test_starttls_with_a_login_and_a_certificate_checked_against_the_configured_ca(make_app, make_user, smtp_servers, tmp_path):
