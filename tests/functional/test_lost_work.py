@@ -243,11 +243,15 @@ def test_fresh_host_processes_lose_nothing_to_a_broker_outage_or_a_kill_after_co
     hole = BlackHole()
     cli = subprocess.Popen([sys.executable, "-m", "idp", "users", "sign-out", killed_user.email],
                            env={**envs["worker"], "IDP_CELERY_BROKER_URL": hole.url}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    with app.app_context():
-        wait_until(lambda: outbox() or cli.poll() is not None, timeout=30, interval=0.02, what="the sign-out to commit")
-        cli.kill()
-        assert cli.wait() == -signal.SIGKILL, "the CLI finished before it could be killed after its commit"
-    hole.close()
+    try:
+        with app.app_context():
+            # Beside three starting services on a loaded machine the CLI's start alone can take
+            # tens of seconds; the wait ends at the commit, so only a failure waits the whole of it.
+            wait_until(lambda: outbox() or cli.poll() is not None, timeout=120, interval=0.02, what="the sign-out to commit")
+    finally:
+        cli.kill()  # also when the wait failed: a CLI left running would sign out in a later test's database
+        hole.close()
+    assert cli.wait() == -signal.SIGKILL, "the CLI finished before it could be killed after its commit"
 
     ready(web, worker, beat)
     wait_until(lambda: requests.get(base + "/healthz", timeout=2).ok, timeout=30, what="web to answer")
@@ -267,7 +271,7 @@ def test_fresh_host_processes_lose_nothing_to_a_broker_outage_or_a_kill_after_co
 
     answer = sign_out_on_the_web(base, web_user.email, attach_web_session)
     assert answer.status_code == 200 and "signed out" in answer.text.lower(), answer.status_code
-    stdout, stderr = cli.communicate(timeout=60)
+    stdout, stderr = cli.communicate(timeout=120)  # as long as the first CLI may take (above)
     assert cli.returncode == 0, stderr
     assert f"signed {cli_user.email} out everywhere" in stdout
     assert stderr.count("the task broker is unreachable") == 1, stderr
