@@ -379,7 +379,8 @@ def test_a_pooled_connection_the_server_closed_is_replaced_before_a_request_uses
         first = app.test_client().get("/test-backend")
         assert first.status_code == 200
         # Its backend ends while the connection idles in the pool, as in a restart or a killed backend.
-        with killer.connect() as connection:
+        # Autocommit: within one transaction pg_stat_activity is one snapshot, and would never change.
+        with killer.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             assert connection.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": int(first.text)})
             still = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
             wait_until(lambda: connection.scalar(still, {"pid": int(first.text)}) == 0, timeout=10, what="the backend to exit")
