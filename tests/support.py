@@ -90,8 +90,13 @@ def run_idp(args: list[str], env: dict[str, str], stdin: str | None = None, time
 
 
 def stop_process_group(popen: subprocess.Popen, signalled: bool = False) -> None:
-    """SIGTERM a process started with start_new_session, and its group (unless `signalled` already); SIGKILL after 20 s."""
-    if popen.poll() is None:
+    """SIGTERM a process started with start_new_session, and its group (unless `signalled` already); SIGKILL after 20 s.
+
+    Returns only once no process of the group is left: a child that outlived its leader (the pool
+    process of a worker the test killed) would go on writing into the data of later tests.
+    """
+    leader_was_gone = popen.poll() is not None
+    if not leader_was_gone:
         if not signalled:
             os.killpg(popen.pid, signal.SIGTERM)
         try:
@@ -99,6 +104,29 @@ def stop_process_group(popen: subprocess.Popen, signalled: bool = False) -> None
         except subprocess.TimeoutExpired:
             os.killpg(popen.pid, signal.SIGKILL)
             popen.wait()
+    # Orphans of a leader that died before the stop get no grace; those of one that stopped, 5 s.
+    kill_at = time.monotonic() + (0 if leader_was_gone else 5)
+    give_up_at = kill_at + 30
+    while _group_members(popen.pid) and time.monotonic() < give_up_at:
+        if time.monotonic() >= kill_at:
+            try:
+                os.killpg(popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                break
+        time.sleep(0.05)
+
+
+def _group_members(group: int) -> list[int]:
+    """Pids of the live (not zombie) processes in process group `group`, from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _parent, process_group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue  # the process ended while being read
+        if int(process_group) == group and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
 
 
 def invoke_idp(args: list[str], env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess:
