@@ -20,12 +20,12 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import PASSWORD, REDIRECT_URI
 from tests.browser.crashing_idp import FAILING_PATH
+from tests.conftest import SQLITE_ONLY
 from tests.oidc.flow import pkce_pair
 from tests.pages import assert_good_page, document_width
 
 # How a page looks and reads does not depend on the database: the pages run on SQLite here,
 # and every flow behind them runs on both backends over HTTP (tests/oidc, tests/account, tests/mail).
-SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, SQLITE_ONLY]
 

@@ -8,12 +8,12 @@ from playwright.sync_api import expect
 
 from tests.admin_ui.test_browser import chromium, new_page  # noqa: F401  (fixtures)
 from tests.mail.conftest import link_in
+from tests.conftest import SQLITE_ONLY
 from tests.pages import assert_good_page
 from tests.admin_ui.conftest import PASSWORD
 
 # The flows' database side runs on both backends over HTTP (tests/mail/test_flows.py); the browser
 # run, the costliest part of the suite, proves the pages and the mail on SQLite.
-SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, SQLITE_ONLY]
 NEW_PASSWORD = "browser-chosen-password"
