@@ -49,6 +49,10 @@ def _new_jwk(alg: str) -> jwk.JWK:
 def generate_key(alg: str, state: KeyState, *, actor: str = Actor.SYSTEM, now: datetime | None = None) -> SigningKey:
     """Create a key in `state`; kid is its RFC 7638 thumbprint."""
     key = _new_jwk(alg)
+    # One base64url thumbprint in 64 starts with "-", and `idp keys revoke KID` would read it as an
+    # option: such a key is drawn again (rarely; its kid stays the RFC 7638 thumbprint).
+    while key.thumbprint().startswith("-"):
+        key = _new_jwk(alg)
     kid = key.thumbprint()  # RFC 7638, SHA-256
     public = json.loads(key.export_public())
     public.update(kid=kid, alg=alg, use="sig")

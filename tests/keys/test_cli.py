@@ -59,6 +59,15 @@ def test_scheduled_rotation_by_hand_prints_counts(app, idp_env):
     assert json.loads(result.stdout) == {"activated": 0, "conflicts": 0, "created": 0, "purged": 0, "retired": 0, "waiting": 0}
 
 
+def test_no_kid_starts_with_a_dash_so_every_kid_can_be_typed_as_an_argument(app_ctx):
+    """A base64url thumbprint starts with "-" once in 64: of 200 keys, some would (about 96 %)."""
+    from idp.keyring.models import KeyState
+
+    kids = [keyring.generate_key("ES256", KeyState.RETIRED).kid for _ in range(200)]
+    db.session.rollback()
+    assert len(set(kids)) == 200 and [kid for kid in kids if kid.startswith("-")] == []
+
+
 def test_revoke_warns_asks_and_writes_nothing_without_confirmation(app, idp_env):
     with app.app_context():
         kid = keys_by_state("RS256")["active"][0]
