@@ -110,7 +110,9 @@ def check_access_token_state(claims: dict) -> None:
     found = db.session.execute(
         select(users.c.disabled_at, users.c.token_version, revoked).where(users.c.subject == claims["sub"])
     ).first()
-    _refuse_stale(found, version)
+    if found is None:
+        raise InvalidTokenError("outdated")  # no such user any more
+    _refuse_stale(*found, version=version)
 
 
 def live_user(claims: dict) -> User | None:
@@ -123,19 +125,21 @@ def live_user(claims: dict) -> User | None:
     found = db.session.execute(
         select(User, _revoked(claims)).where(User.subject == claims["sub"]).execution_options(populate_existing=True)
     ).first()
-    _refuse_stale(None if found is None else (found[0].disabled_at, found[0].token_version, found[1]), claims[TOKEN_VERSION_CLAIM])
-    return found[0]
+    if found is None:
+        raise InvalidTokenError("outdated")  # no such user any more
+    user, revoked = found
+    _refuse_stale(user.disabled_at, user.token_version, revoked, version=claims[TOKEN_VERSION_CLAIM])
+    return user
 
 
 def _revoked(claims: dict):
     return select(RevokedAccessToken.jti).where(RevokedAccessToken.jti == claims["jti"]).exists()
 
 
-def _refuse_stale(found, version) -> None:
-    """`found`: the user's (disabled_at, token_version, whether the jti is denied), None for no such user."""
-    if found is not None and found[2]:
+def _refuse_stale(disabled_at, token_version: int, revoked: bool, *, version) -> None:
+    if revoked:
         raise InvalidTokenError("revoked")
-    if found is None or found[0] is not None or found[1] != version:
+    if disabled_at is not None or token_version != version:
         raise InvalidTokenError("outdated")
 
 
