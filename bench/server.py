@@ -81,9 +81,30 @@ def _wait_ready(name: str, url: str, process: subprocess.Popen, log: Path, timeo
         except OSError as error:
             last_error = repr(error)
         time.sleep(0.2)
-    # What the server printed and the last answer are all there is to go on once the run has ended.
+    # What the server printed, the last answer and where its processes wait are all there is to go
+    # on once the run has ended.
     raise BenchError(f"{name} did not answer {url} within {timeout:.0f}s (last attempt: {last_error}); "
-                     f"its output:\n{log.read_text()[-2000:]}")
+                     f"its processes:\n{group_report(process.pid)}\nits output:\n{log.read_text()[-2000:]}")
+
+
+def group_report(group: int) -> str:
+    """One line per live process of process group `group`: pid, name, state, the kernel function it
+    sleeps in and its CPU time, read from /proc."""
+    lines = []
+    for stat in sorted(Path("/proc").glob("[0-9]*/stat"), key=lambda path: int(path.parent.name)):
+        try:
+            head, tail = stat.read_text().rsplit(")", 1)
+            fields = tail.split()
+            if int(fields[2]) != group:
+                continue
+            wchan = (stat.parent / "wchan").read_text() or "-"
+        except (OSError, ValueError, IndexError):
+            continue  # ended while being read
+        ticks = os.sysconf("SC_CLK_TCK")
+        cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime (proc(5): fields 14 and 15)
+        lines.append(f"  pid {stat.parent.name} ({head.split('(', 1)[1]}) state {fields[0]}, waits in {wchan}, "
+                     f"{cpu:.1f} s CPU")
+    return "\n".join(lines) or "  none left"
 
 
 @contextmanager

@@ -35,6 +35,7 @@ const CLIENT_RESOURCE = { 'cc-rs256': 'urn:bench:rs256', 'cc-es256': 'urn:bench:
 
 function signingKeys() {
   // Generated in the primary and handed to every worker, so the cluster publishes one JWKS.
+  console.error(`process ${process.pid} generates its signing keys`);
   const rsa = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
   const ec = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
   return [
@@ -130,7 +131,7 @@ async function mint(provider, body) {
 function serve(keys) {
   const provider = new Provider(issuer, configuration(keys));
   const callback = provider.callback();
-  http.createServer(async (req, res) => {
+  const server = http.createServer(async (req, res) => {
     if (!req.url.startsWith('/__bench/')) return callback(req, res);
     try {
       if (workers > 1) throw new Error('minting needs one process: the in-memory adapter is per process');
@@ -140,14 +141,22 @@ function serve(keys) {
       res.writeHead(400, { 'content-type': 'text/plain' }).end(String(error.message));
     }
     return undefined;
-  }).listen(port, '127.0.0.1');
+  });
+  // Each step of the start-up is logged: a server that never answers is reported with this log.
+  server.on('error', (error) => {
+    console.error(`process ${process.pid} cannot listen on ${issuer}: ${error.message}`);
+    process.exit(1);
+  });
+  server.listen(port, '127.0.0.1', () => console.error(`process ${process.pid} listening on ${issuer}`));
 }
 
 if (workers > 1 && cluster.isPrimary) {
   const keys = signingKeys();
+  console.error(`primary ${process.pid} forks ${workers} workers`);
   for (let i = 0; i < workers; i += 1) cluster.fork({ BENCH_KEYS: JSON.stringify(keys) });
-  cluster.on('exit', (worker, code) => {
-    console.error(`worker ${worker.process.pid} exited with ${code}`);
+  cluster.on('online', (worker) => console.error(`worker ${worker.process.pid} online`));
+  cluster.on('exit', (worker, code, signal) => {
+    console.error(`worker ${worker.process.pid} exited with ${code ?? signal}`);
     process.exit(1);
   });
 } else {

@@ -11,7 +11,7 @@ import pytest
 from bench import SCENARIOS, BenchError, Target
 from bench.harness import Run, run_load
 from bench.scenarios import load_all
-from bench.server import running_server
+from bench.server import free_port, running_server, serving
 from tests.conftest import POSTGRES_URL, require_service
 
 load_all()
@@ -19,6 +19,19 @@ load_all()
 
 def test_scenarios_are_registered():
     assert {"discovery", "jwks", "jwks_304"} <= set(SCENARIOS)
+
+
+def test_a_server_that_never_answers_is_reported_with_where_its_processes_wait_and_what_it_printed(tmp_path):
+    """A start that hangs (CI saw node-oidc-provider do so) leaves its state in the error, then is stopped."""
+    hung = ["sh", "-c", "echo generating keys; sleep 600 & wait"]
+    with pytest.raises(BenchError) as raised:
+        with serving(hung, name="hung server", ready_url=f"http://127.0.0.1:{free_port()}/", log=tmp_path / "log",
+                     env=dict(os.environ), timeout=1):
+            pass
+    report = str(raised.value)
+    assert "hung server did not answer" in report and "ConnectionRefusedError" in report
+    assert "(sleep) state S, waits in" in report and "(sh) state S, waits in " in report
+    assert report.endswith("its output:\ngenerating keys\n")
 
 
 def test_the_harness_against_one_real_server(shared_server, idp_env, tmp_path):
