@@ -7,10 +7,11 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import urllib.request
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -20,6 +21,10 @@ from bench.server import free_port, serving
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 CLIENT_IDS = ("cc-rs256", "cc-es256", "rp", "rs")
+# node answers within 1 s (one process) and 2 s (a cluster of two) here beside a suite starting up:
+# 60 s without an answer is a start that hangs.
+START_SECONDS = 60
+RESTARTED = "node-oidc-provider: starting it once more, on another port"
 _INSTALLING = threading.Lock()  # the node servers start side by side (all_running): one `npm ci` at a time
 
 
@@ -75,19 +80,37 @@ def _ensure_installed() -> None:
 def running_node(workers: int = 1) -> Iterator[NodeTarget]:
     """node-oidc-provider with its in-memory adapter on a free loopback port; stopped after."""
     ensure_installed()
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
     workdir = Path(tempfile.mkdtemp(prefix="idp-bench-node-"))
     client_secrets = {client_id: secrets.token_urlsafe(32) for client_id in CLIENT_IDS}
     secrets_file = workdir / "secrets.json"
     secrets_file.write_text(json.dumps({**client_secrets, "cookie": secrets.token_urlsafe(32)}))
     secrets_file.chmod(0o600)
-    env = {**os.environ, "NODE_ENV": "production"}
-    args = [shutil.which("node") or "node", str(NODE_DIR / "server.js"), "--port", str(port), "--workers", str(workers),
-            "--secrets", str(secrets_file)]
     try:
-        with serving(args, name="node-oidc-provider", ready_url=base_url + "/.well-known/openid-configuration",
-                     log=workdir / "node.log", env=env, cwd=NODE_DIR) as process:
+        with ExitStack() as stack:
+            process, base_url = _start(stack, workers, secrets_file, workdir)
             yield NodeTarget(base_url, process.pid, workers, client_secrets)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _start(stack: ExitStack, workers: int, secrets_file: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
+    """Start node on a free port. One that exits (that port was taken meanwhile) or does not answer
+    within START_SECONDS (stopped: CI twice saw a node that never listened) is reported on stderr and
+    started once more, on another port."""
+    try:
+        return _serve(stack, workers, secrets_file, workdir / "node.log")
+    except BenchError as error:
+        print(f"{error}\n{RESTARTED}", file=sys.stderr, flush=True)
+    return _serve(stack, workers, secrets_file, workdir / "node-again.log")
+
+
+def _serve(stack: ExitStack, workers: int, secrets_file: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    args = [shutil.which("node") or "node", str(NODE_DIR / "server.js"), "--port", str(port), "--workers", str(workers),
+            "--secrets", str(secrets_file)]
+    process = stack.enter_context(serving(
+        args, name=f"node-oidc-provider ({workers} process{'es' if workers > 1 else ''})",
+        ready_url=base_url + "/.well-known/openid-configuration", log=log, env={**os.environ, "NODE_ENV": "production"},
+        cwd=NODE_DIR, timeout=START_SECONDS))
+    return process, base_url
