@@ -236,7 +236,7 @@ def test_racing_runners_rotate_exactly_once(make_app, t0):
     """Several runners tick at the same moment without the job lock; exactly one rotation happens."""
     # Each runner waits its turn on the algorithm's row lock while the holder generates a key; on a
     # loaded machine the queue of four can outlast the 5 s statement timeout, which is not the subject.
-    app = make_app(DATABASE_STATEMENT_TIMEOUT=120)
+    app = make_app(DATABASE_STATEMENT_TIMEOUT=60)
     now = t0 + PERIOD
     results, errors = [], []
     barrier = threading.Barrier(4)
@@ -256,7 +256,9 @@ def test_racing_runners_rotate_exactly_once(make_app, t0):
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=60)
+        thread.join(timeout=300)
+    # A runner still going would write its rotation into the next test's keys.
+    assert not any(thread.is_alive() for thread in threads)
     # rotate_now may lose the race (a clean RotationConflict, or a refusal because the next key it
     # would promote was published this very moment); nothing else may fail.
     assert all(isinstance(error, (RotationConflict, ValidationError)) for error in errors), errors
