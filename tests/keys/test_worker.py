@@ -178,8 +178,9 @@ class Scenario:
 @pytest.fixture
 def faulty_worker(app, idp_env, tmp_path):
     """A real worker that pauses before the Nth write of its next task (see faulty_worker.py)."""
-    marker, control = tmp_path / "fault-marker", tmp_path / "fault-control"
-    env = {**idp_env, "FAULT_MARKER": str(marker), "FAULT_CONTROL": str(control), "PYTHONPATH": os.getcwd()}
+    marker, control, hold = tmp_path / "fault-marker", tmp_path / "fault-control", tmp_path / "fault-hold"
+    env = {**idp_env, "FAULT_MARKER": str(marker), "FAULT_CONTROL": str(control), "FAULT_HOLD": str(hold),
+           "PYTHONPATH": os.getcwd()}
     started: list[Process] = []
 
     def start() -> Process:
@@ -189,15 +190,20 @@ def faulty_worker(app, idp_env, tmp_path):
         assert process.popen.poll() is None, process.log()
         return process
 
-    def arm(pause_at: int) -> None:
+    def arm(pause_at: int, *, hold_redelivery: bool = False) -> None:
         marker.write_text("")
         control.write_text(str(pause_at))
+        if hold_redelivery:
+            hold.touch()
+
+    def release() -> None:
+        hold.unlink(missing_ok=True)
 
     def paused_pid() -> int | None:
         found = re.search(r"^PAUSED (\d+)$", marker.read_text(), re.M)
         return int(found.group(1)) if found else None
 
-    start.arm, start.paused_pid, start.marker = arm, paused_pid, marker
+    start.arm, start.release, start.paused_pid, start.marker = arm, release, paused_pid, marker
     empty_broker(app)
     yield start
     for process in started:
@@ -278,11 +284,14 @@ def test_killing_the_task_process_at_every_step_of_a_rotation_keeps_the_invarian
     for n in edges_of_part(edges, part):
         point = points[n - 1]
         scenario.reset()
-        faulty_worker.arm(n)
+        faulty_worker.arm(n, hold_redelivery=True)
         send(app, "rotate_keys", scenario.now)
         wait_until(lambda: faulty_worker.paused_pid() is not None, timeout=60, what=f"the rotation to pause before {point}")
         os.kill(faulty_worker.paused_pid(), signal.SIGKILL)
+        # What the crash left, before the redelivered copy repairs it (on a loaded machine it could
+        # finish before this look, which would then see `after` for a crash before the promotion).
         seen.update(scenario.check_invariants().values())
+        faulty_worker.release()
         # Redelivered to a fresh pool process, the rotation completes; the dead run is closed.
         wait_until(lambda: rotation_succeeded(scenario), timeout=60, what=f"the redelivered rotation to finish (crash before #{n}: {point})")
         scenario.check_completed()
