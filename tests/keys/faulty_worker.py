@@ -6,7 +6,7 @@ FAULT_CONTROL (read as each task starts; 0 = never), or the write starts with th
 instead (`DELETE`), the process writes `PAUSED <pid>` and stops there for good, so the test can
 SIGKILL it at exactly that point. It pauses once per marker file: a redelivered task runs through,
 once the file FAULT_HOLD is gone (so the test can look at what the crash left before the redelivery
-repairs it).
+repairs it; without FAULT_HOLD nothing is held).
 With FAULT_TASK set, only tasks of that name are watched. The worker re-queues the message of a
 killed pool process after 0.1 s instead of the product's 1 s (worker_lost_wait): the tests kill on
 purpose, and a SIGKILLed process has no last word to wait for. And it reaps a dead pool process as
@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 
 MARKER = Path(os.environ["FAULT_MARKER"])
 CONTROL = Path(os.environ["FAULT_CONTROL"])
-HOLD = Path(os.environ["FAULT_HOLD"])
+HOLD = Path(os.environ["FAULT_HOLD"]) if "FAULT_HOLD" in os.environ else None
 _state = {"count": 0, "pause_at": 0, "active": False}
 
 
@@ -94,7 +94,7 @@ AsynPool._event_process_exit = _reap_then_maintain
 @task_prerun.connect
 def _arm(task=None, **_):
     held_until = time.monotonic() + 120
-    while HOLD.exists() and MARKER.exists() and "PAUSED" in MARKER.read_text() and time.monotonic() < held_until:
+    while HOLD is not None and HOLD.exists() and MARKER.exists() and "PAUSED" in MARKER.read_text() and time.monotonic() < held_until:
         time.sleep(0.05)
     control = CONTROL.read_text().strip() if CONTROL.exists() else ""
     pause_at = int(control or 0) if control.isdigit() or not control else control.upper()
