@@ -175,6 +175,39 @@ def test_a_worker_killed_mid_delivery_and_mid_job_loses_neither(app, idp_env, tm
         assert outbox()[0].attempts == 2 and len(receiver.tokens) == 1  # the stalled attempt, then one delivery
 
 
+def test_a_worker_that_loses_the_broker_mid_delivery_reconnects_and_delivers(
+        app, idp_env, broker, tmp_path, processes, stuck_receiver, make_user, make_client):
+    """Redis goes away while the worker holds an unacknowledged task: the worker reconnects and delivers.
+
+    Celery 5.7's worker exited here instead ("Unrecoverable error: AttributeError: 'NoneType' object
+    has no attribute 'hostname'", from closing a connection it had already collected).
+    """
+    receiver = stuck_receiver
+    user = make_user()
+    rp, _ = make_client(backchannel_logout_uri=receiver.url)
+    sid = session_with_grant(app, user.id, rp.id)
+    worker = start(processes, ["worker", "--loglevel", "INFO", "--concurrency", "2"], idp_env, tmp_path / "worker.log", "ready")
+    ready(worker, start(processes, ["beat", "--loglevel", "INFO"], idp_env, tmp_path / "beat.log", "beat: Starting"))
+
+    with app.app_context():
+        end_session(db.session.scalar(select(UserSession).where(UserSession.sid == sid)), reason="logout")
+        db.session.commit()
+        wait_until(lambda: receiver.stalled, timeout=30, what="the worker to be stuck delivering")
+        broker.stop()  # the delivery's task is in the worker's hands, not acknowledged
+        wait_until(lambda: "Connection to broker lost" in worker.log() or worker.popen.poll() is not None, timeout=30,
+                   what="the worker to notice the broker is gone")
+        broker.start()
+        receiver.release.set()  # the stuck attempt ends unanswered; the next one is answered
+        back_at = time.monotonic()
+        wait_until(lambda: outbox()[0].outcome == "delivered" or worker.popen.poll() is not None, timeout=RECOVERY_SECONDS,
+                   interval=0.5, what="the delivery to be done once the broker is back")
+        assert worker.popen.poll() is None, worker.log()[-3000:]
+        assert "Unrecoverable error" not in worker.log()
+        assert time.monotonic() - back_at < RECOVERY_SECONDS
+        claims = verified_claims(app, receiver.tokens[0])
+        assert (claims["sid"], claims["sub"]) == (sid, user.subject) and len(receiver.tokens) == 1
+
+
 def compose_processes(database_url: str, broker_url: str, secrets: dict, state: Path) -> tuple[dict[str, list[str]], dict[str, dict], str]:
     """The web, worker and beat commands and environments of docker-compose.yml, pointed at this machine.
 
