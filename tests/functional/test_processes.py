@@ -53,9 +53,14 @@ def port_is_free(port: int) -> bool:
 
 
 def session_processes(sid: int) -> list[str]:
-    """Command lines of every process still in session `sid` (`idp dev` and all it started)."""
-    found = subprocess.run(["pgrep", "-a", "-s", str(sid)], capture_output=True, text=True)
-    return found.stdout.splitlines()
+    """Pid, state and command line of every live process still in session `sid` (`idp dev` and all it started).
+
+    Zombies are left out: they run nothing, and one whose parent has ended waits only for init to
+    reap it (a loaded run once saw the `uname` that Celery's start-up runs, its parent stopped first).
+    A zombie whose parent still runs is found through that parent.
+    """
+    found = subprocess.run(["ps", "-s", str(sid), "-o", "pid=,stat=,args="], capture_output=True, text=True)
+    return [line.strip() for line in found.stdout.splitlines() if not line.split()[1].startswith("Z")]
 
 
 @pytest.fixture(scope="module")
