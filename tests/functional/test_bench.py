@@ -169,7 +169,11 @@ def test_a_node_that_does_not_come_up_is_reported_and_started_again_on_another_p
 
 @pytest.mark.filterwarnings("default::UserWarning")  # a restart is shown in the run's summary, not failed
 def test_compare_runs_every_scenario_on_the_idp_and_node_with_plausible_numbers(tmp_path):
-    """`python -m bench --compare`, one second per scenario and side: one table, every scenario, no errors."""
+    """`python -m bench --compare`, one second per scenario and side: one table, every scenario, no errors.
+
+    One connection: a second of load then keeps one core busy, not both (about 11 s less CPU
+    for the run); the numbers only need to be plausible here.
+    """
     from bench.compare import SCENARIOS as COMPARED
     from bench.loadgen import WRK
     from bench.node_server import RESTARTED, node_version
@@ -180,7 +184,7 @@ def test_compare_runs_every_scenario_on_the_idp_and_node_with_plausible_numbers(
     out = tmp_path / "compare.json"
     env = {name: value for name, value in os.environ.items() if not name.startswith("IDP_")}
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--compare", "-c", "2", "-d", "1", "-r", "1", "--warmup", "0",
+        [sys.executable, "-m", "bench", "--compare", "-c", "1", "-d", "1", "-r", "1", "--warmup", "0",
          "--database-url", _scratch_postgres("bench"), "--json", str(out)],
         env=env, capture_output=True, text=True, timeout=300,
     )
@@ -205,7 +209,7 @@ def test_compare_runs_every_scenario_on_the_idp_and_node_with_plausible_numbers(
             if "n/a" in levels:
                 assert levels["n/a"], (name, side)  # a side that cannot run a scenario says why
                 continue
-            level = levels["2"]
+            level = levels["1"]
             assert level["errors"] == 0 and level["rps"] > 0, (name, side, level)
             assert 0 < level["p50_ms"] <= level["p99_ms"], (name, side, level)
             assert level["cpu_s_per_1000"] > 0, (name, side, level)
