@@ -30,7 +30,9 @@ from playwright.sync_api import expect, sync_playwright
 from tests.conftest import require_service, wait_for_server
 from tests.support import Process, free_port
 
-CHROMIUM = "/usr/bin/chromium"
+# Debian's headless shell of Chromium (package chromium-headless-shell, built with `chromium` from one
+# source and version): no browser windows, so about 45% less CPU per page test than `chromium --headless`.
+CHROMIUM = "/usr/bin/chromium-headless-shell"
 # A host name of the tests' own (RFC 6761 reserves .test), resolved to loopback by the browser:
 # the nginx test serves TLS for it. No other test names it.
 TEST_HOST = "idp.test"
@@ -67,7 +69,7 @@ def chromium(pytestconfig):
 
     Looked up for each test (a dictionary look-up), so a browser that crashed is launched again.
     """
-    require_service("chromium", os.path.exists(CHROMIUM), "apt-get install chromium")
+    require_service("chromium", os.path.exists(CHROMIUM), "apt-get install chromium-headless-shell")
     kept = _kept(pytestconfig)
     browser = kept.get("chromium")
     if browser is None or not browser.is_connected():  # a crashed browser is not every later test's failure
