@@ -1,7 +1,7 @@
 """The admin UI in a real headless Chromium against a real `idp serve`, with a screenshot of every page.
 
-Debian's Chromium (/usr/bin/chromium-headless-shell), driven by Playwright for Python (never a downloaded browser). The
-screenshots land in tests/screenshots/ (git-ignored) for review. The tests of a backend share the
+Debian's Chromium (/usr/bin/chromium-headless-shell), driven by Playwright for Python (never a
+downloaded browser). The screenshots land in tests/screenshots/ (git-ignored) for review. The tests of a backend share the
 process's Chromium and one `idp serve` (tests/browser_support.py); each has a clean database and fresh contexts.
 """
 
